@@ -1,0 +1,3 @@
+//! berth: a declarative reconciler for one Docker host. See ARCHITECTURE.md for the code map.
+pub mod runtime;
+pub mod spec;

@@ -1,0 +1,126 @@
+//! The container runtime boundary: the `ContainerRuntime` trait, the observed-state types
+//! it returns, and the ownership labels. `docker.rs` is the only code that talks to the
+//! Docker Engine (bollard). Callers other than `reconcile` may only use `observe`.
+//! Must not touch: nginx, the store, or any container without `berth.managed=true`.
+
+pub mod docker;
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::future::Future;
+
+pub const LABEL_MANAGED: &str = "berth.managed";
+pub const LABEL_APP: &str = "berth.app";
+pub const LABEL_SPEC_HASH: &str = "berth.spec-hash";
+pub const LABEL_REVISION: &str = "berth.revision";
+pub const LABEL_SOURCE_FILE: &str = "berth.source-file";
+/// Optional extra label: lets a test or a second controller own a disjoint set of containers.
+pub const LABEL_INSTANCE: &str = "berth.instance";
+
+/// What Docker reports about the container process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    Created,
+    Running,
+    Restarting,
+    Paused,
+    Exited,
+    Dead,
+    Removing,
+    Unknown,
+}
+
+impl ContainerState {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "created" => Self::Created,
+            "running" => Self::Running,
+            "restarting" => Self::Restarting,
+            "paused" => Self::Paused,
+            "exited" => Self::Exited,
+            "dead" => Self::Dead,
+            "removing" => Self::Removing,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// One berth-owned container, as seen by a single labelled list call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObservedContainer {
+    pub id: String,
+    pub name: String,
+    pub app: String,
+    pub image: String,
+    pub spec_hash: String,
+    pub revision: String,
+    pub state: ContainerState,
+    /// Host port on 127.0.0.1 that Docker published for the app's first container port.
+    pub host_port: Option<u16>,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+impl ObservedContainer {
+    /// `127.0.0.1:<port>` when published.
+    pub fn address(&self) -> Option<String> {
+        self.host_port.map(|p| format!("127.0.0.1:{p}"))
+    }
+}
+
+/// Everything needed to create one container; built by `reconcile` from an `AppSpec`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRequest {
+    pub name: String,
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    /// Final env, host-supplied values already resolved. Never logged.
+    pub env: Vec<(String, String)>,
+    /// Container ports to publish on 127.0.0.1 with an ephemeral host port.
+    pub ports: Vec<u16>,
+    pub cpu_millis: Option<u32>,
+    pub memory_bytes: Option<u64>,
+    /// Ownership labels (managed, app, spec hash, revision, ...).
+    pub labels: BTreeMap<String, String>,
+    pub network: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot reach the docker engine at {endpoint}: {message} (is the daemon running? check DOCKER_HOST)")]
+    Unreachable { endpoint: String, message: String },
+    #[error("image {image} is not present on this host: build or load it (docker build / docker load); no registry pulls are attempted")]
+    ImageMissing { image: String },
+    #[error("refusing to touch container {id}: it does not carry the berth.managed label")]
+    NotOwned { id: String },
+    #[error("docker engine error during {operation}: {message}")]
+    Engine { operation: String, message: String },
+}
+
+/// The runtime boundary. Every method is idempotent: "already exists", "already stopped"
+/// and "already gone" are `Ok`.
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// One list call filtered on the ownership label (and instance label when set).
+    fn observe(&self) -> impl Future<Output = Result<Vec<ObservedContainer>, RuntimeError>> + Send;
+    /// Creates (but does not start) a container; returns its id. An existing container with
+    /// the same name and berth's label is returned as is.
+    fn create(
+        &self,
+        request: &ContainerRequest,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn stop(
+        &self,
+        id: &str,
+        timeout_seconds: u32,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Inspects one berth-owned container: state and published host port; None when gone.
+    fn inspect(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ObservedContainer>, RuntimeError>> + Send;
+    /// Makes sure the dedicated network exists.
+    fn ensure_network(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+}

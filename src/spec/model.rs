@@ -1,0 +1,153 @@
+//! The validated App model: what the rest of berth consumes after `spec` has parsed and
+//! checked a file. Plain data, no I/O, no serde_yaml (that stays inside `spec`).
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// A validated application spec. Every field already has its default applied.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppSpec {
+    /// DNS label, unique across the source.
+    pub name: String,
+    pub app_type: AppType,
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    /// Container ports; http apps have at least one, the first one is routed.
+    pub ports: Vec<u16>,
+    pub health: Option<HealthSpec>,
+    pub resources: Resources,
+    /// `spec.replicas` as written (None when absent).
+    pub replicas: Option<u32>,
+    pub scaling: Option<Scaling>,
+    pub env: Vec<EnvVar>,
+    pub termination: Termination,
+    /// Only for http apps; defaults to path `/<name>` on any host.
+    pub route: Option<Route>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppType {
+    Http,
+    Worker,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthSpec {
+    pub probe: Probe,
+    pub interval_seconds: u32,
+    pub timeout_seconds: u32,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub initial_delay_seconds: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Probe {
+    HttpGet { path: String, port: u16 },
+    TcpSocket { port: u16 },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Resources {
+    /// Thousandths of a core (`0.5` and `"500m"` both give 500).
+    pub cpu_millis: Option<u32>,
+    pub memory_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scaling {
+    pub min_replicas: u32,
+    pub max_replicas: u32,
+    pub mode: ScalingMode,
+    pub cooldown_seconds: u32,
+    pub http: Option<HttpScaling>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScalingMode {
+    Auto,
+    Manual,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HttpScaling {
+    pub target_rps_per_replica: f64,
+    pub max_p95_latency_ms: f64,
+    pub scale_out_threshold_pct: f64,
+    pub scale_in_threshold_pct: f64,
+    pub window_seconds: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: EnvValue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EnvValue {
+    Literal(String),
+    /// `valueFrom: sdk`: supplied by the host at deploy time, never stored in git.
+    FromHost,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Termination {
+    pub drain_seconds: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    pub host: Option<String>,
+    /// Always starts with `/`.
+    pub path: String,
+    /// Strip `path` before proxying, so the app sees `/` for `<path>/` (default true).
+    pub strip_prefix: bool,
+}
+
+/// Where an app's spec came from: file (relative to the source root) and the line of its
+/// document, so every event and error can point at it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceRef {
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+/// One spec problem. `Display` gives `file:line:column: field: message`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SpecIssue {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// Dotted field path, e.g. `spec.scaling.maxReplicas`; empty for whole-document errors.
+    pub field: String,
+    pub message: String,
+    /// The app this issue belongs to, when the document got far enough to name it.
+    pub app: Option<String>,
+}
+
+impl std::fmt::Display for SpecIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file.display(), self.line, self.column)?;
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+/// The result of loading a set of spec files: the valid apps plus every problem found.
+/// An app named in an issue is absent from `apps`; other apps are unaffected.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct LoadedSpecs {
+    pub apps: BTreeMap<String, (AppSpec, SourceRef)>,
+    pub issues: Vec<SpecIssue>,
+    /// Files that could not be read or parsed far enough to know which apps they define.
+    /// Callers must not remove anything that might have come from them.
+    pub unreadable_files: Vec<PathBuf>,
+}
