@@ -2,3 +2,4 @@
 pub mod plan;
 pub mod runtime;
 pub mod spec;
+pub mod store;

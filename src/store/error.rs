@@ -1,0 +1,63 @@
+//! `StoreError`: the one error type of the store boundary. Owns the wording of every
+//! database failure berth reports. Must not touch: the database itself (it only describes
+//! failures), anything outside src/store.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the store. `location` is the database file path, or
+/// `:memory:` for an in-memory store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot create the directory {} for the database: {source}; create it by hand or \
+         choose a database path in a writable directory",
+        dir.display()
+    )]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "cannot open the database {location}: {source}; check that the file is readable and \
+         writable by this user and is a berth SQLite database"
+    )]
+    Open {
+        location: String,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    #[error(
+        "cannot migrate the database {location}: {source}; if a newer berth wrote this file, \
+         run that version, otherwise restore a backup or move the file aside to start fresh"
+    )]
+    Migrate {
+        location: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+
+    #[error(
+        "{operation} failed on the database {location}: {source}; check free disk space and \
+         file permissions, and that no other program holds the database locked"
+    )]
+    Query {
+        operation: &'static str,
+        location: String,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    #[error(
+        "app {name:?} is not in the store; record its desired spec with upsert_app_desired first"
+    )]
+    AppNotFound { name: String },
+
+    #[error(
+        "the database {location} holds a value berth cannot read: {detail}; if a newer berth \
+         wrote it, run that version, otherwise move the file aside to start fresh"
+    )]
+    Corrupt { location: String, detail: String },
+}

@@ -1,0 +1,212 @@
+//! The `events` table: the append-only history of what berth did and why, read by the API
+//! newest first with keyset paging on `id`. Owns that table's SQL and the `EventType`
+//! vocabulary. Must not touch: app rows or any other table; it never updates or deletes
+//! events.
+
+use super::{page_limit, Store, StoreError};
+use serde::{Serialize, Serializer};
+use sqlx::{QueryBuilder, Sqlite};
+use std::fmt;
+
+/// Largest page `events` returns, whatever `EventQuery::limit` asks for.
+pub const MAX_EVENT_PAGE: u32 = 1000;
+
+/// Kind of event, stored as lowercase kebab-case text. `Other` carries any kind not listed
+/// yet, so a module can add one without a schema change; `parse` maps listed kinds to their
+/// variant, so prefer the variant over `Other("created")`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventType {
+    Created,
+    Removed,
+    RolloutStarted,
+    RolloutSucceeded,
+    RolloutFailed,
+    ProxyReloaded,
+    ProxyRejected,
+    SpecInvalid,
+    RuntimeError,
+    Healed,
+    Quarantined,
+    Other(String),
+}
+
+impl EventType {
+    const KNOWN: [EventType; 11] = [
+        EventType::Created,
+        EventType::Removed,
+        EventType::RolloutStarted,
+        EventType::RolloutSucceeded,
+        EventType::RolloutFailed,
+        EventType::ProxyReloaded,
+        EventType::ProxyRejected,
+        EventType::SpecInvalid,
+        EventType::RuntimeError,
+        EventType::Healed,
+        EventType::Quarantined,
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            EventType::Created => "created",
+            EventType::Removed => "removed",
+            EventType::RolloutStarted => "rollout-started",
+            EventType::RolloutSucceeded => "rollout-succeeded",
+            EventType::RolloutFailed => "rollout-failed",
+            EventType::ProxyReloaded => "proxy-reloaded",
+            EventType::ProxyRejected => "proxy-rejected",
+            EventType::SpecInvalid => "spec-invalid",
+            EventType::RuntimeError => "runtime-error",
+            EventType::Healed => "healed",
+            EventType::Quarantined => "quarantined",
+            EventType::Other(text) => text,
+        }
+    }
+
+    pub fn parse(text: &str) -> EventType {
+        EventType::KNOWN
+            .into_iter()
+            .find(|t| t.as_str() == text)
+            .unwrap_or_else(|| EventType::Other(text.to_string()))
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for EventType {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// An event to append.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NewEvent {
+    /// `None` for host-wide events (proxy, source).
+    pub app: Option<String>,
+    pub event_type: EventType,
+    pub message: String,
+    pub revision: Option<String>,
+    pub source_file: Option<String>,
+    /// Structured context; `Value::Null` when there is none.
+    pub details: serde_json::Value,
+    pub at: i64,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventRow {
+    pub id: i64,
+    pub app: Option<String>,
+    pub event_type: EventType,
+    pub message: String,
+    pub revision: Option<String>,
+    pub source_file: Option<String>,
+    pub details: serde_json::Value,
+    pub at: i64,
+}
+
+/// Filters and page for `events`. All filters are optional and combine with AND.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventQuery {
+    pub app: Option<String>,
+    pub event_type: Option<EventType>,
+    /// Only events with `at >= since`.
+    pub since: Option<i64>,
+    /// Only events with `id < before_id`: pass the smallest id of the previous page.
+    pub before_id: Option<i64>,
+    /// Page size, capped at `MAX_EVENT_PAGE`.
+    pub limit: u32,
+}
+
+impl Default for EventQuery {
+    fn default() -> Self {
+        EventQuery {
+            app: None,
+            event_type: None,
+            since: None,
+            before_id: None,
+            limit: 100,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRaw {
+    id: i64,
+    app: Option<String>,
+    event_type: String,
+    message: String,
+    revision: Option<String>,
+    source_file: Option<String>,
+    details: String,
+    at: i64,
+}
+
+impl Store {
+    /// Appends an event and returns its id. Ids only grow.
+    pub async fn record_event(&self, event: &NewEvent) -> Result<i64, StoreError> {
+        let (id,): (i64,) = sqlx::query_as(
+            "INSERT INTO events (app, event_type, message, revision, source_file, details, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             RETURNING id",
+        )
+        .bind(event.app.as_deref())
+        .bind(event.event_type.as_str())
+        .bind(&event.message)
+        .bind(event.revision.as_deref())
+        .bind(event.source_file.as_deref())
+        .bind(event.details.to_string())
+        .bind(event.at)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(self.query_error("recording an event"))?;
+        Ok(id)
+    }
+
+    /// Events matching `query`, newest (highest id) first.
+    pub async fn events(&self, query: &EventQuery) -> Result<Vec<EventRow>, StoreError> {
+        let mut sql: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT id, app, event_type, message, revision, source_file, details, at \
+             FROM events WHERE 1 = 1",
+        );
+        if let Some(app) = &query.app {
+            sql.push(" AND app = ").push_bind(app.clone());
+        }
+        if let Some(event_type) = &query.event_type {
+            sql.push(" AND event_type = ")
+                .push_bind(event_type.as_str().to_string());
+        }
+        if let Some(since) = query.since {
+            sql.push(" AND at >= ").push_bind(since);
+        }
+        if let Some(before_id) = query.before_id {
+            sql.push(" AND id < ").push_bind(before_id);
+        }
+        sql.push(" ORDER BY id DESC LIMIT ")
+            .push_bind(page_limit(query.limit, MAX_EVENT_PAGE));
+        let raws: Vec<EventRaw> = sql
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(self.query_error("listing events"))?;
+        raws.into_iter()
+            .map(|raw| {
+                Ok(EventRow {
+                    details: self
+                        .decode_json(&format!("the details of event {}", raw.id), &raw.details)?,
+                    id: raw.id,
+                    app: raw.app,
+                    event_type: EventType::parse(&raw.event_type),
+                    message: raw.message,
+                    revision: raw.revision,
+                    source_file: raw.source_file,
+                    at: raw.at,
+                })
+            })
+            .collect()
+    }
+}
