@@ -19,7 +19,7 @@ force=0
 for arg in "$@"; do
   case "$arg" in
     --force|-f) force=1 ;;
-    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build.sh: unknown argument: $arg (usage: build.sh [--force])" >&2; exit 2 ;;
   esac
 done
@@ -64,6 +64,8 @@ build() { # tag body with_healthz
     echo "build.sh: $image is up to date"
     return 0
   fi
+  local old
+  old=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
   local root="$work/$tag"
   mkdir -p "$root/bin" "$root/www" "$root/tmp" "$root/etc" "$root/proc" "$root/sys" "$root/dev"
   chmod 1777 "$root/tmp"
@@ -88,6 +90,10 @@ build() { # tag body with_healthz
       --change "LABEL berth.demo.stamp=$STAMP" \
       --message "berth demo image $tag" \
       - "$image" >/dev/null
+  # Drop the image this one replaced (--force or a new stamp) unless a container still uses it.
+  if [[ -n "$old" && "$old" != "$(docker image inspect --format '{{.Id}}' "$image")" ]]; then
+    docker image rm "$old" >/dev/null 2>&1 || true
+  fi
   echo "build.sh: built $image"
 }
 
