@@ -81,6 +81,7 @@ async fn create_start_observe_serves_v1() {
     assert_eq!(c.state, ContainerState::Running);
     assert!(c.created > 1_600_000_000, "created = {}", c.created);
     let addr = c.address().expect("a 127.0.0.1 host port is published");
+    assert_eq!(c.published, vec![(8080, c.host_port.unwrap())]);
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
 
     let (status, body) =
@@ -93,6 +94,7 @@ async fn create_start_observe_serves_v1() {
     // inspect agrees with the list call.
     let inspected = rt.inspect(&id).await.expect("inspect").expect("exists");
     assert_eq!(inspected.host_port, c.host_port);
+    assert_eq!(inspected.published, c.published);
     assert_eq!(inspected.state, ContainerState::Running);
     assert_eq!(inspected.app, "web");
     assert_eq!(inspected.image, IMAGE_V1);

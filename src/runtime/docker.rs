@@ -454,23 +454,28 @@ fn container_config(
     }
 }
 
-/// Picks the 127.0.0.1 host port for the primary container port (from `berth.port`), else
-/// for the lowest container port published on 127.0.0.1.
-fn pick_host_port(
+/// Every (container port, host port) pair published on 127.0.0.1, sorted by container port.
+fn loopback_pairs(
     bindings: impl IntoIterator<Item = (u16, Option<String>, Option<u16>)>,
-    primary: Option<u16>,
-) -> Option<u16> {
-    let mut loopback: Vec<(u16, u16)> = bindings
+) -> Vec<(u16, u16)> {
+    let mut pairs: Vec<(u16, u16)> = bindings
         .into_iter()
         .filter_map(|(private, ip, public)| {
             let public = public.filter(|p| *p != 0)?;
             (ip.as_deref() == Some("127.0.0.1")).then_some((private, public))
         })
         .collect();
-    loopback.sort_unstable();
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs
+}
+
+/// The host port for the primary container port (from `berth.port`), else for the lowest
+/// container port published on 127.0.0.1.
+fn pick_host_port(published: &[(u16, u16)], primary: Option<u16>) -> Option<u16> {
     match primary {
-        Some(p) => loopback.iter().find(|(private, _)| *private == p),
-        None => loopback.first(),
+        Some(p) => published.iter().find(|(private, _)| *private == p),
+        None => published.first(),
     }
     .map(|(_, public)| *public)
 }
@@ -501,12 +506,12 @@ fn observed_from_summary(
         .map(|n| n.trim_start_matches('/').to_string())
         .unwrap_or_else(|| short(&id).to_string());
     let ports = summary.ports.unwrap_or_default();
-    let host_port = pick_host_port(
+    let published = loopback_pairs(
         ports
             .into_iter()
             .map(|p| (p.private_port, p.ip, p.public_port)),
-        primary_port(&labels),
     );
+    let host_port = pick_host_port(&published, primary_port(&labels));
     Some(ObservedContainer {
         name,
         app: label(&labels, LABEL_APP),
@@ -515,6 +520,7 @@ fn observed_from_summary(
         revision: label(&labels, LABEL_REVISION),
         state: ContainerState::parse(summary.state.as_deref().unwrap_or_default()),
         host_port,
+        published,
         created: summary.created.unwrap_or_default(),
         id,
     })
@@ -538,6 +544,7 @@ fn observed_from_inspect(info: ContainerInspectResponse) -> ObservedContainer {
             })
         })
         .collect::<Vec<_>>();
+    let published = loopback_pairs(bindings);
     let state = info
         .state
         .and_then(|s| s.status)
@@ -553,7 +560,8 @@ fn observed_from_inspect(info: ContainerInspectResponse) -> ObservedContainer {
         spec_hash: label(&labels, LABEL_SPEC_HASH),
         revision: label(&labels, LABEL_REVISION),
         state,
-        host_port: pick_host_port(bindings, primary_port(&labels)),
+        host_port: pick_host_port(&published, primary_port(&labels)),
+        published,
         created: info.created.as_deref().and_then(parse_rfc3339).unwrap_or(0),
         id,
     }
@@ -975,9 +983,12 @@ mod tests {
             (8080, Some("127.0.0.1".to_string()), Some(40003)),
             (7070, None, None),
         ];
-        assert_eq!(pick_host_port(bindings.clone(), Some(8080)), Some(40003));
-        assert_eq!(pick_host_port(bindings.clone(), None), Some(40003));
-        assert_eq!(pick_host_port(bindings, Some(7070)), None);
+        let published = loopback_pairs(bindings);
+        assert_eq!(published, vec![(8080, 40003), (9090, 40001)]);
+        assert_eq!(pick_host_port(&published, Some(8080)), Some(40003));
+        assert_eq!(pick_host_port(&published, Some(9090)), Some(40001));
+        assert_eq!(pick_host_port(&published, None), Some(40003));
+        assert_eq!(pick_host_port(&published, Some(7070)), None);
     }
 
     #[test]
@@ -1024,6 +1035,7 @@ mod tests {
         assert_eq!(o.revision, "r1");
         assert_eq!(o.state, ContainerState::Running);
         assert_eq!(o.address().as_deref(), Some("127.0.0.1:32768"));
+        assert_eq!(o.published, vec![(8080, 32768)]);
         assert_eq!(o.created, 1_700_000_000);
         assert!(observed_from_summary(summary, Some("other")).is_none());
     }

@@ -61,6 +61,8 @@ pub struct ObservedContainer {
     pub state: ContainerState,
     /// Host port on 127.0.0.1 that Docker published for the app's first container port.
     pub host_port: Option<u16>,
+    /// Every published (container port, host port on 127.0.0.1) pair.
+    pub published: Vec<(u16, u16)>,
     /// Unix seconds.
     pub created: i64,
 }
