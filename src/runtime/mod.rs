@@ -16,6 +16,9 @@ pub const LABEL_REVISION: &str = "berth.revision";
 pub const LABEL_SOURCE_FILE: &str = "berth.source-file";
 /// Optional extra label: lets a test or a second controller own a disjoint set of containers.
 pub const LABEL_INSTANCE: &str = "berth.instance";
+/// The container port whose 127.0.0.1 host port `observe` reports (the request's first port).
+/// Set by the runtime on create unless the request already carries it.
+pub const LABEL_PORT: &str = "berth.port";
 
 /// What Docker reports about the container process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -58,6 +61,8 @@ pub struct ObservedContainer {
     pub state: ContainerState,
     /// Host port on 127.0.0.1 that Docker published for the app's first container port.
     pub host_port: Option<u16>,
+    /// Every published (container port, host port on 127.0.0.1) pair.
+    pub published: Vec<(u16, u16)>,
     /// Unix seconds.
     pub created: i64,
 }
@@ -70,7 +75,8 @@ impl ObservedContainer {
 }
 
 /// Everything needed to create one container; built by `reconcile` from an `AppSpec`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` prints env names only (values are redacted), so the request is safe to log.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ContainerRequest {
     pub name: String,
     pub image: String,
@@ -86,13 +92,68 @@ pub struct ContainerRequest {
     pub network: Option<String>,
 }
 
+impl std::fmt::Debug for ContainerRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<String> = self
+            .env
+            .iter()
+            .map(|(name, _)| format!("{name}=<redacted>"))
+            .collect();
+        f.debug_struct("ContainerRequest")
+            .field("name", &self.name)
+            .field("image", &self.image)
+            .field("command", &self.command)
+            .field("env", &env)
+            .field("ports", &self.ports)
+            .field("cpu_millis", &self.cpu_millis)
+            .field("memory_bytes", &self.memory_bytes)
+            .field("labels", &self.labels)
+            .field("network", &self.network)
+            .finish()
+    }
+}
+
+/// Engine API calls made by a runtime, by kind (every request sent counts, failed or not).
+/// Tests and benchmarks use it to prove that a no-op pass is one list and nothing mutating.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CallCounts {
+    pub list: u64,
+    pub inspect: u64,
+    pub create: u64,
+    pub start: u64,
+    pub stop: u64,
+    pub remove: u64,
+    /// Network creations (`ensure_network` is cached, so a steady state makes none).
+    pub network: u64,
+}
+
+impl CallCounts {
+    /// create + start + stop + remove + network.
+    pub fn mutating(&self) -> u64 {
+        self.create + self.start + self.stop + self.remove + self.network
+    }
+
+    /// Calls made since an earlier snapshot of the same counter.
+    pub fn since(&self, earlier: &CallCounts) -> CallCounts {
+        CallCounts {
+            list: self.list.saturating_sub(earlier.list),
+            inspect: self.inspect.saturating_sub(earlier.inspect),
+            create: self.create.saturating_sub(earlier.create),
+            start: self.start.saturating_sub(earlier.start),
+            stop: self.stop.saturating_sub(earlier.stop),
+            remove: self.remove.saturating_sub(earlier.remove),
+            network: self.network.saturating_sub(earlier.network),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("cannot reach the docker engine at {endpoint}: {message} (is the daemon running? check DOCKER_HOST)")]
     Unreachable { endpoint: String, message: String },
     #[error("image {image} is not present on this host: build or load it (docker build / docker load); no registry pulls are attempted")]
     ImageMissing { image: String },
-    #[error("refusing to touch container {id}: it does not carry the berth.managed label")]
+    #[error("refusing to touch container {id}: it does not carry the berth.managed label (or belongs to another berth.instance)")]
     NotOwned { id: String },
     #[error("docker engine error during {operation}: {message}")]
     Engine { operation: String, message: String },

@@ -1,0 +1,276 @@
+//! Shared helpers for berth's integration tests (include with `mod support;`).
+//!
+//! Owns: building the demo images once per test process ([`ensure_images`]), unique names,
+//! the [`DockerCleanup`] Drop guard, and a loopback-only HTTP GET ([`http_get`]).
+//! Must not touch: containers or networks outside the guard's `berth.instance` (cleanup is
+//! strictly label/name scoped), any address other than loopback, and images (never removed).
+//! Docker tests must fail, not skip, when no engine is reachable: [`ensure_images`] panics.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The demo images built by `examples/images/build.sh`.
+pub const IMAGE_V1: &str = "berth-demo:v1";
+pub const IMAGE_V2: &str = "berth-demo:v2";
+pub const IMAGE_BROKEN: &str = "berth-demo:broken";
+
+/// Runs the docker CLI; never panics (check `status` yourself).
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the docker CLI ({e}); install docker-ce-cli"))
+}
+
+/// Runs the docker CLI and returns trimmed stdout; panics with stderr on failure.
+pub fn docker_ok(args: &[&str]) -> String {
+    let out = docker(args);
+    assert!(
+        out.status.success(),
+        "docker {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Panics with a clear message unless a Docker engine answers.
+pub fn require_docker() {
+    let out = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "Docker engine unreachable (DOCKER_HOST={}): {}. These tests need a real engine; \
+             start dockerd and re-run (they fail instead of skipping on purpose).",
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unset".into()),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => {
+            panic!("cannot run the docker CLI ({e}); these tests need docker + a running engine")
+        }
+    }
+}
+
+/// Builds the demo images once per process (fast when they already exist).
+/// Panics when Docker is unreachable or the build fails.
+pub fn ensure_images() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        require_docker();
+        let script: PathBuf = [env!("CARGO_MANIFEST_DIR"), "examples", "images", "build.sh"]
+            .iter()
+            .collect();
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} failed:\n{}{}",
+            script.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// `<prefix>-<pid>-<n>-<time>`: unique across tests, processes and runs; valid as a container
+/// name, a network name and a label value (lowercase `[a-z0-9-]`).
+pub fn unique_name(prefix: &str) -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() % 1_000_000_000)
+        .unwrap_or(0);
+    format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
+}
+
+/// Drop guard: removes every container labelled `berth.instance=<instance>` (owned or not),
+/// then networks labelled with the instance and the network named `<instance>`.
+/// Uses the docker CLI, so it works after a panic and outside any async runtime.
+/// Convention: name a test's network after its instance (or let `DockerRuntime` create it,
+/// which labels it).
+#[derive(Debug)]
+pub struct DockerCleanup {
+    pub instance: String,
+}
+
+impl DockerCleanup {
+    pub fn new(instance: impl Into<String>) -> Self {
+        Self {
+            instance: instance.into(),
+        }
+    }
+}
+
+impl Drop for DockerCleanup {
+    fn drop(&mut self) {
+        let filter = format!("label=berth.instance={}", self.instance);
+        let ids = docker(&["ps", "-aq", "--filter", &filter]);
+        let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        if !ids.is_empty() {
+            let mut args = vec!["rm", "-f", "-v"];
+            args.extend(ids.iter().map(String::as_str));
+            let out = docker(&args);
+            if !out.status.success() {
+                eprintln!(
+                    "DockerCleanup({}): docker rm failed: {}",
+                    self.instance,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        let nets = docker(&["network", "ls", "-q", "--filter", &filter]);
+        let mut nets: Vec<String> = String::from_utf8_lossy(&nets.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let named = docker(&["network", "inspect", "--format", "{{.Id}}", &self.instance]);
+        if named.status.success() {
+            nets.push(self.instance.clone());
+        }
+        for net in nets {
+            let out = docker(&["network", "rm", &net]);
+            if !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                if !err.contains("No such network") && !err.contains("not found") {
+                    eprintln!(
+                        "DockerCleanup({}): docker network rm {net} failed: {}",
+                        self.instance,
+                        err.trim()
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn loopback_addr(addr: &str) -> std::io::Result<SocketAddr> {
+    let resolved = addr.to_socket_addrs()?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{addr}: no address"),
+        )
+    })?;
+    if !resolved.ip().is_loopback() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("tests only talk to loopback, refusing {resolved}"),
+        ));
+    }
+    Ok(resolved)
+}
+
+/// One HTTP/1.1 GET over a raw TcpStream to a loopback `addr` ("127.0.0.1:8080") with
+/// `Connection: close`; returns (status, body). `host` overrides the Host header.
+/// Handles Content-Length, chunked and read-to-close bodies. 5 s timeouts.
+pub fn http_get(addr: &str, path: &str, host: Option<&str>) -> std::io::Result<(u16, String)> {
+    let target = loopback_addr(addr)?;
+    let timeout = Duration::from_secs(5);
+    let mut stream = TcpStream::connect_timeout(&target, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: berth-tests\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        host.unwrap_or(addr)
+    );
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_response(&raw)
+}
+
+fn invalid(msg: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg.into())
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<(u16, String)> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| invalid(format!("incomplete http response ({} bytes)", raw.len())))?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let mut body = raw[split + 4..].to_vec();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| invalid(format!("bad status line {status_line:?}")))?;
+    let mut chunked = false;
+    let mut length: Option<usize> = None;
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':') {
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
+            if name == "transfer-encoding" && value.to_ascii_lowercase().contains("chunked") {
+                chunked = true;
+            } else if name == "content-length" {
+                length = value.parse().ok();
+            }
+        }
+    }
+    if chunked {
+        body = dechunk(&body)?;
+    } else if let Some(n) = length {
+        body.truncate(n);
+    }
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| invalid("truncated chunk size"))?;
+        let size_text = String::from_utf8_lossy(&data[..eol]);
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| invalid(format!("bad chunk size {size_text:?}")))?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if data.len() < size {
+            return Err(invalid("truncated chunk"));
+        }
+        out.extend_from_slice(&data[..size]);
+        data = data.get(size + 2..).unwrap_or_default();
+    }
+}
+
+/// Retries [`http_get`] until it yields a response with `expected_status` (or any response
+/// when `None`) or `timeout` passes; returns the last response or error.
+pub fn wait_http(
+    addr: &str,
+    path: &str,
+    expected_status: Option<u16>,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let result = http_get(addr, path, None);
+        let done = match &result {
+            Ok((status, _)) => expected_status.is_none_or(|s| s == *status),
+            Err(_) => false,
+        };
+        if done || Instant::now() >= deadline {
+            return result;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
