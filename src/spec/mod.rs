@@ -6,10 +6,12 @@
 pub mod hash;
 pub mod model;
 pub mod raw;
+pub mod screen;
 pub mod units;
 
 pub use hash::spec_hash;
 pub use model::*;
+pub use screen::{MAX_ALIASES_PER_DOC, MAX_BLOCK_DEPTH, MAX_FILE_BYTES, MAX_FLOW_DEPTH};
 
 /// The JSON Schema of an App document (`berth schema`), generated from the raw types.
 pub fn json_schema() -> serde_json::Value {
