@@ -97,7 +97,7 @@ pub struct Port {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Health {
-    /// HTTP GET probe; a 2xx or 3xx answer is healthy. Exactly one of httpGet / tcpSocket.
+    /// HTTP GET probe on one of the app's ports. Exactly one of httpGet / tcpSocket.
     pub http_get: Option<HttpGet>,
     /// TCP connect probe. Exactly one of httpGet / tcpSocket.
     pub tcp_socket: Option<TcpSocket>,
