@@ -59,6 +59,22 @@ fn many_apps() -> String {
     s
 }
 
+/// Just under 1 MiB of one app with ~48k duplicate ports: the most validation problems one
+/// document can produce (50 of them are located and reported).
+fn many_problems() -> String {
+    let mut s = HEAD.replace("  ports: [{containerPort: 80}]\n", "  ports:\n");
+    while s.len() < MAX_FILE_BYTES - 100 {
+        s.push_str("  - containerPort: 81\n");
+    }
+    s
+}
+
+/// Just under 1 MiB of documents that all define the same app.
+fn same_name() -> Vec<(PathBuf, String)> {
+    let doc = format!("---\n{HEAD}");
+    vec![("same.yaml".into(), doc.repeat(MAX_FILE_BYTES / doc.len()))]
+}
+
 fn bench(c: &mut Criterion) {
     let file = Path::new("bench.yaml");
     let bomb = billion_laughs(10, 10);
@@ -76,6 +92,8 @@ fn bench(c: &mut Criterion) {
     let worst = worst_allowed_flow();
     let many = many_apps();
     let examples = examples();
+    let problems = many_problems();
+    let same = same_name();
 
     let mut g = c.benchmark_group("spec");
     g.measurement_time(Duration::from_secs(3));
@@ -104,6 +122,12 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("1 MiB of valid apps", |b| {
         b.iter(|| parse_file(file, black_box(&many)))
+    });
+    g.bench_function("1 MiB, one app, 48k duplicate ports", |b| {
+        b.iter(|| parse_file(file, black_box(&problems)))
+    });
+    g.bench_function("1 MiB, 10k documents with the same name", |b| {
+        b.iter(|| load_files(black_box(&same)))
     });
     g.finish();
 }

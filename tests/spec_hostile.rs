@@ -290,3 +290,66 @@ fn duplicate_names_across_files_name_both_places() {
     assert!(loaded.issues[0].message.contains("two.yaml:5"));
     assert!(loaded.issues[1].message.contains("one.yaml:4"));
 }
+
+/// Lines of `item` appended to HEAD until the file is just under the size limit.
+fn fill(extra_head: &str, item: impl Fn(usize) -> String) -> (String, usize) {
+    let mut text = format!("{HEAD}{extra_head}");
+    let mut n = 0;
+    loop {
+        let line = item(n);
+        if text.len() + line.len() >= MAX_FILE_BYTES {
+            return (text, n);
+        }
+        text.push_str(&line);
+        n += 1;
+    }
+}
+
+#[test]
+fn huge_lists_and_repeated_names_stay_fast() {
+    // Tens of thousands of env entries and ports: duplicate checks must not be quadratic.
+    let (text, n) = fill("  env:\n", |i| format!("  - {{name: V{i}, value: x}}\n"));
+    assert!(n > 30_000);
+    let parsed = timed_parse("env.yaml", &text);
+    assert!(parsed.issues.is_empty(), "{:?}", parsed.issues.first());
+    assert_eq!(parsed.apps[0].0.env.len(), n);
+
+    let mut text = HEAD.replace("  ports: [{containerPort: 80}]\n", "  ports:\n");
+    while text.len() < MAX_FILE_BYTES - 100 {
+        text.push_str("  - containerPort: 81\n");
+    }
+    let parsed = timed_parse("ports.yaml", &text);
+    // Every duplicate is a problem, but only the first few are listed.
+    assert_eq!(
+        parsed.issues.len(),
+        berth::spec::MAX_ISSUES_PER_DOCUMENT + 1
+    );
+    assert_eq!(
+        (parsed.issues[0].line, parsed.issues[0].field.as_str()),
+        (9, "spec.ports[1].containerPort")
+    );
+    assert!(parsed
+        .issues
+        .last()
+        .is_some_and(|i| i.message.contains("more problems")));
+
+    // Thousands of documents defining the same name: one issue each, each short.
+    let doc = format!("---\n{HEAD}");
+    let text = doc.repeat(MAX_FILE_BYTES / doc.len());
+    let start = Instant::now();
+    let loaded = load_files(&[(PathBuf::from("same.yaml"), text)]);
+    assert!(start.elapsed() < BUDGET, "took {:?}", start.elapsed());
+    assert!(loaded.apps.is_empty());
+    assert_eq!(loaded.issues.len(), MAX_FILE_BYTES / doc.len());
+    assert!(loaded
+        .issues
+        .iter()
+        .all(|i| i.message.len() < 200 && i.field == "metadata.name"));
+    assert!(
+        loaded.issues[0]
+            .message
+            .contains("same.yaml:13, same.yaml:21, same.yaml:29 and "),
+        "{}",
+        loaded.issues[0]
+    );
+}

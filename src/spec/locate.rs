@@ -348,35 +348,54 @@ fn char_column(l: &VLine<'_>) -> usize {
     l.full.get(..l.col).map_or(l.col, |p| p.chars().count()) + 1
 }
 
-/// Find `path` in the document `text`. Returns the deepest resolved segment's position, or
-/// None when not even the first segment was found (callers fall back to the document start).
-pub fn locate<'a>(text: &'a str, path: &FieldPath) -> Option<Found<'a>> {
-    let doc = Doc {
-        lines: content_lines(text),
-    };
-    let mut block = Block {
-        head: None,
-        start: 0,
-        end: doc.lines.len(),
-    };
-    let mut found: Option<Found<'a>> = None;
-    for (depth, seg) in path.0.iter().enumerate() {
-        let step = match seg {
-            Seg::Key(k) => doc.find_key(block, k),
-            Seg::Index(n) => doc.find_index(block, *n).map(|(l, b)| (l, None, b)),
-        };
-        let Some((l, value, child)) = step else {
-            break;
-        };
-        found = Some(Found {
-            line: l.line + 1,
-            column: char_column(&l),
-            depth: depth + 1,
-            value,
-        });
-        block = child;
+/// A document's content lines, scanned once and searched for any number of paths.
+pub struct Locator<'a> {
+    doc: Doc<'a>,
+}
+
+impl<'a> Locator<'a> {
+    pub fn new(text: &'a str) -> Self {
+        Locator {
+            doc: Doc {
+                lines: content_lines(text),
+            },
+        }
     }
-    found
+
+    /// Find `path`. Returns the deepest resolved segment's position, or None when not even
+    /// the first segment was found (callers fall back to the document start).
+    pub fn find(&self, path: &FieldPath) -> Option<Found<'a>> {
+        let doc = &self.doc;
+        let mut block = Block {
+            head: None,
+            start: 0,
+            end: doc.lines.len(),
+        };
+        let mut found: Option<Found<'a>> = None;
+        for (depth, seg) in path.0.iter().enumerate() {
+            let step = match seg {
+                Seg::Key(k) => doc.find_key(block, k),
+                Seg::Index(n) => doc.find_index(block, *n).map(|(l, b)| (l, None, b)),
+            };
+            let Some((l, value, child)) = step else {
+                break;
+            };
+            found = Some(Found {
+                line: l.line + 1,
+                column: char_column(&l),
+                depth: depth + 1,
+                value,
+            });
+            block = child;
+        }
+        found
+    }
+}
+
+/// Find `path` in the document `text` (see `Locator::find`).
+#[cfg(test)]
+pub fn locate<'a>(text: &'a str, path: &FieldPath) -> Option<Found<'a>> {
+    Locator::new(text).find(path)
 }
 
 /// Read a scalar written inline (`name: web`, `name: "web" # c`) the simple way: plain or

@@ -4,7 +4,7 @@
 //! file contents; no file system, no clock.
 
 use super::diagnose::{self, SerdeProblem};
-use super::locate::{self, fpath, FieldPath};
+use super::locate::{self, fpath, FieldPath, Locator};
 use super::model::{AppSpec, LoadedSpecs, SourceRef, SpecIssue};
 use super::raw;
 use super::screen;
@@ -83,15 +83,19 @@ fn issue(
 }
 
 /// File position of `path` in `chunk`, falling back to the document's first content line.
-fn position(chunk: &Chunk<'_>, path: &FieldPath) -> (usize, usize) {
-    match locate::locate(chunk.text, path) {
+fn position(chunk: &Chunk<'_>, loc: &Locator<'_>, path: &FieldPath) -> (usize, usize) {
+    match loc.find(path) {
         Some(f) => (chunk.line_offset + f.line, f.column),
         None => (chunk.first_content_line(), 1),
     }
 }
 
 /// The document's app name when it can be known for sure and is a valid name.
-fn attributable_name(chunk: &Chunk<'_>, problem: &SerdeProblem) -> Option<String> {
+fn attributable_name(
+    chunk: &Chunk<'_>,
+    loc: &Locator<'_>,
+    problem: &SerdeProblem,
+) -> Option<String> {
     let from_serde = if problem.syntax {
         None
     } else {
@@ -104,7 +108,7 @@ fn attributable_name(chunk: &Chunk<'_>, problem: &SerdeProblem) -> Option<String
         Some(name) => name,
         // A syntax error: read the name the simple way, if it is written simply.
         None => {
-            let found = locate::locate(chunk.text, &fpath!["metadata", "name"])?;
+            let found = loc.find(&fpath!["metadata", "name"])?;
             if found.depth != 2 {
                 return None;
             }
@@ -122,7 +126,8 @@ fn parse_chunk(file: &Path, chunk: &Chunk<'_>) -> (Doc, bool) {
         file: file.to_path_buf(),
         line: chunk.first_content_line(),
     };
-    let name_pos = position(chunk, &fpath!["metadata", "name"]);
+    let loc = Locator::new(chunk.text);
+    let name_pos = position(chunk, &loc, &fpath!["metadata", "name"]);
     let de = serde_yaml::Deserializer::from_str(chunk.text);
     let parsed: Result<raw::App, _> = serde_path_to_error::deserialize(de);
     let (name, result) = match parsed {
@@ -133,10 +138,10 @@ fn parse_chunk(file: &Path, chunk: &Chunk<'_>) -> (Doc, bool) {
         }
         Err(err) => {
             let problem = diagnose::from_serde(&err, chunk.line_offset);
-            let name = attributable_name(chunk, &problem);
+            let name = attributable_name(chunk, &loc, &problem);
             let pos = match problem.position {
                 Some((line, col)) if !problem.prefer_locator => (chunk.line_offset + line, col),
-                _ => position(chunk, &problem.path),
+                _ => position(chunk, &loc, &problem.path),
             };
             let issue = issue(file, pos, &problem.path, problem.message, name.as_deref());
             let doc = Doc {
@@ -151,7 +156,7 @@ fn parse_chunk(file: &Path, chunk: &Chunk<'_>) -> (Doc, bool) {
             return (doc, attributed);
         }
     };
-    let route_pos = match locate::locate(chunk.text, &fpath!["spec", "route"]) {
+    let route_pos = match loc.find(&fpath!["spec", "route"]) {
         Some(f) if f.depth == 2 => (chunk.line_offset + f.line, f.column),
         _ => name_pos,
     };
@@ -168,7 +173,7 @@ fn parse_chunk(file: &Path, chunk: &Chunk<'_>) -> (Doc, bool) {
             true,
         ),
         Err(problems) => {
-            let issues = problem_issues(file, chunk, &problems, name.as_deref());
+            let issues = problem_issues(file, chunk, &loc, &problems, name.as_deref());
             let attributed = name.is_some();
             (
                 Doc {
@@ -188,13 +193,14 @@ fn parse_chunk(file: &Path, chunk: &Chunk<'_>) -> (Doc, bool) {
 fn problem_issues(
     file: &Path,
     chunk: &Chunk<'_>,
+    loc: &Locator<'_>,
     problems: &[Problem],
     name: Option<&str>,
 ) -> Vec<SpecIssue> {
     let mut issues: Vec<SpecIssue> = problems
         .iter()
         .take(MAX_ISSUES_PER_DOCUMENT)
-        .map(|(at, msg)| issue(file, position(chunk, at), at, msg.clone(), name))
+        .map(|(at, msg)| issue(file, position(chunk, loc, at), at, msg.clone(), name))
         .collect();
     if problems.len() > MAX_ISSUES_PER_DOCUMENT {
         issues.push(issue(
@@ -266,6 +272,20 @@ fn place(file: &Path, line: usize) -> String {
     format!("{}:{line}", file.display())
 }
 
+/// Most other places named in one cross-file issue (a hostile source could repeat a name
+/// thousands of times).
+const MAX_PLACES_LISTED: usize = 3;
+
+/// `a, b, c and 7 more`, from an iterator of places (only the first few are formatted).
+fn list_places(total: usize, places: impl Iterator<Item = String>) -> String {
+    let shown: Vec<String> = places.take(MAX_PLACES_LISTED).collect();
+    let mut text = shown.join(", ");
+    if total > shown.len() {
+        text.push_str(&format!(" and {} more", total - shown.len()));
+    }
+    text
+}
+
 /// Parse every file, then check across files: an app defined in more than one place gets an
 /// issue at each place and is dropped (only that app); two apps claiming the same route
 /// (host and path) likewise, since nginx would refuse the whole configuration.
@@ -293,20 +313,18 @@ pub fn load_files(files: &[(PathBuf, String)]) -> LoadedSpecs {
             continue;
         }
         for (i, doc) in docs.iter().enumerate() {
-            let others: Vec<String> = docs
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, o)| place(&o.source.file, o.name_pos.0))
-                .collect();
+            let others = list_places(
+                docs.len() - 1,
+                docs.iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, o)| place(&o.source.file, o.name_pos.0)),
+            );
             out.issues.push(issue(
                 &doc.source.file,
                 doc.name_pos,
                 &fpath!["metadata", "name"],
-                format!(
-                    "app `{name}` is also defined at {}: keep exactly one definition",
-                    others.join(", ")
-                ),
+                format!("app `{name}` is also defined at {others}: keep exactly one definition"),
                 Some(&name),
             ));
         }
@@ -327,18 +345,17 @@ pub fn load_files(files: &[(PathBuf, String)]) -> LoadedSpecs {
             let doc = &candidates[i];
             let route = doc.app.as_ref().and_then(|a| a.route.as_ref());
             let shown = route.map(|r| r.path.clone()).unwrap_or_default();
-            let others: Vec<String> = idxs
-                .iter()
-                .filter(|&&j| j != i)
-                .map(|&j| {
+            let others = list_places(
+                idxs.len() - 1,
+                idxs.iter().filter(|&&j| j != i).map(|&j| {
                     let o = &candidates[j];
                     format!(
                         "`{}` ({})",
                         o.name.as_deref().unwrap_or(""),
                         place(&o.source.file, o.route_pos.0)
                     )
-                })
-                .collect();
+                }),
+            );
             let host_text = if host.is_empty() {
                 "any host".to_string()
             } else {
@@ -349,8 +366,7 @@ pub fn load_files(files: &[(PathBuf, String)]) -> LoadedSpecs {
                 doc.route_pos,
                 &fpath!["spec", "route"],
                 format!(
-                    "route {shown} on {host_text} is also claimed by {}: give each app its own path or host",
-                    others.join(", ")
+                    "route {shown} on {host_text} is also claimed by {others}: give each app its own path or host"
                 ),
                 doc.name.as_deref(),
             ));

@@ -11,6 +11,7 @@ use super::model::{
 };
 use super::raw;
 use super::units;
+use std::collections::HashSet;
 
 /// One problem: where (field path) and what to do (message).
 pub type Problem = (FieldPath, String);
@@ -259,11 +260,12 @@ fn check_ports(
 ) -> (Vec<u16>, bool) {
     let list = ports.unwrap_or_default();
     let mut out = Vec::new();
+    let mut seen = HashSet::new();
     let mut ok = true;
     for (i, p) in list.iter().enumerate() {
         let at = fpath!["spec", "ports", i, "containerPort"];
         match c.port(at.clone(), p.container_port) {
-            Some(port) if out.contains(&port) => {
+            Some(port) if !seen.insert(port) => {
                 c.err(
                     at,
                     format!("port {port} is listed twice: list each port once"),
@@ -561,6 +563,7 @@ fn check_http_policy(c: &mut Checker, h: &raw::HttpPolicy) -> Option<HttpScaling
 
 fn check_env(c: &mut Checker, env: Option<&[raw::Env]>) -> Vec<EnvVar> {
     let mut out: Vec<EnvVar> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
     for (i, e) in env.unwrap_or_default().iter().enumerate() {
         if !valid_env_name(&e.name) {
             c.err(
@@ -570,7 +573,7 @@ fn check_env(c: &mut Checker, env: Option<&[raw::Env]>) -> Vec<EnvVar> {
                     e.name.escape_debug()
                 ),
             );
-        } else if out.iter().any(|o| o.name == e.name) {
+        } else if !seen.insert(&e.name) {
             c.err(
                 fpath!["spec", "env", i, "name"],
                 format!("variable `{}` is set twice: keep one entry", e.name),
