@@ -1,0 +1,384 @@
+//! Parsing files of App documents: screen -> split into documents -> deserialize each with
+//! serde_yaml (the only serde_yaml user in berth) -> validate -> issues with file, line,
+//! column and field path. `load_files` then checks names across files. Pure: callers hand in
+//! file contents; no file system, no clock.
+
+use super::diagnose::{self, SerdeProblem};
+use super::locate::{self, fpath, FieldPath, Locator};
+use super::model::{AppSpec, LoadedSpecs, SourceRef, SpecIssue};
+use super::raw;
+use super::screen;
+use super::split::{self, Chunk};
+use super::validate::{self, Problem};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use super::screen::MAX_FILE_BYTES;
+
+/// Most issues reported for one document; the rest are summarised in one more issue.
+pub const MAX_ISSUES_PER_DOCUMENT: usize = 50;
+
+/// The result of parsing one file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParsedFile {
+    /// Valid apps, in document order.
+    pub apps: Vec<(AppSpec, SourceRef)>,
+    pub issues: Vec<SpecIssue>,
+    /// False when the file could not be parsed far enough to know every app it defines
+    /// (too big, hostile, or a broken document whose name could not be read). Callers must
+    /// then not remove anything that might have come from this file.
+    pub readable: bool,
+    /// Apps whose document named them but failed to parse or validate (each also has
+    /// issues with `app: Some(name)`): keep what runs for them.
+    pub invalid_apps: Vec<(String, SourceRef)>,
+}
+
+/// One document's outcome, with the positions `load_files` needs for cross-file issues.
+#[derive(Debug, Clone)]
+struct Doc {
+    name: Option<String>,
+    source: SourceRef,
+    /// 1-based (line, column) of `metadata.name` in the file.
+    name_pos: (usize, usize),
+    /// 1-based (line, column) of `spec.route` (or of the name, for the default route).
+    route_pos: (usize, usize),
+    app: Option<AppSpec>,
+    issues: Vec<SpecIssue>,
+}
+
+struct FileResult {
+    docs: Vec<Doc>,
+    file_issues: Vec<SpecIssue>,
+    readable: bool,
+}
+
+/// Only the name, for attributing a document that failed: every other field is skipped
+/// without following aliases.
+#[derive(Deserialize)]
+struct NameOnly {
+    metadata: Option<MetaOnly>,
+}
+
+#[derive(Deserialize)]
+struct MetaOnly {
+    name: Option<String>,
+}
+
+fn issue(
+    file: &Path,
+    (line, column): (usize, usize),
+    field: &FieldPath,
+    message: String,
+    app: Option<&str>,
+) -> SpecIssue {
+    SpecIssue {
+        file: file.to_path_buf(),
+        line,
+        column,
+        field: field.to_string(),
+        message,
+        app: app.map(str::to_string),
+    }
+}
+
+/// File position of `path` in `chunk`, falling back to the document's first content line.
+fn position(chunk: &Chunk<'_>, loc: &Locator<'_>, path: &FieldPath) -> (usize, usize) {
+    match loc.find(path) {
+        Some(f) => (chunk.line_offset + f.line, f.column),
+        None => (chunk.first_content_line(), 1),
+    }
+}
+
+/// The document's app name when it can be known for sure and is a valid name.
+fn attributable_name(
+    chunk: &Chunk<'_>,
+    loc: &Locator<'_>,
+    problem: &SerdeProblem,
+) -> Option<String> {
+    let from_serde = if problem.syntax {
+        None
+    } else {
+        let de = serde_yaml::Deserializer::from_str(chunk.text);
+        NameOnly::deserialize(de)
+            .ok()
+            .map(|n| n.metadata.and_then(|m| m.name))
+    };
+    let name = match from_serde {
+        Some(name) => name,
+        // A syntax error: read the name the simple way, if it is written simply.
+        None => {
+            let found = loc.find(&fpath!["metadata", "name"])?;
+            if found.depth != 2 {
+                return None;
+            }
+            found
+                .value
+                .and_then(locate::inline_scalar)
+                .map(str::to_string)
+        }
+    }?;
+    validate::dns_label_problem(&name).is_none().then_some(name)
+}
+
+fn parse_chunk(file: &Path, chunk: &Chunk<'_>) -> (Doc, bool) {
+    let source = SourceRef {
+        file: file.to_path_buf(),
+        line: chunk.first_content_line(),
+    };
+    let loc = Locator::new(chunk.text);
+    let name_pos = position(chunk, &loc, &fpath!["metadata", "name"]);
+    let de = serde_yaml::Deserializer::from_str(chunk.text);
+    let parsed: Result<raw::App, _> = serde_path_to_error::deserialize(de);
+    let (name, result) = match parsed {
+        Ok(app) => {
+            let name = app.metadata.name.clone();
+            let name = validate::dns_label_problem(&name).is_none().then_some(name);
+            (name, validate::validate(app))
+        }
+        Err(err) => {
+            let problem = diagnose::from_serde(&err, chunk.line_offset);
+            let name = attributable_name(chunk, &loc, &problem);
+            let pos = match problem.position {
+                Some((line, col)) if !problem.prefer_locator => (chunk.line_offset + line, col),
+                _ => position(chunk, &loc, &problem.path),
+            };
+            let issue = issue(file, pos, &problem.path, problem.message, name.as_deref());
+            let doc = Doc {
+                name,
+                source,
+                name_pos,
+                route_pos: name_pos,
+                app: None,
+                issues: vec![issue],
+            };
+            let attributed = doc.name.is_some();
+            return (doc, attributed);
+        }
+    };
+    let route_pos = match loc.find(&fpath!["spec", "route"]) {
+        Some(f) if f.depth == 2 => (chunk.line_offset + f.line, f.column),
+        _ => name_pos,
+    };
+    match result {
+        Ok(app) => (
+            Doc {
+                name,
+                source,
+                name_pos,
+                route_pos,
+                app: Some(app),
+                issues: Vec::new(),
+            },
+            true,
+        ),
+        Err(problems) => {
+            let issues = problem_issues(file, chunk, &loc, &problems, name.as_deref());
+            let attributed = name.is_some();
+            (
+                Doc {
+                    name,
+                    source,
+                    name_pos,
+                    route_pos,
+                    app: None,
+                    issues,
+                },
+                attributed,
+            )
+        }
+    }
+}
+
+fn problem_issues(
+    file: &Path,
+    chunk: &Chunk<'_>,
+    loc: &Locator<'_>,
+    problems: &[Problem],
+    name: Option<&str>,
+) -> Vec<SpecIssue> {
+    let mut issues: Vec<SpecIssue> = problems
+        .iter()
+        .take(MAX_ISSUES_PER_DOCUMENT)
+        .map(|(at, msg)| issue(file, position(chunk, loc, at), at, msg.clone(), name))
+        .collect();
+    if problems.len() > MAX_ISSUES_PER_DOCUMENT {
+        issues.push(issue(
+            file,
+            (chunk.first_content_line(), 1),
+            &FieldPath::default(),
+            format!(
+                "{} more problems in this document are not shown: fix the ones above first",
+                problems.len() - MAX_ISSUES_PER_DOCUMENT
+            ),
+            name,
+        ));
+    }
+    issues
+}
+
+fn parse_file_inner(file: &Path, text: &str) -> FileResult {
+    if let Err(r) = screen::screen(text) {
+        return FileResult {
+            docs: Vec::new(),
+            file_issues: vec![issue(
+                file,
+                (r.line, r.column),
+                &FieldPath::default(),
+                r.message,
+                None,
+            )],
+            readable: false,
+        };
+    }
+    let mut docs = Vec::new();
+    let mut readable = true;
+    for chunk in split::split_documents(text) {
+        if chunk.is_empty() {
+            continue;
+        }
+        let (doc, attributed) = parse_chunk(file, &chunk);
+        readable &= attributed;
+        docs.push(doc);
+    }
+    FileResult {
+        docs,
+        file_issues: Vec::new(),
+        readable,
+    }
+}
+
+/// Parse one file of App documents (`---` separated; empty documents are skipped). `file` is
+/// only used to label apps and issues.
+pub fn parse_file(file: &Path, text: &str) -> ParsedFile {
+    let r = parse_file_inner(file, text);
+    let mut out = ParsedFile {
+        issues: r.file_issues,
+        readable: r.readable,
+        ..ParsedFile::default()
+    };
+    for doc in r.docs {
+        out.issues.extend(doc.issues);
+        match (doc.app, doc.name) {
+            (Some(app), _) => out.apps.push((app, doc.source)),
+            (None, Some(name)) => out.invalid_apps.push((name, doc.source)),
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+fn place(file: &Path, line: usize) -> String {
+    format!("{}:{line}", file.display())
+}
+
+/// Most other places named in one cross-file issue (a hostile source could repeat a name
+/// thousands of times).
+const MAX_PLACES_LISTED: usize = 3;
+
+/// `a, b, c and 7 more`, from an iterator of places (only the first few are formatted).
+fn list_places(total: usize, places: impl Iterator<Item = String>) -> String {
+    let shown: Vec<String> = places.take(MAX_PLACES_LISTED).collect();
+    let mut text = shown.join(", ");
+    if total > shown.len() {
+        text.push_str(&format!(" and {} more", total - shown.len()));
+    }
+    text
+}
+
+/// Parse every file, then check across files: an app defined in more than one place gets an
+/// issue at each place and is dropped (only that app); two apps claiming the same route
+/// (host and path) likewise, since nginx would refuse the whole configuration.
+pub fn load_files(files: &[(PathBuf, String)]) -> LoadedSpecs {
+    let mut out = LoadedSpecs::default();
+    let mut by_name: BTreeMap<String, Vec<Doc>> = BTreeMap::new();
+    for (file, text) in files {
+        let r = parse_file_inner(file, text);
+        if !r.readable {
+            out.unreadable_files.push(file.clone());
+        }
+        out.issues.extend(r.file_issues);
+        for mut doc in r.docs {
+            out.issues.append(&mut doc.issues);
+            if let Some(name) = doc.name.clone() {
+                by_name.entry(name).or_default().push(doc);
+            }
+        }
+    }
+
+    let mut candidates: Vec<Doc> = Vec::new();
+    for (name, docs) in by_name {
+        if docs.len() == 1 {
+            candidates.extend(docs);
+            continue;
+        }
+        for (i, doc) in docs.iter().enumerate() {
+            let others = list_places(
+                docs.len() - 1,
+                docs.iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, o)| place(&o.source.file, o.name_pos.0)),
+            );
+            out.issues.push(issue(
+                &doc.source.file,
+                doc.name_pos,
+                &fpath!["metadata", "name"],
+                format!("app `{name}` is also defined at {others}: keep exactly one definition"),
+                Some(&name),
+            ));
+        }
+    }
+
+    let mut by_route: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    for (i, doc) in candidates.iter().enumerate() {
+        if let Some(route) = doc.app.as_ref().and_then(|a| a.route.as_ref()) {
+            let key_path = route.path.trim_end_matches('/');
+            let key = (route.host.clone().unwrap_or_default(), key_path.to_string());
+            by_route.entry(key).or_default().push(i);
+        }
+    }
+    let mut conflicted = vec![false; candidates.len()];
+    for ((host, _), idxs) in by_route.iter().filter(|(_, v)| v.len() > 1) {
+        for &i in idxs {
+            conflicted[i] = true;
+            let doc = &candidates[i];
+            let route = doc.app.as_ref().and_then(|a| a.route.as_ref());
+            let shown = route.map(|r| r.path.clone()).unwrap_or_default();
+            let others = list_places(
+                idxs.len() - 1,
+                idxs.iter().filter(|&&j| j != i).map(|&j| {
+                    let o = &candidates[j];
+                    format!(
+                        "`{}` ({})",
+                        o.name.as_deref().unwrap_or(""),
+                        place(&o.source.file, o.route_pos.0)
+                    )
+                }),
+            );
+            let host_text = if host.is_empty() {
+                "any host".to_string()
+            } else {
+                format!("host {host}")
+            };
+            out.issues.push(issue(
+                &doc.source.file,
+                doc.route_pos,
+                &fpath!["spec", "route"],
+                format!(
+                    "route {shown} on {host_text} is also claimed by {others}: give each app its own path or host"
+                ),
+                doc.name.as_deref(),
+            ));
+        }
+    }
+
+    for (doc, conflict) in candidates.into_iter().zip(conflicted) {
+        if let (Some(app), false) = (doc.app, conflict) {
+            out.apps.insert(app.name.clone(), (app, doc.source));
+        }
+    }
+    out.issues
+        .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    out
+}

@@ -1,0 +1,380 @@
+//! Raw serde types that mirror the App YAML exactly (camelCase keys, unknown fields are
+//! errors). They carry no defaults and no cross-field rules: `validate` turns them into the
+//! model. Their doc comments and `schemars` attributes are the JSON Schema that `berth schema`
+//! prints, so keep them in step with docs/SPEC.md. Owns nothing else: no parsing of
+//! quantities (see `units`), no I/O.
+
+use schemars::gen::SchemaGenerator;
+use schemars::schema::Schema;
+use schemars::JsonSchema;
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+
+/// A berth App: one deployable application on this Docker host.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(rename = "App")]
+pub struct App {
+    /// Must be `v1`.
+    pub api_version: ApiVersion,
+    /// Must be `App`.
+    pub kind: Kind,
+    pub metadata: Metadata,
+    pub spec: Spec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum ApiVersion {
+    #[serde(rename = "v1")]
+    V1,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum Kind {
+    App,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metadata {
+    /// App name, unique across the source: a DNS label (`[a-z0-9-]`, 1 to 63 characters,
+    /// starts with a letter, does not end with `-`).
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Spec {
+    /// `http` (routed through nginx, needs a port) or `worker` (no ports, no route).
+    #[serde(rename = "type")]
+    #[schemars(default = "default_app_type")]
+    pub app_type: Option<AppType>,
+    /// Image reference, e.g. `my-app:1.2`. Must not be empty or contain whitespace.
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Overrides the image's entrypoint and command; omit to use the image's own.
+    #[schemars(length(min = 1))]
+    pub command: Option<Vec<String>>,
+    /// Container ports. http apps need at least one (the first is routed); workers have none.
+    pub ports: Option<Vec<Port>>,
+    /// Health probe used during rollouts.
+    pub health: Option<Health>,
+    pub resources: Option<Resources>,
+    /// Fixed replica count, used when `scaling` is absent or its mode is `manual`.
+    /// With `scaling` it must lie within minReplicas..=maxReplicas.
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: Option<i64>,
+    pub scaling: Option<Scaling>,
+    pub env: Option<Vec<Env>>,
+    pub termination: Option<Termination>,
+    /// berth extension (http apps only). Default: path `/<name>` on any host.
+    pub route: Option<Route>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AppType {
+    Http,
+    Worker,
+}
+
+fn default_app_type() -> Option<AppType> {
+    Some(AppType::Http)
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Port {
+    #[schemars(range(min = 1, max = 65535))]
+    pub container_port: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Health {
+    /// HTTP GET probe on one of the app's ports. Exactly one of httpGet / tcpSocket.
+    pub http_get: Option<HttpGet>,
+    /// TCP connect probe. Exactly one of httpGet / tcpSocket.
+    pub tcp_socket: Option<TcpSocket>,
+    /// Seconds between probes.
+    #[schemars(range(min = 1, max = 3600), default = "default_5")]
+    pub interval_seconds: Option<i64>,
+    /// Seconds before one probe counts as failed; at most intervalSeconds.
+    /// Default 2 (or intervalSeconds when that is smaller).
+    #[schemars(range(min = 1, max = 3600), default = "default_2")]
+    pub timeout_seconds: Option<i64>,
+    /// Consecutive failures that make a replica unhealthy.
+    #[schemars(range(min = 1, max = 100), default = "default_3")]
+    pub failure_threshold: Option<i64>,
+    /// berth extension: consecutive successes that make a replica healthy.
+    #[schemars(range(min = 1, max = 100), default = "default_1")]
+    pub success_threshold: Option<i64>,
+    /// berth extension: seconds to wait after start before the first probe.
+    #[schemars(range(min = 0, max = 3600), default = "default_0")]
+    pub initial_delay_seconds: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpGet {
+    /// Request path, starts with `/`.
+    pub path: String,
+    /// One of the app's container ports.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TcpSocket {
+    /// One of the app's container ports.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Resources {
+    pub cpu: Option<Cpu>,
+    pub memory: Option<Memory>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Scaling {
+    #[schemars(range(min = 0, max = 1000), default = "default_1")]
+    pub min_replicas: Option<i64>,
+    /// Required; at least minReplicas and at least 1.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i64,
+    pub policy: Option<Policy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Policy {
+    /// `auto`: the autoscaler picks the count within the bounds; `manual`: use `replicas`.
+    #[schemars(default = "default_mode")]
+    pub mode: Option<Mode>,
+    /// Minimum seconds between two scaling decisions.
+    #[schemars(range(min = 0, max = 86400), default = "default_60")]
+    pub cooldown_seconds: Option<i64>,
+    /// HTTP metrics policy (http apps only).
+    pub http: Option<HttpPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Auto,
+    Manual,
+}
+
+fn default_mode() -> Option<Mode> {
+    Some(Mode::Auto)
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpPolicy {
+    /// Requests per second one replica should serve; required, greater than 0.
+    #[serde(rename = "targetRPSPerReplica")]
+    pub target_rps_per_replica: f64,
+    /// Scale out when p95 latency exceeds this; 0 turns the latency rule off.
+    #[serde(rename = "maxP95LatencyMs")]
+    #[schemars(range(min = 0), default = "default_0_f")]
+    pub max_p95_latency_ms: Option<f64>,
+    /// Scale out above this percentage of the target load (greater than scaleInThresholdPct,
+    /// at most 100).
+    #[serde(rename = "scaleOutThresholdPct")]
+    #[schemars(range(min = 1, max = 100), default = "default_80_f")]
+    pub scale_out_threshold_pct: Option<f64>,
+    /// Scale in below this percentage of the target load (greater than 0).
+    #[serde(rename = "scaleInThresholdPct")]
+    #[schemars(range(min = 0, max = 100), default = "default_30_f")]
+    pub scale_in_threshold_pct: Option<f64>,
+    /// Length of the metrics window in seconds.
+    #[serde(rename = "windowSeconds")]
+    #[schemars(range(min = 1, max = 3600), default = "default_20")]
+    pub window_seconds: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Env {
+    /// Variable name: letters, digits and `_`, not starting with a digit; unique.
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub name: String,
+    /// Literal value. Exactly one of value / valueFrom.
+    pub value: Option<String>,
+    /// `sdk`: supplied by the host at deploy time, never stored in git, redacted in the API
+    /// and logs. Exactly one of value / valueFrom.
+    pub value_from: Option<ValueFrom>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueFrom {
+    Sdk,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Termination {
+    /// Seconds a replica keeps serving in-flight requests after leaving the upstream, before
+    /// it is stopped.
+    #[schemars(range(min = 0, max = 3600), default = "default_5")]
+    pub drain_seconds: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Route {
+    /// Host name to match (a DNS name, optionally starting with `*.`); omit for any host.
+    pub host: Option<String>,
+    /// URL path prefix: starts with `/`, only `A-Za-z0-9._~/-`. Default `/` when host is
+    /// set, else `/<name>`.
+    #[schemars(regex(pattern = r"^/[A-Za-z0-9._~/-]*$"))]
+    pub path: Option<String>,
+    /// Strip the path prefix before proxying, so the app sees `/` for `<path>/`.
+    #[schemars(default = "default_true")]
+    pub strip_prefix: Option<bool>,
+}
+
+fn default_0() -> Option<i64> {
+    Some(0)
+}
+fn default_1() -> Option<i64> {
+    Some(1)
+}
+fn default_2() -> Option<i64> {
+    Some(2)
+}
+fn default_3() -> Option<i64> {
+    Some(3)
+}
+fn default_5() -> Option<i64> {
+    Some(5)
+}
+fn default_20() -> Option<i64> {
+    Some(20)
+}
+fn default_60() -> Option<i64> {
+    Some(60)
+}
+fn default_0_f() -> Option<f64> {
+    Some(0.0)
+}
+fn default_30_f() -> Option<f64> {
+    Some(30.0)
+}
+fn default_80_f() -> Option<f64> {
+    Some(80.0)
+}
+fn default_true() -> Option<bool> {
+    Some(true)
+}
+
+/// A number or a string, as written: `cpu: 0.5`, `cpu: "500m"`, `memory: 512Mi`.
+/// Interpreted by `units`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Quantity {
+    Integer(i128),
+    Float(f64),
+    Text(String),
+}
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Quantity::Integer(n) => write!(f, "{n}"),
+            Quantity::Float(x) => write!(f, "{x}"),
+            Quantity::Text(s) => write!(f, "{s}"),
+        }
+    }
+}
+
+struct QuantityVisitor(&'static str);
+
+impl<'de> Visitor<'de> for QuantityVisitor {
+    type Value = Quantity;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Quantity, E> {
+        Ok(Quantity::Integer(v.into()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Quantity, E> {
+        Ok(Quantity::Integer(v.into()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Quantity, E> {
+        Ok(Quantity::Float(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Quantity, E> {
+        Ok(Quantity::Text(v.to_string()))
+    }
+}
+
+/// CPU limit in cores: a number (`0.5`, `2`) or a string (`"500m"`, `"0.5"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cpu(pub Quantity);
+
+/// Memory limit: bytes as an integer, or a string with a unit (`512Mi`, `1G`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Memory(pub Quantity);
+
+impl<'de> Deserialize<'de> for Cpu {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(QuantityVisitor(
+            "a number of cores like 0.5 or a string like \"500m\"",
+        ))
+        .map(Cpu)
+    }
+}
+
+impl<'de> Deserialize<'de> for Memory {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(QuantityVisitor("a number of bytes or a size like 512Mi"))
+            .map(Memory)
+    }
+}
+
+fn schema_from_json(value: serde_json::Value) -> Schema {
+    serde_json::from_value(value).unwrap_or(Schema::Bool(true))
+}
+
+impl JsonSchema for Cpu {
+    fn schema_name() -> String {
+        "Cpu".to_string()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        schema_from_json(serde_json::json!({
+            "description": "CPU limit in cores: a number like 0.5 or 2, or a string like \"500m\" (millicores) or \"0.5\". At least 1m, at most 1024 cores, at most 3 decimals.",
+            "anyOf": [
+                { "type": "number", "exclusiveMinimum": 0, "maximum": 1024 },
+                { "type": "string", "pattern": "^([0-9]+m|[0-9]+(\\.[0-9]{1,3})?|\\.[0-9]{1,3})$" }
+            ]
+        }))
+    }
+}
+
+impl JsonSchema for Memory {
+    fn schema_name() -> String {
+        "Memory".to_string()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        schema_from_json(serde_json::json!({
+            "description": "Memory limit: bytes as an integer, or a number with a unit: k, M, G, T (powers of 1000) or Ki, Mi, Gi, Ti (powers of 1024), e.g. 512Mi. At least 6Mi (Docker's minimum).",
+            "anyOf": [
+                { "type": "integer", "minimum": 6291456 },
+                { "type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?(k|K|M|G|T|Ki|Mi|Gi|Ti)?$" }
+            ]
+        }))
+    }
+}
