@@ -62,6 +62,7 @@ fn world(image: &str) -> (Desired, Observed) {
                 revision: "bench".into(),
                 state: ContainerState::Running,
                 host_port: Some((10_000 + port % 50_000) as u16),
+                published: vec![(8080, (10_000 + port % 50_000) as u16)],
                 created: r as i64,
             };
             members.push(c.address().unwrap());
@@ -89,6 +90,15 @@ fn bench_plan(c: &mut Criterion) {
     let (rolled, _) = world("img:v2");
     group.bench_function("all_rolling", |b| {
         b.iter(|| plan(&rolled, &observed, &overrides, 0))
+    });
+    let members = vec!["127.0.0.1:30001".to_string(), "127.0.0.1:30002".to_string()];
+    let one = spec(1, "img:v1");
+    group.bench_function("render_10k_apps", |b| {
+        b.iter(|| {
+            for _ in 0..APPS {
+                std::hint::black_box(render::render_app(&one, &members, "127.0.0.1:8080"));
+            }
+        })
     });
     group.finish();
 }

@@ -1,5 +1,9 @@
 //! berth: a declarative reconciler for one Docker host. See ARCHITECTURE.md for the code map.
+pub mod health;
 pub mod plan;
+pub mod proxy;
+pub mod reconcile;
 pub mod runtime;
+pub mod source;
 pub mod spec;
 pub mod store;

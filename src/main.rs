@@ -1,1 +1,320 @@
-fn main() {}
+//! The `berth` command line: validate, plan, apply --once, serve, schema. The only place
+//! that uses anyhow; everything it does is a thin call into the library.
+
+use anyhow::{bail, Context, Result};
+use berth::plan::display;
+use berth::proxy::Proxy;
+use berth::reconcile::{self, Controller, Settings};
+use berth::runtime::docker::DockerRuntime;
+use berth::source;
+use berth::spec;
+use berth::store::Store;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Declarative reconciler for one Docker host: App specs in, containers behind nginx out"
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check spec files or directories; lists every problem with file:line:column and field.
+    /// Exit 0 when all are valid, 1 otherwise.
+    Validate {
+        /// Spec files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Show what the next pass would do. Exit 0: no changes, 2: changes, 1: error.
+    Plan {
+        #[command(flatten)]
+        common: Common,
+        /// Plan against an empty host (no Docker, no nginx, no store needed).
+        #[arg(long)]
+        observed_empty: bool,
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Run exactly one reconcile pass and exit (0: converged or nothing to do, 1: errors).
+    Apply {
+        #[command(flatten)]
+        common: Common,
+        /// Required: one pass, then exit (continuous mode is `berth serve`).
+        #[arg(long, required = true)]
+        once: bool,
+    },
+    /// Reconcile continuously until SIGTERM/Ctrl-C; containers and nginx keep running after.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Seconds between timer-driven passes.
+        #[arg(long, default_value_t = 5)]
+        interval: u64,
+    },
+    /// Print the JSON Schema of the App spec (for editors).
+    Schema,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Directory (or file) holding App specs.
+    #[arg(long, default_value = "examples/apps")]
+    dir: PathBuf,
+    /// Where berth keeps its SQLite store and its private nginx.
+    #[arg(long, env = "BERTH_STATE_DIR", default_value = ".berth")]
+    state_dir: PathBuf,
+    /// Address the private nginx listens on.
+    #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// nginx binary for the private proxy.
+    #[arg(long, env = "BERTH_NGINX", default_value = "nginx")]
+    nginx_binary: PathBuf,
+    /// Docker network every container joins.
+    #[arg(long, default_value = "berth")]
+    network: String,
+    /// Only manage containers labelled berth.instance=<NAME> (several controllers on one host).
+    #[arg(long, env = "BERTH_INSTANCE")]
+    instance: Option<String>,
+    /// Apps applying their steps at the same time.
+    #[arg(long, default_value_t = 8)]
+    parallel: usize,
+    /// KEY=VALUE file with values for `valueFrom: sdk` env vars (berth's own environment
+    /// is used too; the file wins).
+    #[arg(long)]
+    host_env: Option<PathBuf>,
+    /// Seconds a container gets between SIGTERM and SIGKILL.
+    #[arg(long, default_value_t = 10)]
+    stop_timeout: u32,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(command: Command) -> Result<u8> {
+    match command {
+        Command::Validate { paths, output } => validate(&paths, output),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
+            Ok(0)
+        }
+        Command::Plan {
+            common,
+            observed_empty,
+            output,
+        } => plan(&common, observed_empty, output).await,
+        Command::Apply { common, .. } => {
+            let ctl = controller(&common, Duration::from_secs(5)).await?;
+            let report = reconcile::run_pass(&ctl, "apply --once").await?;
+            let last = ctl.last.lock().expect("last lock").clone();
+            if let Some(last) = last {
+                print!("{}", display::render_text(&last.plan));
+            }
+            println!(
+                "applied {} steps, {} failed, {} nginx reloads",
+                report.steps_applied, report.steps_failed, report.reloads
+            );
+            Ok(if report.steps_failed > 0 { 1 } else { 0 })
+        }
+        Command::Serve { common, interval } => {
+            let ctl = controller(&common, Duration::from_secs(interval.max(1))).await?;
+            tracing::info!(
+                dir = %common.dir.display(),
+                listen = %common.listen,
+                "berth serving; Ctrl-C or SIGTERM stops the loop and leaves containers running"
+            );
+            reconcile::serve(ctl, shutdown_signal()).await;
+            Ok(0)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+fn validate(paths: &[PathBuf], output: Output) -> Result<u8> {
+    let mut files = Vec::new();
+    for root in paths {
+        let snapshot = source::dir::read_snapshot(root)?;
+        let base: &Path = if root.is_dir() {
+            root
+        } else {
+            root.parent().unwrap_or(Path::new(""))
+        };
+        files.extend(
+            snapshot
+                .files
+                .into_iter()
+                .map(|(rel, text)| (base.join(rel), text)),
+        );
+    }
+    let loaded = spec::load_files(&files);
+    let valid = loaded.issues.is_empty() && loaded.unreadable_files.is_empty();
+    match output {
+        Output::Json => {
+            let json = serde_json::json!({
+                "valid": valid,
+                "files": files.len(),
+                "apps": loaded.apps.keys().collect::<Vec<_>>(),
+                "issues": loaded.issues,
+            });
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+        Output::Text => {
+            for issue in &loaded.issues {
+                println!("{issue}");
+            }
+            if valid {
+                println!(
+                    "ok: {} apps in {} files are valid",
+                    loaded.apps.len(),
+                    files.len()
+                );
+            } else {
+                println!("{} problems found", loaded.issues.len());
+            }
+        }
+    }
+    Ok(if valid { 0 } else { 1 })
+}
+
+async fn plan(common: &Common, observed_empty: bool, output: Output) -> Result<u8> {
+    let (plan, issues) = if observed_empty {
+        let snapshot = source::dir::read_snapshot(&common.dir)?;
+        let loaded = spec::load_files(&snapshot.files);
+        let desired = reconcile::desired_from(&loaded, &snapshot.revision, &common.listen);
+        let plan = berth::plan::plan(
+            &desired,
+            &Default::default(),
+            &Default::default(),
+            reconcile::now_ms(),
+        );
+        (plan, loaded.issues)
+    } else {
+        let ctl = controller(common, Duration::from_secs(5)).await?;
+        reconcile::plan_only(&ctl).await?
+    };
+    for issue in &issues {
+        eprintln!("warning: {issue}");
+    }
+    match output {
+        Output::Text => print!("{}", display::render_text(&plan)),
+        Output::Json => println!("{}", display::render_json(&plan)),
+    }
+    Ok(if plan.has_changes() { 2 } else { 0 })
+}
+
+async fn controller(
+    common: &Common,
+    interval: Duration,
+) -> Result<std::sync::Arc<Controller<DockerRuntime>>> {
+    if !common.dir.exists() {
+        bail!(
+            "spec directory {} does not exist: pass --dir PATH",
+            common.dir.display()
+        );
+    }
+    std::fs::create_dir_all(&common.state_dir)
+        .with_context(|| format!("cannot create state dir {}", common.state_dir.display()))?;
+    let state_dir = std::fs::canonicalize(&common.state_dir)?;
+    let store = Store::open(&state_dir.join("berth.db")).await?;
+    let runtime = DockerRuntime::connect(common.instance.clone()).await?;
+    let proxy = Proxy::private(
+        state_dir.join("nginx"),
+        common.listen.clone(),
+        common.nginx_binary.clone(),
+    );
+    let settings = Settings {
+        source_dir: common.dir.clone(),
+        interval,
+        network: common.network.clone(),
+        parallel_apps: common.parallel,
+        host_env: host_env(common.host_env.as_deref())?,
+        stop_timeout_seconds: common.stop_timeout,
+    };
+    Ok(Controller::new(runtime, proxy, store, settings))
+}
+
+fn host_env(file: Option<&Path>) -> Result<BTreeMap<String, String>> {
+    let mut env: BTreeMap<String, String> = std::env::vars().collect();
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read host env file {}", file.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                bail!("{}:{}: expected KEY=VALUE", file.display(), n + 1);
+            };
+            env.insert(key.trim().to_string(), value.to_string());
+        }
+    }
+    Ok(env)
+}

@@ -13,9 +13,13 @@ mod tests;
 use crate::runtime::{ContainerState, ObservedContainer};
 use crate::spec::{AppSpec, AppType, ScalingMode, SourceRef};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 pub use heal::HealState;
+
+/// Drain for containers of an app that left the source (its spec, and so its
+/// `drainSeconds`, is gone): the same as the spec default.
+pub const APP_REMOVED_DRAIN_SECONDS: u32 = 5;
 
 /// What the source says should run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -247,6 +251,9 @@ pub struct AppSummary {
     pub hash: String,
     /// Running containers with the desired hash that are healthy.
     pub ready_replicas: u32,
+    /// Upstream members the proxy files of this plan carry (healthy, kept or being
+    /// replaced); `reconcile` starts each app's rollout from this set.
+    pub members: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -278,13 +285,18 @@ fn is_running(c: &ObservedContainer) -> bool {
 
 /// The pure heart of berth.
 pub fn plan(desired: &Desired, observed: &Observed, overrides: &Overrides, now: i64) -> Plan {
-    let mut by_app: BTreeMap<&str, Vec<&ObservedContainer>> = BTreeMap::new();
+    // Health is looked up once per container here; everything below uses the pair.
+    let mut by_app: BTreeMap<&str, Vec<Seen>> = BTreeMap::new();
     for container in &observed.containers {
-        by_app.entry(&container.app).or_default().push(container);
+        let health = observed.health_of(&container.id);
+        by_app
+            .entry(&container.app)
+            .or_default()
+            .push((container, health));
     }
     let mut steps = Vec::new();
     let mut apps = BTreeMap::new();
-    let mut wanted_files: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut wanted_files: HashSet<String> = HashSet::new();
 
     for (name, app) in &desired.apps {
         let containers = by_app.remove(name.as_str()).unwrap_or_default();
@@ -305,13 +317,27 @@ pub fn plan(desired: &Desired, observed: &Observed, overrides: &Overrides, now: 
                 replica_source,
                 hash: app.hash.clone(),
                 ready_replicas: outcome.ready,
+                members: outcome.members.clone(),
             },
         );
         if app.spec.app_type == AppType::Http {
             for (file, text) in
                 render::render_app(&app.spec, &outcome.members, &desired.proxy_listen)
             {
-                wanted_files.insert(file, (name.clone(), text));
+                let current = observed.proxy_files.get(&file);
+                if current != Some(&text) {
+                    steps.push(Step::WriteProxy {
+                        app: name.clone(),
+                        diff: display::unified_diff(
+                            &file,
+                            current.map(String::as_str).unwrap_or(""),
+                            &text,
+                        ),
+                        file: file.clone(),
+                        text,
+                    });
+                }
+                wanted_files.insert(file);
             }
         }
         steps.extend(outcome.steps);
@@ -334,31 +360,20 @@ pub fn plan(desired: &Desired, observed: &Observed, overrides: &Overrides, now: 
             });
             continue;
         }
-        for c in containers {
+        for (c, _) in containers {
             steps.push(Step::Remove {
                 app: name.to_string(),
                 id: c.id.clone(),
                 name: c.name.clone(),
                 reason: RemoveReason::AppRemoved,
-                drain_seconds: 0,
+                drain_seconds: APP_REMOVED_DRAIN_SECONDS,
             });
         }
     }
 
-    // Proxy files: write what differs, remove what no desired app renders.
-    for (file, (app, text)) in &wanted_files {
-        let current = observed.proxy_files.get(file);
-        if current != Some(text) {
-            steps.push(Step::WriteProxy {
-                app: app.clone(),
-                file: file.clone(),
-                text: text.clone(),
-                diff: display::unified_diff(file, current.map(String::as_str).unwrap_or(""), text),
-            });
-        }
-    }
+    // Proxy files no desired app renders any more.
     for (file, text) in &observed.proxy_files {
-        if wanted_files.contains_key(file) {
+        if wanted_files.contains(file) {
             continue;
         }
         let app = render::app_of_file(file).to_string();
@@ -400,10 +415,13 @@ struct AppOutcome {
     ready: u32,
 }
 
+/// A container with its health.
+type Seen<'a> = (&'a ObservedContainer, Health);
+
 fn plan_app(
     app: &DesiredApp,
     replicas: u32,
-    containers: &[&ObservedContainer],
+    containers: &[Seen],
     observed: &Observed,
     failed_hash: Option<&String>,
     now: i64,
@@ -418,23 +436,19 @@ fn plan_app(
     let mut keep = Vec::new(); // desired hash, running, healthy or starting
     let mut unhealthy = Vec::new(); // desired hash, running, unhealthy
     let mut stale = Vec::new(); // other hash, running
-    for c in containers {
+    for seen in containers {
+        let (c, health) = *seen;
         if !is_running(c) {
-            not_running.push(*c);
+            not_running.push(c);
         } else if c.spec_hash != app.hash {
-            stale.push(*c);
-        } else if observed.health_of(&c.id) == Health::Unhealthy
-            || c.state == ContainerState::Restarting
-        {
-            unhealthy.push(*c);
+            stale.push(*seen);
+        } else if health == Health::Unhealthy || c.state == ContainerState::Restarting {
+            unhealthy.push(c);
         } else {
-            keep.push(*c);
+            keep.push(*seen);
         }
     }
-    let ready = keep
-        .iter()
-        .filter(|c| observed.health_of(&c.id) == Health::Healthy)
-        .count() as u32;
+    let ready = keep.iter().filter(|(_, h)| *h == Health::Healthy).count() as u32;
 
     // Self-heal gate: while backing off (or quarantined), an app with broken containers is
     // left exactly as it is, so a crash loop cannot turn into a create/remove loop.
@@ -445,7 +459,7 @@ fn plan_app(
                 app: name.clone(),
                 reason,
             });
-            let members = healthy_members(observed, keep.iter().chain(stale.iter()).copied());
+            let members = healthy_members(keep.iter().chain(stale.iter()));
             return AppOutcome {
                 steps,
                 members,
@@ -465,25 +479,21 @@ fn plan_app(
     }
 
     // Healthy before starting, then oldest first: the ones we keep on scale-in.
-    keep.sort_by_key(|c| {
-        (
-            observed.health_of(&c.id) != Health::Healthy,
-            c.created,
-            c.name.clone(),
-        )
+    // Stale ones: unhealthy first (replaced first), then oldest first.
+    let order = |(c, h): &Seen| (*h == Health::Healthy, c.created);
+    keep.sort_by(|a, b| {
+        let ((ha, ca), (hb, cb)) = (order(a), order(b));
+        (!ha, ca, &a.0.name).cmp(&(!hb, cb, &b.0.name))
     });
-    stale.sort_by_key(|c| {
-        (
-            observed.health_of(&c.id) == Health::Healthy,
-            c.created,
-            c.name.clone(),
-        )
+    stale.sort_by(|a, b| {
+        let ((ha, ca), (hb, cb)) = (order(a), order(b));
+        (ha, ca, &a.0.name).cmp(&(hb, cb, &b.0.name))
     });
     let wanted = replicas as usize;
     let mut removed: BTreeSet<&str> = BTreeSet::new();
     if keep.len() > wanted {
         // Least useful first: starting before healthy, newest before oldest.
-        for c in keep.split_off(wanted).into_iter().rev() {
+        for (c, _) in keep.split_off(wanted).into_iter().rev() {
             removed.insert(&c.id);
             steps.push(Step::Remove {
                 app: name.clone(),
@@ -512,7 +522,7 @@ fn plan_app(
         // Keep the old generation serving; do not create more of the failed spec.
         need = 0;
     } else {
-        replaceable.extend(stale.iter().map(|c| (*c, ReplaceReason::Outdated)));
+        replaceable.extend(stale.iter().map(|(c, _)| (*c, ReplaceReason::Outdated)));
     }
 
     let replace_count = need.min(replaceable.len());
@@ -562,9 +572,8 @@ fn plan_app(
     let serving = keep
         .iter()
         .chain(stale.iter())
-        .copied()
-        .filter(|c| !removed.contains(c.id.as_str()));
-    let members = healthy_members(observed, serving);
+        .filter(|(c, _)| !removed.contains(c.id.as_str()));
+    let members = healthy_members(serving);
     AppOutcome {
         steps,
         members,
@@ -572,15 +581,10 @@ fn plan_app(
     }
 }
 
-fn healthy_members<'a>(
-    observed: &Observed,
-    containers: impl Iterator<Item = &'a ObservedContainer>,
-) -> Vec<String> {
+fn healthy_members<'a, 'b: 'a>(containers: impl Iterator<Item = &'a Seen<'b>>) -> Vec<String> {
     let mut members: Vec<String> = containers
-        .filter(|c| {
-            c.state == ContainerState::Running && observed.health_of(&c.id) == Health::Healthy
-        })
-        .filter_map(|c| c.address())
+        .filter(|(c, h)| c.state == ContainerState::Running && *h == Health::Healthy)
+        .filter_map(|(c, _)| c.address())
         .collect();
     members.sort();
     members.dedup();

@@ -71,6 +71,7 @@ fn container(app: &str, hash: &str, n: u16) -> ObservedContainer {
         revision: "rev0".into(),
         state: ContainerState::Running,
         host_port: Some(30000 + n),
+        published: vec![(8080, 30000 + n)],
         created: n as i64,
     }
 }

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Removes what the demo left running: berth's containers (label berth.managed=true without
+# an instance label), its private nginx and its state dir.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/sbin:/sbin"
+ids=$(docker ps -a --filter label=berth.managed=true --format '{{.ID}} {{.Label "berth.instance"}}' | awk 'NF==1 {print $1}')
+[ -n "$ids" ] && docker rm -f $ids >/dev/null
+if [ -f .berth/nginx/nginx.pid ]; then
+  nginx -p .berth/nginx/ -c "$PWD/.berth/nginx/nginx.conf" -e "$PWD/.berth/nginx/logs/error.log" -s quit || true
+fi
+rm -rf .berth
+echo "demo-clean: done"

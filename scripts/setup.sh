@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what berth needs on a fresh Debian machine (nginx, Debian's static busybox for the
+# demo/test images) and builds the local images. Idempotent and quick when all is present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+[ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need+=(busybox-static)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! docker info >/dev/null 2>&1; then
+  echo "setup: the Docker engine is not reachable (docker info failed): start it or set DOCKER_HOST" >&2
+  exit 1
+fi
+./examples/images/build.sh

@@ -1,0 +1,713 @@
+//! `apply(plan)`: carries out a plan. Proxy-only changes go first, as one batch with one
+//! reload; then each app runs its container steps in plan order (apps in parallel, up to
+//! `parallel_apps`). Rollouts are surge 1: create -> start -> healthy -> add to upstream ->
+//! take the old one out -> drain -> stop -> remove. A new generation that never becomes
+//! healthy is removed, the old one keeps serving and the spec hash is marked failed.
+
+use super::prober::host_port_for;
+use super::{now_ms, Controller};
+use crate::health::{effective_health, probe_once, probe_port};
+use crate::plan::{
+    heal, render, CreateReason, Desired, DesiredApp, Health, Observed, Plan, ReplaceReason, Step,
+};
+use crate::runtime::{
+    ContainerRequest, ContainerRuntime, ContainerState, ObservedContainer, LABEL_APP,
+    LABEL_MANAGED, LABEL_REVISION, LABEL_SOURCE_FILE, LABEL_SPEC_HASH,
+};
+use crate::spec::{AppType, EnvValue};
+use crate::store::EventType;
+use futures_util::future::join_all;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tracing::{info_span, warn, Instrument};
+
+/// What `apply` did.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyReport {
+    pub steps_applied: usize,
+    pub steps_failed: usize,
+    pub reloads: usize,
+    /// Last error per app.
+    pub errors: BTreeMap<String, String>,
+    /// Apps whose rollout failed in this pass.
+    pub failed_rollouts: BTreeSet<String>,
+}
+
+impl ApplyReport {
+    fn merge(&mut self, other: ApplyReport) {
+        self.steps_applied += other.steps_applied;
+        self.steps_failed += other.steps_failed;
+        self.reloads += other.reloads;
+        self.errors.extend(other.errors);
+        self.failed_rollouts.extend(other.failed_rollouts);
+    }
+
+    fn failed(&mut self, app: &str, message: String) {
+        self.steps_failed += 1;
+        self.errors.insert(app.to_string(), message);
+    }
+}
+
+pub async fn apply<R: ContainerRuntime>(
+    ctl: &Arc<Controller<R>>,
+    desired: &Desired,
+    observed: &Observed,
+    plan: &Plan,
+) -> ApplyReport {
+    let mut report = ApplyReport::default();
+    if !plan.has_changes() {
+        return report;
+    }
+    if plan.steps.iter().any(Step::touches_containers) {
+        if let Err(e) = ctl.runtime.ensure_network(&ctl.settings.network).await {
+            warn!("cannot ensure network {}: {e}", ctl.settings.network);
+        }
+    }
+
+    // 1. Proxy files, all apps at once: one test, one reload.
+    let mut writes = Vec::new();
+    let mut removes = Vec::new();
+    for step in &plan.steps {
+        match step {
+            Step::WriteProxy { file, text, .. } => writes.push((file.clone(), text.clone())),
+            Step::RemoveProxy { file, .. } => removes.push(file.clone()),
+            _ => {}
+        }
+    }
+    if !writes.is_empty() || !removes.is_empty() {
+        let count = writes.len() + removes.len();
+        let _guard = ctl.proxy_lock.lock().await;
+        match ctl.proxy.apply_files(&writes, &removes).await {
+            Ok(outcome) => {
+                report.steps_applied += count;
+                if outcome.reloaded {
+                    report.reloads += 1;
+                    ctl.event(
+                        None,
+                        EventType::ProxyReloaded,
+                        format!(
+                            "nginx reloaded: {} files written, {} removed",
+                            outcome.written, outcome.removed
+                        ),
+                        &plan.revision,
+                        serde_json::Value::Null,
+                    )
+                    .await;
+                }
+            }
+            Err(e) => {
+                report.steps_failed += count;
+                for step in plan
+                    .steps
+                    .iter()
+                    .filter(|s| matches!(s, Step::WriteProxy { .. } | Step::RemoveProxy { .. }))
+                {
+                    report.errors.insert(step.app().to_string(), e.to_string());
+                }
+                ctl.event(
+                    None,
+                    EventType::ProxyRejected,
+                    e.to_string(),
+                    &plan.revision,
+                    serde_json::Value::Null,
+                )
+                .await;
+            }
+        }
+    }
+
+    // 2. Container steps, per app in order, apps in parallel.
+    let mut apps: BTreeMap<&str, Vec<&Step>> = BTreeMap::new();
+    for step in plan.steps.iter().filter(|s| s.touches_containers()) {
+        apps.entry(step.app()).or_default().push(step);
+    }
+    let limit = Arc::new(Semaphore::new(ctl.settings.parallel_apps.max(1)));
+    let runs = apps.into_iter().map(|(app, steps)| {
+        let limit = limit.clone();
+        let members = plan
+            .apps
+            .get(app)
+            .map(|s| s.members.clone())
+            .unwrap_or_default();
+        async move {
+            let _permit = limit.acquire().await.expect("semaphore open");
+            let span = info_span!("app_steps", app);
+            let mut run = AppRun {
+                ctl,
+                app,
+                desired: desired.apps.get(app),
+                observed,
+                revision: &plan.revision,
+                listen: &desired.proxy_listen,
+                members,
+                report: ApplyReport::default(),
+            };
+            run.run(&steps).instrument(span).await;
+            run.report
+        }
+    });
+    for app_report in join_all(runs).await {
+        report.merge(app_report);
+    }
+    report
+}
+
+/// One app's container steps and its live upstream membership.
+struct AppRun<'a, R: ContainerRuntime> {
+    ctl: &'a Arc<Controller<R>>,
+    app: &'a str,
+    /// None when the app is being removed.
+    desired: Option<&'a DesiredApp>,
+    observed: &'a Observed,
+    revision: &'a str,
+    listen: &'a str,
+    members: Vec<String>,
+    report: ApplyReport,
+}
+
+static NAME_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A container name unique per generation: `berth-<app>-<hash6>-<suffix>`.
+fn container_name(app: &str, hash: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0) as u64;
+    let counter = NAME_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let suffix = (nanos ^ (counter << 24)) & 0xff_ffff;
+    format!("berth-{app}-{}-{suffix:06x}", &hash[..hash.len().min(6)])
+}
+
+impl<'a, R: ContainerRuntime> AppRun<'a, R> {
+    fn routed(&self) -> bool {
+        self.desired
+            .is_some_and(|d| d.spec.app_type == AppType::Http)
+    }
+
+    fn observed_container(&self, id: &str) -> Option<&'a ObservedContainer> {
+        self.observed.containers.iter().find(|c| c.id == id)
+    }
+
+    async fn run(&mut self, steps: &[&Step]) {
+        let mut creates = Vec::new();
+        let mut removes = Vec::new();
+        for step in steps {
+            match step {
+                // Surge 1: a failed replacement stops the rest of this rollout.
+                Step::Replace { .. } if !self.replace(step).await => break,
+                Step::Replace { .. } => {}
+                Step::Create { .. } => creates.push(*step),
+                Step::Remove { .. } => removes.push(*step),
+                _ => {}
+            }
+        }
+        if !creates.is_empty() {
+            self.create_all(&creates).await;
+        }
+        if !removes.is_empty() {
+            self.remove_all(&removes).await;
+        }
+    }
+
+    /// Writes this app's proxy files for the current members (no-op when unchanged).
+    async fn sync_proxy(&mut self) -> Result<(), String> {
+        let Some(desired) = self.desired.filter(|_| self.routed()) else {
+            return Ok(());
+        };
+        self.members.sort();
+        self.members.dedup();
+        let files = render::render_app(&desired.spec, &self.members, self.listen);
+        let _guard = self.ctl.proxy_lock.lock().await;
+        match self.ctl.proxy.apply_files(&files, &[]).await {
+            Ok(outcome) => {
+                if outcome.reloaded {
+                    self.report.reloads += 1;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let message = e.to_string();
+                self.ctl
+                    .event(
+                        Some(self.app),
+                        EventType::ProxyRejected,
+                        message.clone(),
+                        self.revision,
+                        serde_json::Value::Null,
+                    )
+                    .await;
+                Err(message)
+            }
+        }
+    }
+
+    fn request(&self, desired: &DesiredApp) -> Result<ContainerRequest, String> {
+        let spec = &desired.spec;
+        let mut env = Vec::with_capacity(spec.env.len());
+        for var in &spec.env {
+            let value = match &var.value {
+                EnvValue::Literal(v) => v.clone(),
+                EnvValue::FromHost => self
+                    .ctl
+                    .settings
+                    .host_env
+                    .get(&var.name)
+                    .cloned()
+                    .ok_or_else(|| {
+                        format!(
+                            "env {} has valueFrom: sdk but the host supplies no value: set {} in berth's environment or its --host-env file",
+                            var.name, var.name
+                        )
+                    })?,
+            };
+            env.push((var.name.clone(), value));
+        }
+        let labels = BTreeMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_APP.to_string(), spec.name.clone()),
+            (LABEL_SPEC_HASH.to_string(), desired.hash.clone()),
+            (LABEL_REVISION.to_string(), self.revision.to_string()),
+            (
+                LABEL_SOURCE_FILE.to_string(),
+                desired.source.file.display().to_string(),
+            ),
+        ]);
+        Ok(ContainerRequest {
+            name: container_name(&spec.name, &desired.hash),
+            image: spec.image.clone(),
+            command: spec.command.clone(),
+            env,
+            ports: spec.ports.clone(),
+            cpu_millis: spec.resources.cpu_millis,
+            memory_bytes: spec.resources.memory_bytes,
+            labels,
+            network: Some(self.ctl.settings.network.clone()),
+        })
+    }
+
+    /// Create + start + wait healthy. On failure the new container is removed again.
+    async fn bring_up(&self, desired: &DesiredApp) -> Result<ObservedContainer, BringUpError> {
+        let setup = |e: crate::runtime::RuntimeError| BringUpError::Setup(e.to_string());
+        let request = self.request(desired).map_err(BringUpError::Setup)?;
+        let runtime = &self.ctl.runtime;
+        let id = runtime.create(&request).await.map_err(setup)?;
+        let result = async {
+            runtime.start(&id).await.map_err(setup)?;
+            self.wait_healthy(desired, &id)
+                .await
+                .map_err(BringUpError::NeverHealthy)
+        }
+        .await;
+        if result.is_err() {
+            if let Err(e) = runtime.remove(&id).await {
+                warn!(
+                    app = self.app,
+                    "cannot remove failed container {}: {e}", request.name
+                );
+            }
+        }
+        result
+    }
+
+    /// Polls the probe quickly (every 200 ms) until `successThreshold` passes in a row, or
+    /// the startup window (`initialDelaySeconds + failureThreshold x intervalSeconds +
+    /// timeoutSeconds`) runs out, or the container stops.
+    async fn wait_healthy(
+        &self,
+        desired: &DesiredApp,
+        id: &str,
+    ) -> Result<ObservedContainer, String> {
+        let runtime = &self.ctl.runtime;
+        let inspect = || async {
+            runtime
+                .inspect(id)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "the new container disappeared".to_string())
+        };
+        let mut container = inspect().await?;
+        let Some(health) = effective_health(&desired.spec) else {
+            // Workers without a check: running is healthy.
+            self.ctl
+                .probes
+                .lock()
+                .expect("probe lock")
+                .set(id, Health::Healthy, now_ms());
+            return match container.state {
+                ContainerState::Running => Ok(container),
+                other => Err(format!("the new container is {other:?}, not running")),
+            };
+        };
+        let port = probe_port(&health.probe);
+        let window = Duration::from_secs(u64::from(
+            health.initial_delay_seconds
+                + health.failure_threshold.max(1) * health.interval_seconds.max(1)
+                + health.timeout_seconds,
+        ));
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(u64::from(health.initial_delay_seconds))).await;
+        let timeout = Duration::from_secs(u64::from(health.timeout_seconds.max(1)));
+        let mut successes = 0;
+        let mut last_error = String::from("no probe ran");
+        let mut last_inspect = Instant::now();
+        loop {
+            if let Some(host_port) = host_port_for(&container, port) {
+                match probe_once(&health.probe, host_port, timeout).await {
+                    Ok(()) => {
+                        successes += 1;
+                        if successes >= health.success_threshold.max(1) {
+                            self.ctl.probes.lock().expect("probe lock").set(
+                                id,
+                                Health::Healthy,
+                                now_ms(),
+                            );
+                            return Ok(container);
+                        }
+                    }
+                    Err(e) => {
+                        successes = 0;
+                        last_error = e;
+                    }
+                }
+            } else {
+                last_error = format!("container port {port} is not published yet");
+            }
+            if started.elapsed() >= window {
+                return Err(format!(
+                    "not healthy within the {} s startup window: {last_error}",
+                    window.as_secs()
+                ));
+            }
+            if last_inspect.elapsed() >= Duration::from_secs(1) || container.host_port.is_none() {
+                container = inspect().await?;
+                last_inspect = Instant::now();
+                if container.state != ContainerState::Running {
+                    return Err(format!(
+                        "the new container stopped ({:?}) before it became healthy; last probe: {last_error}",
+                        container.state
+                    ));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Was this address in the app's upstream when the pass started? (Phase 1 may already
+    /// have taken it out; it still needs its drain.)
+    fn was_routed(&self, address: &str) -> bool {
+        let needle = format!("server {address} ");
+        self.observed
+            .proxy_files
+            .get(&render::conf_file(self.app))
+            .is_some_and(|text| text.contains(&needle))
+    }
+
+    /// Takes `ids` out of the upstream, waits `drain` when any of them was routed, then
+    /// stops and removes them.
+    async fn retire(&mut self, ids: &[&str], drain_seconds: u32) -> Result<(), String> {
+        let addresses: Vec<String> = ids
+            .iter()
+            .filter_map(|id| self.observed_container(id)?.address())
+            .collect();
+        let routed = addresses
+            .iter()
+            .any(|a| self.members.contains(a) || self.was_routed(a));
+        let before = self.members.len();
+        self.members.retain(|m| !addresses.contains(m));
+        if self.members.len() != before {
+            self.sync_proxy().await?;
+        }
+        if routed && drain_seconds > 0 {
+            tokio::time::sleep(Duration::from_secs(u64::from(drain_seconds))).await;
+        }
+        let runtime = &self.ctl.runtime;
+        let timeout = self.ctl.settings.stop_timeout_seconds;
+        let observed = self.observed;
+        let results = join_all(ids.iter().map(|id| async move {
+            let running = observed
+                .containers
+                .iter()
+                .any(|c| c.id == *id && c.state == ContainerState::Running);
+            if running {
+                runtime.stop(id, timeout).await.map_err(|e| e.to_string())?;
+            }
+            runtime.remove(id).await.map_err(|e| e.to_string())
+        }))
+        .await;
+        results
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map(|_| ())
+    }
+
+    /// Returns false when the rollout must stop here.
+    async fn replace(&mut self, step: &Step) -> bool {
+        let Step::Replace {
+            old_id,
+            old_name,
+            hash,
+            reason,
+            order,
+            of,
+            drain_seconds,
+            ..
+        } = step
+        else {
+            return true;
+        };
+        let Some(desired) = self.desired else {
+            return false;
+        };
+        let span = info_span!("step", app = self.app, step = "replace", order, of);
+        let result = async {
+            if *order == 1 && *reason == ReplaceReason::Outdated {
+                self.ctl
+                    .event(
+                        Some(self.app),
+                        EventType::RolloutStarted,
+                        format!("rolling out spec {hash} ({of} containers)"),
+                        self.revision,
+                        serde_json::json!({ "spec_hash": hash, "image": desired.spec.image }),
+                    )
+                    .await;
+            }
+            let new = self.bring_up(desired).await.map_err(|e| match e {
+                BringUpError::Setup(m) => (m, false),
+                BringUpError::NeverHealthy(m) => (m, true),
+            })?;
+            if let Some(address) = new.address() {
+                self.members.push(address);
+            }
+            self.sync_proxy().await.map_err(|m| (m, false))?;
+            self.retire(&[old_id.as_str()], *drain_seconds)
+                .await
+                .map_err(|m| (m, false))?;
+            Ok(new)
+        }
+        .instrument(span)
+        .await;
+        match result {
+            Ok(new) => {
+                self.report.steps_applied += 1;
+                if *reason == ReplaceReason::Unhealthy {
+                    self.record_repair(hash).await;
+                    self.ctl
+                        .event(
+                            Some(self.app),
+                            EventType::Healed,
+                            format!("replaced unhealthy {old_name} with {}", new.name),
+                            self.revision,
+                            serde_json::Value::Null,
+                        )
+                        .await;
+                } else if order == of {
+                    self.ctl
+                        .event(
+                            Some(self.app),
+                            EventType::RolloutSucceeded,
+                            format!("spec {hash} serving on {of} containers"),
+                            self.revision,
+                            serde_json::json!({ "spec_hash": hash }),
+                        )
+                        .await;
+                }
+                true
+            }
+            Err((message, never_healthy)) => {
+                self.report.failed(self.app, message.clone());
+                if never_healthy && *reason == ReplaceReason::Outdated {
+                    self.report.failed_rollouts.insert(self.app.to_string());
+                    if let Err(e) = self
+                        .ctl
+                        .store
+                        .mark_rollout_failed(self.app, hash, self.revision, &message, now_ms())
+                        .await
+                    {
+                        warn!(app = self.app, "cannot record failed rollout: {e}");
+                    }
+                    self.ctl
+                        .event(
+                            Some(self.app),
+                            EventType::RolloutFailed,
+                            format!(
+                                "rollout of spec {hash} failed, the previous containers keep serving: {message}"
+                            ),
+                            self.revision,
+                            serde_json::json!({ "spec_hash": hash }),
+                        )
+                        .await;
+                } else {
+                    self.ctl
+                        .event_once(self.app, EventType::RuntimeError, message, self.revision)
+                        .await;
+                }
+                false
+            }
+        }
+    }
+
+    /// Counts one self-heal repair; reports the app when it just became quarantined.
+    async fn record_repair(&self, hash: &str) {
+        let next = {
+            let mut heal = self.ctl.heal.lock().expect("heal lock");
+            let next = heal::after_repair(heal.get(self.app), hash, now_ms());
+            heal.insert(self.app.to_string(), next.clone());
+            next
+        };
+        if next.quarantined_since.is_some() {
+            self.ctl
+                .event(
+                    Some(self.app),
+                    EventType::Quarantined,
+                    format!(
+                        "{} repairs within {} minutes: self-heal stops for this app until its spec changes",
+                        next.repairs.len(),
+                        heal::REPAIR_WINDOW_MS / 60_000
+                    ),
+                    self.revision,
+                    serde_json::Value::Null,
+                )
+                .await;
+        }
+    }
+
+    /// All creates of the app at once; each healthy container joins the upstream together.
+    async fn create_all(&mut self, steps: &[&Step]) {
+        let Some(desired) = self.desired else {
+            return;
+        };
+        let span = info_span!("step", app = self.app, step = "create", count = steps.len());
+        let results = join_all(steps.iter().map(|_| self.bring_up(desired)))
+            .instrument(span)
+            .await;
+        let mut joined = 0;
+        for (step, result) in steps.iter().zip(results) {
+            match result {
+                Ok(new) => {
+                    joined += 1;
+                    self.report.steps_applied += 1;
+                    if let Some(address) = new.address() {
+                        self.members.push(address);
+                    }
+                    if matches!(
+                        step,
+                        Step::Create {
+                            reason: CreateReason::ReplacesStopped,
+                            ..
+                        }
+                    ) {
+                        self.record_repair(&desired.hash).await;
+                    }
+                    self.ctl.clear_reported(self.app, EventType::RuntimeError);
+                    self.ctl
+                        .event(
+                            Some(self.app),
+                            EventType::Created,
+                            format!("container {} is healthy", new.name),
+                            self.revision,
+                            serde_json::json!({ "container": new.name, "spec_hash": desired.hash }),
+                        )
+                        .await;
+                }
+                Err(error) => {
+                    let message = error.message().to_string();
+                    self.report.failed(self.app, message.clone());
+                    if let BringUpError::Setup(_) = error {
+                        self.ctl
+                            .event_once(self.app, EventType::RuntimeError, message, self.revision)
+                            .await;
+                    } else {
+                        self.report.failed_rollouts.insert(self.app.to_string());
+                        if let Err(e) = self
+                            .ctl
+                            .store
+                            .mark_rollout_failed(
+                                self.app,
+                                &desired.hash,
+                                self.revision,
+                                &message,
+                                now_ms(),
+                            )
+                            .await
+                        {
+                            warn!(app = self.app, "cannot record failed rollout: {e}");
+                        }
+                        self.ctl
+                            .event(
+                                Some(self.app),
+                                EventType::RolloutFailed,
+                                format!("spec {} never became healthy: {message}", desired.hash),
+                                self.revision,
+                                serde_json::json!({ "spec_hash": desired.hash }),
+                            )
+                            .await;
+                    }
+                }
+            }
+        }
+        if joined > 0 {
+            if let Err(message) = self.sync_proxy().await {
+                self.report.failed(self.app, message);
+            }
+        }
+    }
+
+    async fn remove_all(&mut self, steps: &[&Step]) {
+        let ids: Vec<&str> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Remove { id, .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let drain = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Remove { drain_seconds, .. } => Some(*drain_seconds),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let span = info_span!("step", app = self.app, step = "remove", count = ids.len());
+        match self.retire(&ids, drain).instrument(span).await {
+            Ok(()) => {
+                self.report.steps_applied += ids.len();
+                for step in steps {
+                    if let Step::Remove { name, reason, .. } = step {
+                        self.ctl
+                            .event(
+                                Some(self.app),
+                                EventType::Removed,
+                                format!("removed {name} ({reason:?})"),
+                                self.revision,
+                                serde_json::Value::Null,
+                            )
+                            .await;
+                    }
+                }
+            }
+            Err(message) => self.report.failed(self.app, message),
+        }
+    }
+}
+
+/// Why a new container did not come up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BringUpError {
+    /// Nothing to do with the spec's health (missing image, missing host env, engine
+    /// trouble): retried on later passes, never marks the rollout failed.
+    Setup(String),
+    /// The container started but never became healthy (or exited): the rollout failed.
+    NeverHealthy(String),
+}
+
+impl BringUpError {
+    fn message(&self) -> &str {
+        match self {
+            BringUpError::Setup(m) | BringUpError::NeverHealthy(m) => m,
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The proxy adapter against a real nginx (private mode): start, adopt, apply a batch with
+//! one reload, reject a bad batch and restore the previous files, no reload when nothing
+//! changed, restart after nginx is killed. Traffic only to 127.0.0.1.
+
+use berth::plan::render;
+use berth::proxy::{Proxy, ProxyError};
+use berth::spec::{AppSpec, AppType, Resources, Route, Termination};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn nginx_binary() -> PathBuf {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("nginx is not installed: run scripts/setup.sh (apt-get install nginx)")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Running {
+    proxy: Proxy,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let berth::proxy::ProxyMode::Private { prefix, .. } = &self.proxy.mode {
+            if let Ok(pid) = std::fs::read_to_string(prefix.join("nginx.pid")) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-QUIT", pid.trim()])
+                    .status();
+            }
+        }
+    }
+}
+
+async fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let proxy = Proxy::private(
+        dir.path().join("nginx"),
+        format!("127.0.0.1:{port}"),
+        nginx_binary(),
+    );
+    assert!(proxy.ensure_running().await.unwrap(), "first start");
+    Running {
+        proxy,
+        port,
+        _dir: dir,
+    }
+}
+
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+fn app(name: &str) -> AppSpec {
+    AppSpec {
+        name: name.into(),
+        app_type: AppType::Http,
+        image: "x".into(),
+        command: None,
+        ports: vec![8080],
+        health: None,
+        resources: Resources::default(),
+        replicas: Some(1),
+        scaling: None,
+        env: vec![],
+        termination: Termination { drain_seconds: 0 },
+        route: Some(Route {
+            host: None,
+            path: format!("/{name}"),
+            strip_prefix: true,
+        }),
+    }
+}
+
+/// A tiny loopback HTTP server answering every request with `body`.
+fn backend(body: &'static str) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut buf = [0u8; 2048];
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn batch_applies_with_one_reload_and_unchanged_text_does_not_reload() {
+    let nginx = start().await;
+    let upstream = backend("hello");
+    let files = render::render_app(
+        &app("hello"),
+        &[format!("127.0.0.1:{upstream}")],
+        nginx.proxy.listen(),
+    );
+    let outcome = nginx.proxy.apply_files(&files, &[]).await.unwrap();
+    assert_eq!((outcome.written, outcome.reloaded), (2, true));
+    // Reload is asynchronous in nginx: new workers pick the config up within moments.
+    let mut served = (0, String::new());
+    for _ in 0..50 {
+        served = get(nginx.port, "/hello/");
+        if served.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(served, (200, "hello".to_string()));
+    assert_eq!(get(nginx.port, "/_berth/nginx").0, 200);
+    assert_eq!(get(nginx.port, "/nothing-here").0, 404);
+    let again = nginx.proxy.apply_files(&files, &[]).await.unwrap();
+    assert_eq!((again.written, again.reloaded), (0, false));
+    // The access log is machine-readable JSON naming the app.
+    let log = std::fs::read_to_string(nginx.proxy.access_log().unwrap()).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("\"app\":\"hello\""))
+        .expect(&log);
+    let value: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(value["status"], 200);
+    assert!(value["upstream"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+}
+
+#[tokio::test]
+async fn rejected_batch_restores_previous_files_and_keeps_serving() {
+    let nginx = start().await;
+    let upstream = backend("kept");
+    let good = render::render_app(
+        &app("kept"),
+        &[format!("127.0.0.1:{upstream}")],
+        nginx.proxy.listen(),
+    );
+    nginx.proxy.apply_files(&good, &[]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = nginx.proxy.current_files().await.unwrap();
+
+    let bad = vec![
+        ("kept.conf".to_string(), "upstream berth_kept {".to_string()),
+        ("new.conf".to_string(), "# new file\n".to_string()),
+    ];
+    let result = nginx
+        .proxy
+        .apply_files(&bad, &["kept.loc".to_string()])
+        .await;
+    match result {
+        Err(ProxyError::Rejected { message }) => {
+            assert!(message.contains("kept.conf"), "{message}")
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(nginx.proxy.current_files().await.unwrap(), before);
+    assert_eq!(get(nginx.port, "/kept/"), (200, "kept".to_string()));
+}
+
+#[tokio::test]
+async fn killed_nginx_is_started_again_with_its_config() {
+    let nginx = start().await;
+    let upstream = backend("back");
+    let files = render::render_app(
+        &app("back"),
+        &[format!("127.0.0.1:{upstream}")],
+        nginx.proxy.listen(),
+    );
+    nginx.proxy.apply_files(&files, &[]).await.unwrap();
+    let pid = nginx.proxy.running_pid().await.unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // The workers exit once their master is gone; wait for the port to be free.
+    for _ in 0..100 {
+        if nginx.proxy.running_pid().await.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(nginx.proxy.running_pid().await.is_none());
+    let mut restarted = false;
+    for _ in 0..50 {
+        match nginx.proxy.ensure_running().await {
+            Ok(started) => {
+                restarted = started;
+                break;
+            }
+            // The killed master's workers may still hold the port for a moment.
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert!(restarted);
+    assert!(
+        !nginx.proxy.ensure_running().await.unwrap(),
+        "adopted, not restarted"
+    );
+    assert_eq!(get(nginx.port, "/back/"), (200, "back".to_string()));
+}

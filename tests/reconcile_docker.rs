@@ -1,0 +1,523 @@
+//! The reconcile loop against the real Docker engine and a real (private) nginx:
+//! converge, no-op, self-heal, foreign containers, scaling, zero-downtime rollout under
+//! load, failed rollout, nginx -t rejection. Every test uses its own instance label,
+//! network, state dir and nginx port, and cleans up in Drop guards.
+
+mod support;
+
+use berth::plan::{Health, Step};
+use berth::proxy::{Proxy, ProxyError};
+use berth::reconcile::{self, Controller, Settings};
+use berth::runtime::docker::DockerRuntime;
+use berth::runtime::{ContainerRuntime, ContainerState};
+use berth::store::{EventQuery, EventType, Store};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{ensure_images, http_get, unique_name, DockerCleanup};
+
+/// Fields drop in order: nginx stops (its pid file is in `_state`) before the state dir
+/// is deleted, containers are removed last.
+struct Harness {
+    _nginx: NginxGuard,
+    specs: tempfile::TempDir,
+    _state: tempfile::TempDir,
+    ctl: Arc<Controller<DockerRuntime>>,
+    port: u16,
+    _cleanup: DockerCleanup,
+}
+
+/// Stops the test's private nginx even when the test panics.
+struct NginxGuard {
+    prefix: PathBuf,
+}
+
+impl Drop for NginxGuard {
+    fn drop(&mut self) {
+        let pid_file = self.prefix.join("nginx.pid");
+        if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+            let _ = std::process::Command::new("kill")
+                .args(["-QUIT", pid.trim()])
+                .status();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn nginx_binary() -> PathBuf {
+    for candidate in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if std::path::Path::new(candidate).exists() {
+            return candidate.into();
+        }
+    }
+    panic!("nginx is not installed: run scripts/setup.sh (apt-get install nginx)");
+}
+
+impl Harness {
+    async fn new(prefix: &str) -> Harness {
+        ensure_images();
+        let instance = unique_name(prefix);
+        let network = instance.clone();
+        let cleanup = DockerCleanup::new(&instance);
+        let specs = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let nginx_prefix = state.path().join("nginx");
+        let store = Store::open(&state.path().join("berth.db")).await.unwrap();
+        let runtime = DockerRuntime::connect(Some(instance.clone()))
+            .await
+            .expect("the Docker engine must be reachable for these tests");
+        let proxy = Proxy::private(nginx_prefix.clone(), listen, nginx_binary());
+        let settings = Settings {
+            source_dir: specs.path().to_path_buf(),
+            interval: Duration::from_secs(1),
+            network,
+            parallel_apps: 4,
+            host_env: BTreeMap::from([("SECRET_TOKEN".to_string(), "s3cr3t".to_string())]),
+            stop_timeout_seconds: 2,
+        };
+        Harness {
+            specs,
+            _state: state,
+            ctl: Controller::new(runtime, proxy, store, settings),
+            port,
+            _nginx: NginxGuard {
+                prefix: nginx_prefix,
+            },
+            _cleanup: cleanup,
+        }
+    }
+
+    fn write(&self, file: &str, text: &str) {
+        std::fs::write(self.specs.path().join(file), text).unwrap();
+    }
+
+    async fn pass(&self) -> reconcile::PassReport {
+        reconcile::run_pass(&self.ctl, "test").await.expect("pass")
+    }
+
+    async fn running(&self, app: &str) -> Vec<berth::runtime::ObservedContainer> {
+        self.ctl
+            .runtime
+            .observe()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.app == app && c.state == ContainerState::Running)
+            .collect()
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http_get(&format!("127.0.0.1:{}", self.port), path, None).unwrap_or((0, String::new()))
+    }
+
+    fn get_host(&self, host: &str, path: &str) -> (u16, String) {
+        http_get(&format!("127.0.0.1:{}", self.port), path, Some(host))
+            .unwrap_or((0, String::new()))
+    }
+}
+
+fn web_spec(image: &str, replicas: u32) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: App
+metadata:
+  name: web
+spec:
+  type: http
+  image: {image}
+  ports:
+    - containerPort: 8080
+  health:
+    httpGet: {{ path: /healthz, port: 8080 }}
+    intervalSeconds: 1
+    timeoutSeconds: 1
+    failureThreshold: 3
+  replicas: {replicas}
+  env:
+    - name: MODE
+      value: test
+    - name: SECRET_TOKEN
+      valueFrom: sdk
+  termination:
+    drainSeconds: 1
+"#
+    )
+}
+
+const WORKER_SPEC: &str = r#"apiVersion: v1
+kind: App
+metadata:
+  name: jobs
+spec:
+  type: worker
+  image: berth-demo:v1
+  command: ["/bin/busybox", "sh", "-c", "while true; do sleep 1; done"]
+  replicas: 1
+"#;
+
+#[tokio::test]
+async fn converges_from_empty_then_a_second_pass_is_a_no_op() {
+    let h = Harness::new("converge").await;
+    h.write("web.yaml", &web_spec("berth-demo:v1", 2));
+    h.write("jobs.yaml", WORKER_SPEC);
+
+    let first = h.pass().await;
+    assert_eq!(first.steps_failed, 0, "{first:?}");
+    assert_eq!(h.running("web").await.len(), 2);
+    assert_eq!(h.running("jobs").await.len(), 1);
+    let (status, body) = h.get("/web/");
+    assert_eq!((status, body.as_str()), (200, "v1\n"));
+    // Host env reached the container; labels carry the revision.
+    let web = &h.running("web").await[0];
+    assert_eq!(web.revision, first.revision);
+    let env = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{range .Config.Env}}{{println .}}{{end}}",
+            &web.id,
+        ])
+        .output()
+        .unwrap();
+    let env = String::from_utf8_lossy(&env.stdout);
+    assert!(env.lines().any(|l| l == "SECRET_TOKEN=s3cr3t"), "{env}");
+    assert!(env.lines().any(|l| l == "MODE=test"), "{env}");
+
+    let before = h.ctl.runtime.calls();
+    let second = h.pass().await;
+    let made = h.ctl.runtime.calls().since(&before);
+    assert_eq!(made.list, 1, "a no-op pass lists once: {made:?}");
+    assert_eq!(made.mutating(), 0, "a no-op pass mutates nothing: {made:?}");
+    assert_eq!(made.inspect, 0, "{made:?}");
+    assert_eq!(second.reloads, 0);
+    assert!(!second.changed);
+    let last = h.ctl.last.lock().unwrap().clone().unwrap();
+    assert!(!last.plan.has_changes(), "{:?}", last.plan.steps);
+}
+
+#[tokio::test]
+async fn hand_removed_and_stopped_containers_come_back_and_foreign_ones_are_untouched() {
+    let h = Harness::new("heal").await;
+    h.write("web.yaml", &web_spec("berth-demo:v1", 2));
+    // A foreign container: same image, no berth label (and one pretending to be an app).
+    let foreign = unique_name("foreign");
+    let created = std::process::Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &foreign,
+            "--label",
+            "berth.app=web",
+            "berth-demo:v1",
+        ])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let _foreign_guard = ForeignGuard(foreign.clone());
+
+    h.pass().await;
+    let containers = h.running("web").await;
+    assert_eq!(containers.len(), 2);
+
+    // Removed by hand.
+    let gone = &containers[0];
+    let rm = std::process::Command::new("docker")
+        .args(["rm", "-f", &gone.id])
+        .output()
+        .unwrap();
+    assert!(rm.status.success());
+    let report = h.pass().await;
+    assert_eq!(report.steps_failed, 0, "{report:?}");
+    let after = h.running("web").await;
+    assert_eq!(after.len(), 2);
+    assert!(after.iter().all(|c| c.id != gone.id));
+
+    // Stopped by hand.
+    let stopped = &after[0];
+    let stop = std::process::Command::new("docker")
+        .args(["stop", "-t", "1", &stopped.id])
+        .output()
+        .unwrap();
+    assert!(stop.status.success());
+    h.pass().await;
+    let healed = h.running("web").await;
+    assert_eq!(healed.len(), 2);
+    assert!(healed.iter().all(|c| c.id != stopped.id));
+    assert_eq!(h.get("/web/").0, 200);
+
+    // The foreign container is still there, running.
+    let inspect = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", &foreign])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&inspect.stdout).trim(), "true");
+}
+
+#[tokio::test]
+async fn scales_one_to_three_to_one() {
+    let h = Harness::new("scale").await;
+    for (replicas, expected_servers) in [(1, 1), (3, 3), (1, 1)] {
+        h.write("web.yaml", &web_spec("berth-demo:v1", replicas));
+        let report = h.pass().await;
+        assert_eq!(report.steps_failed, 0, "{report:?}");
+        assert_eq!(h.running("web").await.len(), replicas as usize);
+        let conf = h.ctl.proxy.current_files().await.unwrap()["web.conf"].clone();
+        assert_eq!(
+            conf.matches("    server 127.0.0.1:").count(),
+            expected_servers,
+            "{conf}"
+        );
+        assert_eq!(h.get("/web/").0, 200);
+    }
+}
+
+/// Sends sequential requests through nginx until `stop`, counting failures.
+fn load_loop(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, u64, Vec<String>)> {
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let (mut ok, mut failed) = (0u64, 0u64);
+        let mut bodies = Vec::new();
+        while !stop.load(Ordering::Relaxed) && Instant::now() < deadline && ok + failed < 200_000 {
+            match http_get(&format!("127.0.0.1:{port}"), "/web/", None) {
+                Ok((200, body)) => {
+                    ok += 1;
+                    if bodies.last() != Some(&body) {
+                        bodies.push(body);
+                    }
+                }
+                Ok((status, body)) => {
+                    failed += 1;
+                    bodies.push(format!("HTTP {status}: {body}"));
+                }
+                Err(e) => {
+                    failed += 1;
+                    bodies.push(format!("error: {e}"));
+                }
+            }
+        }
+        (ok, failed, bodies)
+    })
+}
+
+#[tokio::test]
+async fn rolling_update_under_load_has_no_failed_requests_and_a_broken_version_rolls_back() {
+    let h = Harness::new("rollout").await;
+    h.write("web.yaml", &web_spec("berth-demo:v1", 2));
+    h.pass().await;
+    assert_eq!(h.get("/web/").1, "v1\n");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = load_loop(h.port, stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.write("web.yaml", &web_spec("berth-demo:v2", 2));
+    let report = h.pass().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed, bodies) = load.join().unwrap();
+    assert_eq!(report.steps_failed, 0, "{report:?}");
+    assert_eq!(failed, 0, "failed requests during the rollout: {bodies:?}");
+    assert!(ok > 20, "the load loop ran: {ok} requests");
+    assert_eq!(bodies.first().map(String::as_str), Some("v1\n"));
+    assert_eq!(bodies.last().map(String::as_str), Some("v2\n"));
+    let v2 = h.running("web").await;
+    assert_eq!(v2.len(), 2);
+
+    // v3 never passes its health check: the rollout fails, v2 keeps serving.
+    h.write("web.yaml", &web_spec("berth-demo:broken", 2));
+    let broken = h.pass().await;
+    assert!(broken.steps_failed > 0, "{broken:?}");
+    let still = h.running("web").await;
+    let mut ids: Vec<_> = still.iter().map(|c| c.id.clone()).collect();
+    let mut v2_ids: Vec<_> = v2.iter().map(|c| c.id.clone()).collect();
+    ids.sort();
+    v2_ids.sort();
+    assert_eq!(ids, v2_ids, "only the v2 containers run");
+    assert_eq!(h.get("/web/").1, "v2\n");
+    let failed = h.ctl.store.failed_rollouts().await.unwrap();
+    assert!(failed.contains_key("web"), "{failed:?}");
+    let events = h
+        .ctl
+        .store
+        .events(&EventQuery {
+            app: Some("web".into()),
+            event_type: Some(EventType::RolloutFailed),
+            since: None,
+            before_id: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0]
+        .message
+        .contains("previous containers keep serving"));
+
+    // Not retried until the spec changes: the next pass creates nothing.
+    let before = h.ctl.runtime.calls();
+    let again = h.pass().await;
+    assert_eq!(h.ctl.runtime.calls().since(&before).create, 0);
+    assert_eq!(again.steps_failed, 0);
+    let last = h.ctl.last.lock().unwrap().clone().unwrap();
+    assert!(last
+        .plan
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::NoOp { reason, .. } if reason.contains("failed earlier"))));
+}
+
+#[tokio::test]
+async fn config_rejected_by_nginx_keeps_the_old_config_and_traffic() {
+    let h = Harness::new("nginxt").await;
+    h.write("web.yaml", &web_spec("berth-demo:v1", 1));
+    h.pass().await;
+    assert_eq!(h.get("/web/").0, 200);
+    let before = h.ctl.proxy.current_files().await.unwrap();
+
+    // Directly: a broken file is refused and the old one restored.
+    let result = h
+        .ctl
+        .proxy
+        .apply_files(
+            &[("web.conf".to_string(), "upstream broken {".to_string())],
+            &[],
+        )
+        .await;
+    assert!(
+        matches!(result, Err(ProxyError::Rejected { .. })),
+        "{result:?}"
+    );
+    assert_eq!(h.ctl.proxy.current_files().await.unwrap(), before);
+    assert_eq!(h.get("/web/").0, 200);
+
+    // Through specs: a second app claiming the same path (which nginx -t would reject as a
+    // duplicate location) is caught before nginx: both apps are held, nothing is written.
+    let clash = web_spec("berth-demo:v2", 1)
+        .replace("name: web", "name: clash")
+        .replace("  termination:", "  route:\n    path: /web\n  termination:");
+    h.write("clash.yaml", &clash);
+    let report = h.pass().await;
+    assert_eq!(report.steps_failed, 0, "{report:?}");
+    let last = h.ctl.last.lock().unwrap().clone().unwrap();
+    assert!(
+        last.desired.held.contains_key("clash"),
+        "{:?}",
+        last.desired.held
+    );
+    assert!(
+        last.issues
+            .iter()
+            .any(|i| i.file.ends_with("clash.yaml") && i.message.contains("/web")),
+        "{:?}",
+        last.issues
+    );
+    let (status, body) = h.get("/web/");
+    assert_eq!((status, body.as_str()), (200, "v1\n"));
+    assert!(!h
+        .ctl
+        .proxy
+        .current_files()
+        .await
+        .unwrap()
+        .contains_key("clash.loc"));
+}
+
+#[tokio::test]
+async fn host_routes_and_health_state() {
+    let h = Harness::new("hostroute").await;
+    let api = web_spec("berth-demo:v2", 1)
+        .replace("name: web", "name: api")
+        .replace(
+            "  termination:",
+            "  route:\n    host: api.localhost\n    path: /\n  termination:",
+        );
+    h.write("api.yaml", &api);
+    let report = h.pass().await;
+    assert_eq!(report.steps_failed, 0, "{report:?}");
+    assert_eq!(h.get_host("api.localhost", "/").1, "v2\n");
+    assert_eq!(h.get("/").0, 404);
+    let container = &h.running("api").await[0];
+    assert_eq!(
+        h.ctl.probes.lock().unwrap().health(&container.id),
+        Health::Healthy
+    );
+}
+
+/// Removes the test's foreign (unlabelled) container, even when the test panics.
+struct ForeignGuard(String);
+
+impl Drop for ForeignGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn unhealthy_container_is_replaced_by_the_running_loop() {
+    let h = Harness::new("unhealthy").await;
+    h.write("web.yaml", &web_spec("berth-demo:v1", 1));
+    h.pass().await;
+    let original = h.running("web").await[0].clone();
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let loop_task = tokio::spawn(reconcile::serve(h.ctl.clone(), async {
+        let _ = stopped.await;
+    }));
+    // Break its health endpoint: probes get 404 from now on.
+    let broke = std::process::Command::new("docker")
+        .args(["exec", &original.id, "/bin/busybox", "rm", "/www/healthz"])
+        .output()
+        .unwrap();
+    assert!(broke.status.success(), "{broke:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut replaced = false;
+    while Instant::now() < deadline {
+        let now = h.running("web").await;
+        if now.len() == 1 && now[0].id != original.id {
+            replaced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        replaced,
+        "the unhealthy container was not replaced within 40 s"
+    );
+    // The event is written right after the old container is removed: wait for it before
+    // stopping the loop (stopping aborts a pass in flight).
+    let query = EventQuery {
+        app: Some("web".into()),
+        event_type: Some(EventType::Healed),
+        since: None,
+        before_id: None,
+        limit: 10,
+    };
+    let mut healed = Vec::new();
+    for _ in 0..50 {
+        healed = h.ctl.store.events(&query).await.unwrap();
+        if !healed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop.send(());
+    loop_task.await.unwrap();
+    assert_eq!(h.get("/web/").0, 200);
+    assert_eq!(healed.len(), 1, "{healed:?}");
+    let heal = h.ctl.heal.lock().unwrap().get("web").cloned().unwrap();
+    assert_eq!(heal.repairs.len(), 1);
+}
