@@ -96,6 +96,17 @@ struct Common {
     /// nginx binary for the private proxy.
     #[arg(long, env = "BERTH_NGINX", default_value = "nginx")]
     nginx_binary: PathBuf,
+    /// Production mode: write per-app files into this directory of an nginx you run
+    /// (include DIR/*.conf at http level and DIR/*.loc inside your server) instead of
+    /// starting berth's private nginx.
+    #[arg(long)]
+    nginx_conf_dir: Option<PathBuf>,
+    /// Production mode: command that checks the config (split on spaces).
+    #[arg(long, default_value = "nginx -t")]
+    nginx_test_command: String,
+    /// Production mode: command that reloads nginx (split on spaces).
+    #[arg(long, default_value = "nginx -s reload")]
+    nginx_reload_command: String,
     /// Docker network every container joins.
     #[arg(long, default_value = "berth")]
     network: String,
@@ -284,11 +295,20 @@ async fn controller(
     let state_dir = std::fs::canonicalize(&common.state_dir)?;
     let store = Store::open(&state_dir.join("berth.db")).await?;
     let runtime = DockerRuntime::connect(common.instance.clone()).await?;
-    let proxy = Proxy::private(
-        state_dir.join("nginx"),
-        common.listen.clone(),
-        common.nginx_binary.clone(),
-    );
+    let words = |command: &str| command.split_whitespace().map(str::to_string).collect();
+    let proxy = match &common.nginx_conf_dir {
+        Some(conf_dir) => Proxy::external(
+            conf_dir.clone(),
+            common.listen.clone(),
+            words(&common.nginx_test_command),
+            words(&common.nginx_reload_command),
+        ),
+        None => Proxy::private(
+            state_dir.join("nginx"),
+            common.listen.clone(),
+            common.nginx_binary.clone(),
+        ),
+    };
     let settings = Settings {
         source_dir: common.dir.clone(),
         interval,

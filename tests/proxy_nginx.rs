@@ -232,3 +232,60 @@ async fn killed_nginx_is_started_again_with_its_config() {
     );
     assert_eq!(get(nginx.port, "/back/"), (200, "back".to_string()));
 }
+
+#[tokio::test]
+async fn external_mode_writes_into_the_conf_dir_and_runs_the_given_commands() {
+    // An operator's nginx: here the private one, driven only through commands.
+    let nginx = start().await;
+    let berth::proxy::ProxyMode::Private { prefix, .. } = &nginx.proxy.mode else {
+        unreachable!()
+    };
+    let args = |extra: &[&str]| {
+        let mut words = vec![
+            nginx_binary().display().to_string(),
+            "-p".to_string(),
+            format!("{}/", prefix.display()),
+            "-c".to_string(),
+            prefix.join("nginx.conf").display().to_string(),
+            "-e".to_string(),
+            prefix.join("logs/error.log").display().to_string(),
+        ];
+        words.extend(extra.iter().map(|s| s.to_string()));
+        words
+    };
+    let external = Proxy::external(
+        prefix.join("conf.d"),
+        nginx.proxy.listen().to_string(),
+        args(&["-t", "-q"]),
+        args(&["-s", "reload"]),
+    );
+    assert!(
+        !external.ensure_running().await.unwrap(),
+        "external mode starts nothing"
+    );
+    let upstream = backend("external");
+    let files = render::render_app(
+        &app("ext"),
+        &[format!("127.0.0.1:{upstream}")],
+        external.listen(),
+    );
+    let outcome = external.apply_files(&files, &[]).await.unwrap();
+    assert!(outcome.reloaded);
+    let mut served = (0, String::new());
+    for _ in 0..50 {
+        served = get(nginx.port, "/ext/");
+        if served.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(served, (200, "external".to_string()));
+    let bad = external
+        .apply_files(&[("ext.conf".to_string(), "nonsense;".to_string())], &[])
+        .await;
+    assert!(matches!(bad, Err(ProxyError::Rejected { .. })), "{bad:?}");
+    assert_eq!(
+        external.current_files().await.unwrap()["ext.conf"],
+        files[0].1
+    );
+}

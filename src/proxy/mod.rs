@@ -60,6 +60,18 @@ pub struct Proxy {
     generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Private mode: nginx.conf was written by this process already.
     prepared: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Requests waiting for the next combined test + reload (see `submit`).
+    pending: std::sync::Arc<std::sync::Mutex<Vec<PendingChange>>>,
+    /// Held by whoever is applying a combined batch.
+    flushing: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// One caller's file changes waiting to be applied with everybody else's.
+#[derive(Debug)]
+struct PendingChange {
+    writes: Vec<(String, String)>,
+    removes: Vec<String>,
+    done: tokio::sync::oneshot::Sender<Result<ApplyOutcome, ProxyError>>,
 }
 
 /// What `apply_files` did.
@@ -117,6 +129,8 @@ impl Proxy {
             },
             generation: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(seed)),
             prepared: Default::default(),
+            pending: Default::default(),
+            flushing: Default::default(),
         }
     }
 
@@ -136,6 +150,8 @@ impl Proxy {
             },
             generation: Default::default(),
             prepared: Default::default(),
+            pending: Default::default(),
+            flushing: Default::default(),
         }
     }
 
@@ -227,6 +243,58 @@ impl Proxy {
         }
         write_atomically(&main_conf, &text).await?;
         Ok(true)
+    }
+
+    /// Like `apply_files`, but changes submitted at the same time by several callers (apps
+    /// rolling out in parallel) are combined into one `nginx -t` and one reload. If the
+    /// combined batch is rejected, each caller's change is tried on its own, so one bad
+    /// app cannot block the others.
+    pub async fn submit(
+        &self,
+        writes: Vec<(String, String)>,
+        removes: Vec<String>,
+    ) -> Result<ApplyOutcome, ProxyError> {
+        let (done, mut result) = tokio::sync::oneshot::channel();
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .push(PendingChange {
+                writes,
+                removes,
+                done,
+            });
+        let _flushing = self.flushing.lock().await;
+        // Someone else may have applied our change while we waited for the lock.
+        if let Ok(outcome) = result.try_recv() {
+            return outcome;
+        }
+        let batch: Vec<PendingChange> =
+            std::mem::take(&mut *self.pending.lock().expect("pending lock"));
+        let writes: Vec<(String, String)> = batch.iter().flat_map(|c| c.writes.clone()).collect();
+        let removes: Vec<String> = batch.iter().flat_map(|c| c.removes.clone()).collect();
+        match self.apply_files(&writes, &removes).await {
+            Ok(outcome) => {
+                for change in batch {
+                    let _ = change.done.send(Ok(outcome.clone()));
+                }
+            }
+            Err(error) if batch.len() == 1 => {
+                if let Some(change) = batch.into_iter().next() {
+                    let _ = change.done.send(Err(error));
+                }
+            }
+            Err(_) => {
+                for change in batch {
+                    let outcome = self.apply_files(&change.writes, &change.removes).await;
+                    let _ = change.done.send(outcome);
+                }
+            }
+        }
+        result.try_recv().unwrap_or_else(|_| {
+            Err(ProxyError::ReloadFailed {
+                message: "internal: proxy batch lost a change".to_string(),
+            })
+        })
     }
 
     /// Writes and removes files as one batch, tests the whole config, reloads once.

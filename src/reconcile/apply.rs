@@ -67,20 +67,35 @@ pub async fn apply<R: ContainerRuntime>(
         }
     }
 
-    // 1. Proxy files, all apps at once: one test, one reload.
+    // 1. Proxy files, all apps at once: one test, one reload. A brand-new app that is about
+    // to get containers skips its placeholder (503) files: its creates write the real ones,
+    // which saves a reload on the way to its first 200.
+    let creating: BTreeSet<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s, Step::Create { .. }))
+        .map(Step::app)
+        .collect();
     let mut writes = Vec::new();
     let mut removes = Vec::new();
     for step in &plan.steps {
         match step {
-            Step::WriteProxy { file, text, .. } => writes.push((file.clone(), text.clone())),
+            Step::WriteProxy {
+                app, file, text, ..
+            } => {
+                let new_app_placeholder =
+                    creating.contains(app.as_str()) && !observed.proxy_files.contains_key(file);
+                if !new_app_placeholder {
+                    writes.push((file.clone(), text.clone()));
+                }
+            }
             Step::RemoveProxy { file, .. } => removes.push(file.clone()),
             _ => {}
         }
     }
     if !writes.is_empty() || !removes.is_empty() {
         let count = writes.len() + removes.len();
-        let _guard = ctl.proxy_lock.lock().await;
-        match ctl.proxy.apply_files(&writes, &removes).await {
+        match ctl.proxy.submit(writes, removes).await {
             Ok(outcome) => {
                 report.steps_applied += count;
                 if outcome.reloaded {
@@ -220,8 +235,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         self.members.sort();
         self.members.dedup();
         let files = render::render_app(&desired.spec, &self.members, self.listen);
-        let _guard = self.ctl.proxy_lock.lock().await;
-        match self.ctl.proxy.apply_files(&files, &[]).await {
+        match self.ctl.proxy.submit(files, Vec::new()).await {
             Ok(outcome) => {
                 if outcome.reloaded {
                     self.report.reloads += 1;

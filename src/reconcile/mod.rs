@@ -84,8 +84,6 @@ pub struct Controller<R: ContainerRuntime> {
     pub last: Mutex<Option<LastPass>>,
     /// Wakes the loop early (prober saw a health change, a source changed, ...).
     pub wake: Notify,
-    /// Serialises nginx writes + reloads across apps applying in parallel.
-    pub(crate) proxy_lock: tokio::sync::Mutex<()>,
     /// Last error event text per (app, kind), so a persisting error is recorded once.
     reported: Mutex<HashMap<(String, String), String>>,
     /// Per-app status last written to the store, to skip identical writes.
@@ -110,7 +108,6 @@ impl<R: ContainerRuntime> Controller<R> {
             heal: Mutex::new(BTreeMap::new()),
             last: Mutex::new(None),
             wake: Notify::new(),
-            proxy_lock: tokio::sync::Mutex::new(()),
             reported: Mutex::new(HashMap::new()),
             written_status: Mutex::new(HashMap::new()),
         })
