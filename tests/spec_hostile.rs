@@ -4,7 +4,7 @@
 
 use berth::spec::{
     load_files, parse_file, ParsedFile, SpecIssue, MAX_ALIASES_PER_DOC, MAX_BLOCK_DEPTH,
-    MAX_FILE_BYTES, MAX_FLOW_DEPTH,
+    MAX_FILE_BYTES, MAX_FLOW_DEPTH, MAX_FLOW_OPENS_PER_DOC,
 };
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -125,6 +125,22 @@ fn deep_block_nesting_is_refused() {
         8 + MAX_BLOCK_DEPTH - 1,
         "block nesting",
     );
+}
+
+#[test]
+fn brackets_the_scan_cannot_place_are_still_bounded() {
+    // Nesting hidden in a quoted string is harmless, but the raw count of `[` and `{` per
+    // document does not depend on reading quotes right, so it bounds the parser either way.
+    let text = format!("{HEAD}  command: ['{}']\n", "[".repeat(10_000));
+    let parsed = timed_parse("quoted.yaml", &text);
+    let i = refused(
+        &parsed,
+        "quoted.yaml",
+        8,
+        "more than 128 `[` and `{` characters",
+    );
+    // Two brackets on line 7, `[` at column 12, the quoted ones from column 14.
+    assert_eq!(i.column, 14 + MAX_FLOW_OPENS_PER_DOC - 3);
 }
 
 #[test]
@@ -308,7 +324,7 @@ fn fill(extra_head: &str, item: impl Fn(usize) -> String) -> (String, usize) {
 #[test]
 fn huge_lists_and_repeated_names_stay_fast() {
     // Tens of thousands of env entries and ports: duplicate checks must not be quadratic.
-    let (text, n) = fill("  env:\n", |i| format!("  - {{name: V{i}, value: x}}\n"));
+    let (text, n) = fill("  env:\n", |i| format!("  - name: V{i}\n    value: x\n"));
     assert!(n > 30_000);
     let parsed = timed_parse("env.yaml", &text);
     assert!(parsed.issues.is_empty(), "{:?}", parsed.issues.first());
