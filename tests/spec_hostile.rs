@@ -369,3 +369,91 @@ fn huge_lists_and_repeated_names_stay_fast() {
         loaded.issues[0]
     );
 }
+
+/// Random YAML-ish text (a small alphabet of indicators, breaks and letters, plus pieces of a
+/// valid App) never panics and never takes long.
+#[test]
+fn random_input_never_panics() {
+    const PIECES: &[&str] = &[
+        "[",
+        "]",
+        "{",
+        "}",
+        "'",
+        "\"",
+        "#",
+        ":",
+        ": ",
+        "- ",
+        "? ",
+        ",",
+        "|",
+        ">",
+        "&a ",
+        "*a",
+        "!t ",
+        "\n",
+        "\r",
+        "\r\n",
+        "\u{85}",
+        "\u{2028}",
+        "\u{feff}",
+        " ",
+        "  ",
+        "\t",
+        "a",
+        "1",
+        "-1",
+        "0.5",
+        "---\n",
+        "...\n",
+        "%YAML 1.2\n",
+        "\\",
+        "é",
+        "apiVersion: v1\n",
+        "kind: App\n",
+        "metadata:\n",
+        "  name: web\n",
+        "spec:\n",
+        "  image: x\n",
+        "  ports:\n",
+        "  - containerPort: 80\n",
+        "  env:\n",
+        "  - name: A\n",
+        "    value: b\n",
+        "  health:\n",
+        "    httpGet: {path: /, port: 80}\n",
+        "  scaling: {maxReplicas: 2}\n",
+        "  route: {path: /x}\n",
+        "  resources: {cpu: 500m, memory: 1Gi}\n",
+    ];
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let start = Instant::now();
+    for _ in 0..20_000 {
+        let len = (next() % 40) as usize;
+        let text: String = (0..len)
+            .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+            .collect();
+        let parsed = parse_file(Path::new("fuzz.yaml"), &text);
+        for i in &parsed.issues {
+            assert!(i.line >= 1 && i.column >= 1, "{i} for {text:?}");
+        }
+        if !parsed.readable {
+            assert!(
+                !parsed.issues.is_empty(),
+                "unreadable without an issue: {text:?}"
+            );
+        }
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        start.elapsed()
+    );
+}
