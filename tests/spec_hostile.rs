@@ -4,12 +4,14 @@
 
 use berth::spec::{
     load_files, parse_file, ParsedFile, SpecIssue, MAX_ALIASES_PER_DOC, MAX_BLOCK_DEPTH,
-    MAX_FILE_BYTES, MAX_FLOW_DEPTH,
+    MAX_FILE_BYTES, MAX_FLOW_DEPTH, MAX_FLOW_OPENS_PER_DOC,
 };
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const BUDGET: Duration = Duration::from_secs(2);
+/// Per-parse limit for unoptimised test builds on a busy machine: far above the real cost
+/// (milliseconds, see the bench) yet far below what quadratic behaviour would take (minutes).
+const BUDGET: Duration = Duration::from_secs(15);
 
 const HEAD: &str = "apiVersion: v1\nkind: App\nmetadata:\n  name: evil\nspec:\n  image: x\n  ports: [{containerPort: 80}]\n";
 
@@ -125,6 +127,22 @@ fn deep_block_nesting_is_refused() {
         8 + MAX_BLOCK_DEPTH - 1,
         "block nesting",
     );
+}
+
+#[test]
+fn brackets_the_scan_cannot_place_are_still_bounded() {
+    // Nesting hidden in a quoted string is harmless, but the raw count of `[` and `{` per
+    // document does not depend on reading quotes right, so it bounds the parser either way.
+    let text = format!("{HEAD}  command: ['{}']\n", "[".repeat(10_000));
+    let parsed = timed_parse("quoted.yaml", &text);
+    let i = refused(
+        &parsed,
+        "quoted.yaml",
+        8,
+        "more than 128 `[` and `{` characters",
+    );
+    // Two brackets on line 7, `[` at column 12, the quoted ones from column 14.
+    assert_eq!(i.column, 14 + MAX_FLOW_OPENS_PER_DOC - 3);
 }
 
 #[test]
@@ -308,7 +326,7 @@ fn fill(extra_head: &str, item: impl Fn(usize) -> String) -> (String, usize) {
 #[test]
 fn huge_lists_and_repeated_names_stay_fast() {
     // Tens of thousands of env entries and ports: duplicate checks must not be quadratic.
-    let (text, n) = fill("  env:\n", |i| format!("  - {{name: V{i}, value: x}}\n"));
+    let (text, n) = fill("  env:\n", |i| format!("  - name: V{i}\n    value: x\n"));
     assert!(n > 30_000);
     let parsed = timed_parse("env.yaml", &text);
     assert!(parsed.issues.is_empty(), "{:?}", parsed.issues.first());
@@ -352,4 +370,116 @@ fn huge_lists_and_repeated_names_stay_fast() {
         "{}",
         loaded.issues[0]
     );
+}
+
+/// Random YAML-ish text (a small alphabet of indicators, breaks and letters, plus pieces of a
+/// valid App) never panics and never takes long.
+#[test]
+fn random_input_never_panics() {
+    const PIECES: &[&str] = &[
+        "[",
+        "]",
+        "{",
+        "}",
+        "'",
+        "\"",
+        "#",
+        ":",
+        ": ",
+        "- ",
+        "? ",
+        ",",
+        "|",
+        ">",
+        "&a ",
+        "*a",
+        "!t ",
+        "\n",
+        "\r",
+        "\r\n",
+        "\u{85}",
+        "\u{2028}",
+        "\u{feff}",
+        " ",
+        "  ",
+        "\t",
+        "a",
+        "1",
+        "-1",
+        "0.5",
+        "---\n",
+        "...\n",
+        "%YAML 1.2\n",
+        "\\",
+        "é",
+        "apiVersion: v1\n",
+        "kind: App\n",
+        "metadata:\n",
+        "  name: web\n",
+        "spec:\n",
+        "  image: x\n",
+        "  ports:\n",
+        "  - containerPort: 80\n",
+        "  env:\n",
+        "  - name: A\n",
+        "    value: b\n",
+        "  health:\n",
+        "    httpGet: {path: /, port: 80}\n",
+        "  scaling: {maxReplicas: 2}\n",
+        "  route: {path: /x}\n",
+        "  resources: {cpu: 500m, memory: 1Gi}\n",
+    ];
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let start = Instant::now();
+    for _ in 0..20_000 {
+        let len = (next() % 40) as usize;
+        let text: String = (0..len)
+            .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+            .collect();
+        let parsed = parse_file(Path::new("fuzz.yaml"), &text);
+        for i in &parsed.issues {
+            assert!(i.line >= 1 && i.column >= 1, "{i} for {text:?}");
+        }
+        if !parsed.readable {
+            assert!(
+                !parsed.issues.is_empty(),
+                "unreadable without an issue: {text:?}"
+            );
+        }
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn carriage_return_line_breaks_do_not_merge_documents_silently() {
+    let text = format!("{HEAD}---\n{HEAD}").replace('\n', "\r");
+    let parsed = timed_parse("cr.yaml", &text);
+    assert!(!parsed.readable);
+    assert!(parsed.apps.is_empty());
+    assert_eq!(parsed.issues.len(), 1, "{:#?}", parsed.issues);
+    assert!(
+        parsed.issues[0].message.contains("more than one document"),
+        "{}",
+        parsed.issues[0]
+    );
+    // \r\n files are ordinary.
+    let text = format!("{HEAD}---\n{}", HEAD.replace("evil", "other")).replace('\n', "\r\n");
+    let parsed = timed_parse("crlf.yaml", &text);
+    assert!(
+        parsed.readable && parsed.issues.is_empty(),
+        "{:#?}",
+        parsed.issues
+    );
+    assert_eq!(parsed.apps.len(), 2);
+    assert_eq!(parsed.apps[1].1.line, 9);
 }

@@ -88,8 +88,10 @@ pub fn from_serde(
         "aliases expand to too much data: write the values out instead of using aliases".to_string()
     } else if text.starts_with("unknown anchor") {
         "alias refers to an anchor that is not defined before it: define `&name` first or write the value out".to_string()
+    } else if text.starts_with("deserializing from YAML containing more than one document") {
+        "more than one document where one was expected: use \\n line breaks and start each document with a `---` line".to_string()
     } else if is_data_error(&text) {
-        tidy(&text)
+        format!("{}: change the value", tidy(&text))
     } else {
         syntax = true;
         format!(
@@ -107,7 +109,7 @@ pub fn from_serde(
 }
 
 fn is_data_error(text: &str) -> bool {
-    text.starts_with("invalid length") || text.starts_with("deserializing from YAML")
+    text.starts_with("invalid length")
 }
 
 /// `x, expected y` -> (`x`, Some(`expected y`)); the split is at the last `, expected`.

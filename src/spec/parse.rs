@@ -96,28 +96,18 @@ fn attributable_name(
     loc: &Locator<'_>,
     problem: &SerdeProblem,
 ) -> Option<String> {
-    let from_serde = if problem.syntax {
-        None
-    } else {
-        let de = serde_yaml::Deserializer::from_str(chunk.text);
-        NameOnly::deserialize(de)
-            .ok()
-            .map(|n| n.metadata.and_then(|m| m.name))
-    };
-    let name = match from_serde {
-        Some(name) => name,
-        // A syntax error: read the name the simple way, if it is written simply.
-        None => {
-            let found = loc.find(&fpath!["metadata", "name"])?;
-            if found.depth != 2 {
-                return None;
-            }
-            found
-                .value
-                .and_then(locate::inline_scalar)
-                .map(str::to_string)
+    let name = if problem.syntax {
+        // Broken YAML: read the name the simple way, if it is written simply.
+        let found = loc.find(&fpath!["metadata", "name"])?;
+        if found.depth != 2 {
+            return None;
         }
-    }?;
+        found.value.and_then(locate::inline_scalar)?.to_string()
+    } else {
+        // Well-formed YAML of the wrong shape: let serde read just the name.
+        let de = serde_yaml::Deserializer::from_str(chunk.text);
+        NameOnly::deserialize(de).ok()?.metadata?.name?
+    };
     validate::dns_label_problem(&name).is_none().then_some(name)
 }
 

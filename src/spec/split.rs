@@ -1,7 +1,10 @@
 //! Splits a YAML stream into its documents by line, so each document is parsed on its own
 //! and a broken document cannot take its neighbours down with it. YAML forbids `---` and
 //! `...` at the start of a line inside any content (the spec's c-forbidden rule), so a line
-//! scan finds exactly the boundaries the parser would. Owns nothing but the splitting.
+//! scan finds the boundaries the parser would. Lines end at `\n` here; should a file use
+//! libyaml's other line breaks (`\r`, NEL, LS, PS) a chunk may hold several documents, which
+//! serde_yaml then refuses as one unreadable chunk (never silently). Owns nothing but the
+//! splitting.
 
 /// One document: its text (starting at the `---` line, if any) and the number of lines of the
 /// file that precede it, to turn positions inside the document into file positions.
