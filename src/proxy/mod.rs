@@ -84,32 +84,32 @@ pub struct ApplyOutcome {
 
 const MAIN_CONF_TEMPLATE: &str = r#"# berth private nginx: generated, do not edit
 worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/logs/error.log warn;
+pid {{ prefix }}/nginx.pid;
+error_log {{ prefix }}/logs/error.log warn;
 events { worker_connections 4096; }
 http {
     log_format berth escape=json '{"time":$msec,"app":"$berth_app","status":$status,'
         '"request_time":$request_time,"upstream_time":"$upstream_response_time",'
         '"upstream":"$upstream_addr","request_id":"$request_id","method":"$request_method",'
         '"host":"$host","uri":"$uri","connections":$connections_active}';
-    access_log {prefix}/logs/access.log berth;
-    client_body_temp_path {prefix}/tmp/body;
-    proxy_temp_path {prefix}/tmp/proxy;
-    fastcgi_temp_path {prefix}/tmp/fastcgi;
-    uwsgi_temp_path {prefix}/tmp/uwsgi;
-    scgi_temp_path {prefix}/tmp/scgi;
+    access_log {{ prefix }}/logs/access.log berth;
+    client_body_temp_path {{ prefix }}/tmp/body;
+    proxy_temp_path {{ prefix }}/tmp/proxy;
+    fastcgi_temp_path {{ prefix }}/tmp/fastcgi;
+    uwsgi_temp_path {{ prefix }}/tmp/uwsgi;
+    scgi_temp_path {{ prefix }}/tmp/scgi;
     absolute_redirect off;
     server_tokens off;
-    include {prefix}/conf.d/*.conf;
+    include {{ prefix }}/conf.d/*.conf;
     server {
-        listen {listen} default_server;
+        listen {{ listen }} default_server;
         set $berth_app "-";
-        root {prefix}/empty;
+        root {{ prefix }}/empty;
         error_page 403 404 =404 /_berth/not-found;
         location = /_berth/not-found { internal; default_type text/plain; return 404 "no app is routed here\n"; }
         location = /_berth/nginx { default_type text/plain; return 200 "ok\n"; }
-        include {prefix}/generation.conf;
-        include {prefix}/conf.d/*.loc;
+        include {{ prefix }}/generation.conf;
+        include {{ prefix }}/conf.d/*.loc;
     }
 }
 "#;
@@ -230,9 +230,14 @@ impl Proxy {
         for sub in ["body", "proxy", "fastcgi", "uwsgi", "scgi"] {
             set_mode(&prefix.join("tmp").join(sub), 0o777).await;
         }
-        let text = MAIN_CONF_TEMPLATE
-            .replace("{prefix}", &prefix.display().to_string())
-            .replace("{listen}", listen);
+        let mut context = tera::Context::new();
+        context.insert("prefix", &prefix.display().to_string());
+        context.insert("listen", listen);
+        let text = tera::Tera::one_off(MAIN_CONF_TEMPLATE, &context, false).map_err(|e| {
+            ProxyError::StartFailed {
+                message: format!("cannot render nginx.conf: {e}"),
+            }
+        })?;
         let generation = prefix.join("generation.conf");
         if read_optional(&generation).await?.is_none() {
             write_generation(&generation, 0).await?;

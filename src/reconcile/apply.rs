@@ -326,7 +326,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         result
     }
 
-    /// Polls the probe quickly (every 200 ms) until `successThreshold` passes in a row, or
+    /// Polls the probe quickly (every 50 ms) until `successThreshold` passes in a row, or
     /// the startup window (`initialDelaySeconds + failureThreshold x intervalSeconds +
     /// timeoutSeconds`) runs out, or the container stops.
     async fn wait_healthy(
@@ -405,7 +405,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                     ));
                 }
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
