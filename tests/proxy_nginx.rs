@@ -241,16 +241,8 @@ async fn external_mode_writes_into_the_conf_dir_and_runs_the_given_commands() {
         unreachable!()
     };
     let args = |extra: &[&str]| {
-        let mut words = vec![
-            nginx_binary().display().to_string(),
-            "-p".to_string(),
-            format!("{}/", prefix.display()),
-            "-c".to_string(),
-            prefix.join("nginx.conf").display().to_string(),
-            "-e".to_string(),
-            prefix.join("logs/error.log").display().to_string(),
-        ];
-        words.extend(extra.iter().map(|s| s.to_string()));
+        let mut words = vec![nginx_binary().display().to_string()];
+        words.extend(berth::proxy::private_args(prefix, extra));
         words
     };
     let external = Proxy::external(

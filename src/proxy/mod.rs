@@ -702,7 +702,9 @@ fn workers_of(master: u32) -> Vec<u32> {
         .collect()
 }
 
-fn private_args(prefix: &Path, extra: &[&str]) -> Vec<String> {
+/// The nginx arguments that address a private prefix (`-p`, `-c`, `-e`) plus `extra`; also
+/// what an operator (or a test) needs to drive that nginx by hand.
+pub fn private_args(prefix: &Path, extra: &[&str]) -> Vec<String> {
     let mut args = vec![
         "-p".to_string(),
         format!("{}/", prefix.display()),
