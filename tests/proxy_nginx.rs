@@ -281,3 +281,62 @@ async fn external_mode_writes_into_the_conf_dir_and_runs_the_given_commands() {
         files[0].1
     );
 }
+
+fn generation(proxy: &Proxy) -> u64 {
+    let berth::proxy::ProxyMode::Private { prefix, .. } = &proxy.mode else {
+        unreachable!()
+    };
+    let text = std::fs::read_to_string(prefix.join("generation.conf")).unwrap();
+    text.split('"').nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_changes_share_one_reload_and_a_bad_one_is_isolated() {
+    let nginx = start().await;
+    let upstream = backend("many");
+    let first = render::render_app(&app("first"), &[], nginx.proxy.listen());
+    nginx.proxy.submit(first, Vec::new()).await.unwrap();
+    let before = generation(&nginx.proxy);
+    let submits = (0..5).map(|i| {
+        let files = render::render_app(
+            &app(&format!("app{i}")),
+            &[format!("127.0.0.1:{upstream}")],
+            nginx.proxy.listen(),
+        );
+        nginx.proxy.submit(files, Vec::new())
+    });
+    let results = futures_util::future::join_all(submits).await;
+    assert!(
+        results.iter().all(|r| r.as_ref().is_ok_and(|o| o.reloaded)),
+        "{results:?}"
+    );
+    assert_eq!(
+        generation(&nginx.proxy),
+        before + 1,
+        "five changes, one reload"
+    );
+    assert_eq!(get(nginx.port, "/app3/"), (200, "many".to_string()));
+
+    let good = render::render_app(
+        &app("good"),
+        &[format!("127.0.0.1:{upstream}")],
+        nginx.proxy.listen(),
+    );
+    let bad = vec![("bad.conf".to_string(), "upstream {".to_string())];
+    let (good_result, bad_result) = tokio::join!(
+        nginx.proxy.submit(good, Vec::new()),
+        nginx.proxy.submit(bad, Vec::new())
+    );
+    assert!(good_result.is_ok(), "{good_result:?}");
+    assert!(
+        matches!(bad_result, Err(ProxyError::Rejected { .. })),
+        "{bad_result:?}"
+    );
+    assert_eq!(get(nginx.port, "/good/"), (200, "many".to_string()));
+    assert!(!nginx
+        .proxy
+        .current_files()
+        .await
+        .unwrap()
+        .contains_key("bad.conf"));
+}

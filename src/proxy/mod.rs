@@ -269,6 +269,8 @@ impl Proxy {
                 done,
             });
         let _flushing = self.flushing.lock().await;
+        // Let callers started in the same breath (join_all, parallel apps) add theirs.
+        tokio::task::yield_now().await;
         // Someone else may have applied our change while we waited for the lock.
         if let Ok(outcome) = result.try_recv() {
             return outcome;

@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tracing::{info_span, warn, Instrument};
 
+/// Proxy files one app writes `(file, text)` and removes.
+type FileChanges = (Vec<(String, String)>, Vec<String>);
+
 /// What `apply` did.
 #[derive(Debug, Clone, Default)]
 pub struct ApplyReport {
@@ -76,8 +79,7 @@ pub async fn apply<R: ContainerRuntime>(
         .filter(|s| matches!(s, Step::Create { .. }))
         .map(Step::app)
         .collect();
-    let mut writes = Vec::new();
-    let mut removes = Vec::new();
+    let mut changes: BTreeMap<&str, FileChanges> = BTreeMap::new();
     for step in &plan.steps {
         match step {
             Step::WriteProxy {
@@ -86,44 +88,36 @@ pub async fn apply<R: ContainerRuntime>(
                 let new_app_placeholder =
                     creating.contains(app.as_str()) && !observed.proxy_files.contains_key(file);
                 if !new_app_placeholder {
-                    writes.push((file.clone(), text.clone()));
+                    let change = changes.entry(app).or_default();
+                    change.0.push((file.clone(), text.clone()));
                 }
             }
-            Step::RemoveProxy { file, .. } => removes.push(file.clone()),
+            Step::RemoveProxy { app, file, .. } => {
+                changes.entry(app).or_default().1.push(file.clone());
+            }
             _ => {}
         }
     }
-    if !writes.is_empty() || !removes.is_empty() {
-        let count = writes.len() + removes.len();
-        match ctl.proxy.submit(writes, removes).await {
+    // Submitted per app but at once: the proxy combines them into one test and one reload,
+    // and only if nginx rejects the whole does it try each app alone.
+    let submitted = changes
+        .into_iter()
+        .map(|(app, (writes, removes))| async move {
+            let count = writes.len() + removes.len();
+            (app, count, ctl.proxy.submit(writes, removes).await)
+        });
+    let mut reloaded = false;
+    for (app, count, result) in join_all(submitted).await {
+        match result {
             Ok(outcome) => {
                 report.steps_applied += count;
-                if outcome.reloaded {
-                    report.reloads += 1;
-                    ctl.event(
-                        None,
-                        EventType::ProxyReloaded,
-                        format!(
-                            "nginx reloaded: {} files written, {} removed",
-                            outcome.written, outcome.removed
-                        ),
-                        &plan.revision,
-                        serde_json::Value::Null,
-                    )
-                    .await;
-                }
+                reloaded |= outcome.reloaded;
             }
             Err(e) => {
                 report.steps_failed += count;
-                for step in plan
-                    .steps
-                    .iter()
-                    .filter(|s| matches!(s, Step::WriteProxy { .. } | Step::RemoveProxy { .. }))
-                {
-                    report.errors.insert(step.app().to_string(), e.to_string());
-                }
+                report.errors.insert(app.to_string(), e.to_string());
                 ctl.event(
-                    None,
+                    Some(app),
                     EventType::ProxyRejected,
                     e.to_string(),
                     &plan.revision,
@@ -132,6 +126,17 @@ pub async fn apply<R: ContainerRuntime>(
                 .await;
             }
         }
+    }
+    if reloaded {
+        report.reloads += 1;
+        ctl.event(
+            None,
+            EventType::ProxyReloaded,
+            "nginx reloaded with the new proxy files".to_string(),
+            &plan.revision,
+            serde_json::Value::Null,
+        )
+        .await;
     }
 
     // 2. Container steps, per app in order, apps in parallel.
