@@ -10,7 +10,7 @@ use berth::proxy::{Proxy, ProxyError};
 use berth::reconcile::{self, Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
 use berth::runtime::{ContainerRuntime, ContainerState};
-use berth::store::{EventQuery, EventType, Store};
+use berth::store::{AppStatus, EventQuery, EventType, Store};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -194,6 +194,11 @@ async fn converges_from_empty_then_a_second_pass_is_a_no_op() {
     assert!(env.lines().any(|l| l == "SECRET_TOKEN=s3cr3t"), "{env}");
     assert!(env.lines().any(|l| l == "MODE=test"), "{env}");
 
+    let row = h.ctl.store.app("web").await.unwrap().expect("web recorded");
+    assert_eq!(row.status, AppStatus::Synced);
+    assert_eq!(row.revision, first.revision);
+    assert_eq!(row.last_good_hash.as_deref(), Some(row.spec_hash.as_str()));
+
     let before = h.ctl.runtime.calls();
     let second = h.pass().await;
     let made = h.ctl.runtime.calls().since(&before);
@@ -347,6 +352,13 @@ async fn rolling_update_under_load_has_no_failed_requests_and_a_broken_version_r
     assert_eq!(h.get("/web/").1, "v2\n");
     let failed = h.ctl.store.failed_rollouts().await.unwrap();
     assert!(failed.contains_key("web"), "{failed:?}");
+    let row = h.ctl.store.app("web").await.unwrap().unwrap();
+    assert_eq!(row.status, AppStatus::FailedRollout);
+    let why = row.last_error.unwrap_or_default();
+    assert!(
+        why.contains("startup window") && why.contains("HTTP 404"),
+        "{why}"
+    );
     let events = h
         .ctl
         .store

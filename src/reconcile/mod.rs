@@ -341,14 +341,19 @@ async fn record_statuses<R: ContainerRuntime>(
         } else if error.is_some() {
             AppStatus::Degraded
         } else if plan.steps_for(name).any(|s| s.touches_containers()) {
-            AppStatus::Progressing
+            // Every container step of this app succeeded in this pass.
+            AppStatus::Synced
+        } else if plan.apps[name].ready_replicas >= plan.apps[name].desired_replicas {
+            AppStatus::Synced
+        } else if plan
+            .steps_for(name)
+            .any(|s| matches!(s, crate::plan::Step::NoOp { .. }))
+        {
+            // Held back (self-heal backoff, quarantine): it will not fix itself.
+            AppStatus::Degraded
         } else {
-            let summary = &plan.apps[name];
-            if summary.ready_replicas >= summary.desired_replicas {
-                AppStatus::Synced
-            } else {
-                AppStatus::Degraded
-            }
+            // Containers still starting (not yet past their probes).
+            AppStatus::Progressing
         };
         let key = (status, error.clone());
         let unchanged = ctl.written_status.lock().expect("status lock").get(name) == Some(&key);
