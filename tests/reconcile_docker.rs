@@ -533,3 +533,49 @@ async fn unhealthy_container_is_replaced_by_the_running_loop() {
     let heal = h.ctl.heal.lock().unwrap().get("web").cloned().unwrap();
     assert_eq!(heal.repairs.len(), 1);
 }
+
+#[tokio::test]
+async fn a_missing_image_is_reported_once_and_other_apps_go_on() {
+    let h = Harness::new("noimage").await;
+    h.write("web.yaml", &web_spec("berth-demo:v1", 1));
+    let ghost = web_spec("berth-demo:does-not-exist", 1)
+        .replace("name: web", "name: ghost")
+        .replace(
+            "  termination:",
+            "  route:\n    path: /ghost\n  termination:",
+        );
+    h.write("ghost.yaml", &ghost);
+    let first = h.pass().await;
+    assert_eq!(first.steps_failed, 1, "{first:?}");
+    assert_eq!(h.get("/web/"), (200, "v1\n".to_string()));
+    assert!(h.running("ghost").await.is_empty());
+    let query = EventQuery {
+        app: Some("ghost".into()),
+        event_type: Some(EventType::RuntimeError),
+        since: None,
+        before_id: None,
+        limit: 10,
+    };
+    let events = h.ctl.store.events(&query).await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0].message.contains("berth-demo:does-not-exist")
+            && events[0].message.contains("docker load"),
+        "{}",
+        events[0].message
+    );
+    let row = h.ctl.store.app("ghost").await.unwrap().unwrap();
+    assert_eq!(row.status, AppStatus::Degraded);
+    // Retried on the next pass (the image may have been loaded), reported once.
+    let second = h.pass().await;
+    assert_eq!(second.steps_failed, 1);
+    assert_eq!(h.ctl.store.events(&query).await.unwrap().len(), 1);
+    // Not a failed rollout: loading the image is enough, no spec change needed.
+    assert!(!h
+        .ctl
+        .store
+        .failed_rollouts()
+        .await
+        .unwrap()
+        .contains_key("ghost"));
+}
