@@ -273,9 +273,21 @@ async fn hand_removed_and_stopped_containers_come_back_and_foreign_ones_are_unto
 #[tokio::test]
 async fn scales_one_to_three_to_one() {
     let h = Harness::new("scale").await;
-    for (replicas, expected_servers) in [(1, 1), (3, 3), (1, 1)] {
+    h.write("web.yaml", &web_spec("berth-demo:v1", 1));
+    h.pass().await;
+    assert_eq!(h.running("web").await.len(), 1);
+    for (replicas, expected_servers) in [(3, 3), (1, 1)] {
         h.write("web.yaml", &web_spec("berth-demo:v1", replicas));
+        // Scaling out and in happens under load: no request may fail.
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = load_loop(h.port, stop.clone());
         let report = h.pass().await;
+        stop.store(true, Ordering::Relaxed);
+        let (_, failed, bodies) = load.join().unwrap();
+        assert_eq!(
+            failed, 0,
+            "failed requests while scaling to {replicas}: {bodies:?}"
+        );
         assert_eq!(report.steps_failed, 0, "{report:?}");
         assert_eq!(h.running("web").await.len(), replicas as usize);
         let conf = h.ctl.proxy.current_files().await.unwrap()["web.conf"].clone();
