@@ -103,18 +103,28 @@ pub async fn apply<R: ContainerRuntime>(
     let submitted = changes
         .into_iter()
         .map(|(app, (writes, removes))| async move {
-            let count = writes.len() + removes.len();
-            (app, count, ctl.proxy.submit(writes, removes).await)
+            let (written, removed) = (writes.len(), removes.len());
+            (
+                app,
+                written,
+                removed,
+                ctl.proxy.submit(writes, removes).await,
+            )
         });
     let mut reloaded = false;
-    for (app, count, result) in join_all(submitted).await {
+    for (app, written, removed, result) in join_all(submitted).await {
+        let count = written + removed;
         match result {
             Ok(outcome) => {
                 report.steps_applied += count;
                 reloaded |= outcome.reloaded;
+                ctl.metrics.steps_applied("write-proxy", written);
+                ctl.metrics.steps_applied("remove-proxy", removed);
             }
             Err(e) => {
                 report.steps_failed += count;
+                ctl.metrics.steps_failed("write-proxy", written);
+                ctl.metrics.steps_failed("remove-proxy", removed);
                 report.errors.insert(app.to_string(), e.to_string());
                 ctl.event(
                     Some(app),
@@ -511,6 +521,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         match result {
             Ok(new) => {
                 self.report.steps_applied += 1;
+                self.ctl.metrics.steps_applied("replace", 1);
                 if *reason == ReplaceReason::Unhealthy {
                     self.record_repair(hash).await;
                     self.ctl
@@ -537,6 +548,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
             }
             Err((message, never_healthy)) => {
                 self.report.failed(self.app, message.clone());
+                self.ctl.metrics.steps_failed("replace", 1);
                 if never_healthy && *reason == ReplaceReason::Outdated {
                     self.report.failed_rollouts.insert(self.app.to_string());
                     if let Err(e) = self
@@ -608,6 +620,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                 Ok(new) => {
                     joined += 1;
                     self.report.steps_applied += 1;
+                    self.ctl.metrics.steps_applied("create", 1);
                     if let Some(address) = new.address() {
                         self.members.push(address);
                     }
@@ -634,6 +647,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                 Err(error) => {
                     let message = error.message().to_string();
                     self.report.failed(self.app, message.clone());
+                    self.ctl.metrics.steps_failed("create", 1);
                     if let BringUpError::Setup(_) = error {
                         self.ctl
                             .event_once(self.app, EventType::RuntimeError, message, self.revision)
@@ -694,6 +708,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         match self.retire(&ids, drain).instrument(span).await {
             Ok(()) => {
                 self.report.steps_applied += ids.len();
+                self.ctl.metrics.steps_applied("remove", ids.len());
                 for step in steps {
                     if let Step::Remove { name, reason, .. } = step {
                         self.ctl
@@ -708,7 +723,10 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                     }
                 }
             }
-            Err(message) => self.report.failed(self.app, message),
+            Err(message) => {
+                self.ctl.metrics.steps_failed("remove", ids.len());
+                self.report.failed(self.app, message);
+            }
         }
     }
 }

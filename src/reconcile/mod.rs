@@ -4,9 +4,11 @@
 //! in the store. Triggers only wake the loop; they never decide what to do.
 
 mod apply;
+pub mod metrics;
 mod prober;
 
 pub use apply::apply;
+pub use metrics::Metrics;
 
 use crate::health::ProbeTracker;
 use crate::plan::{self, Desired, DesiredApp, HealState, Observed, Overrides, Plan};
@@ -88,6 +90,8 @@ pub struct Controller<R: ContainerRuntime> {
     reported: Mutex<HashMap<(String, String), String>>,
     /// Per-app status last written to the store, to skip identical writes.
     written_status: Mutex<HashMap<String, (AppStatus, Option<String>)>>,
+    /// Counters read by the API's /metrics.
+    pub metrics: Metrics,
 }
 
 pub fn now_ms() -> i64 {
@@ -110,6 +114,7 @@ impl<R: ContainerRuntime> Controller<R> {
             wake: Notify::new(),
             reported: Mutex::new(HashMap::new()),
             written_status: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
         })
     }
 
@@ -124,6 +129,10 @@ impl<R: ContainerRuntime> Controller<R> {
         details: serde_json::Value,
     ) {
         info!(app = app.unwrap_or("-"), event = %event_type, "{message}");
+        self.metrics.event(event_type.as_str());
+        if event_type == EventType::ProxyRejected {
+            self.metrics.nginx_reload_failed();
+        }
         let event = NewEvent {
             app: app.map(str::to_string),
             event_type,
@@ -260,7 +269,9 @@ pub async fn run_pass<R: ContainerRuntime>(
     trigger: &str,
 ) -> Result<PassReport, ReconcileError> {
     let started = std::time::Instant::now();
-    let (desired, issues) = read_desired(&ctl.settings, ctl.proxy.listen())?;
+    let timer = ctl.metrics.pass_started();
+    let (desired, issues) = read_desired(&ctl.settings, ctl.proxy.listen())
+        .inspect_err(|_| ctl.metrics.source_error())?;
     let span = info_span!("reconcile_pass", revision = %desired.revision, trigger);
     async {
         for issue in &issues {
@@ -293,6 +304,7 @@ pub async fn run_pass<R: ContainerRuntime>(
         let plan = plan::plan(&desired, &observed, &overrides, now);
         let report = apply(ctl, &desired, &observed, &plan).await;
         record_statuses(ctl, &desired, &plan, &overrides, &report).await;
+        ctl.metrics.nginx_reloads(report.reloads);
         let duration_ms = started.elapsed().as_millis();
         if plan.has_changes() {
             info!(
@@ -312,6 +324,7 @@ pub async fn run_pass<R: ContainerRuntime>(
             issues,
             duration_ms,
         });
+        timer.ok();
         Ok(PassReport {
             revision: desired.revision.clone(),
             steps_applied: report.steps_applied,
