@@ -1,0 +1,454 @@
+//! The HTTP handlers and the two guards every request passes: `read_only` (anything but
+//! GET/HEAD answers 405) and `require_token` (when a token is configured, every route needs
+//! `Authorization: Bearer <token>`). Every JSON body goes through `json`, which redacts it
+//! as a whole. Must not touch: anything but the `StatusView` it is handed (reads only).
+
+use super::client::encode;
+use super::dto;
+use super::error::ApiError;
+use super::metrics::{self, Scrape};
+use super::redact;
+use super::view::StatusView;
+use crate::reconcile::now_ms;
+use crate::store::{EventQuery, EventRow, EventType, MAX_EVENT_PAGE, MAX_SCALING_PAGE};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{OriginalUri, Path, Query, Request, State};
+use axum::http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The OpenAPI document served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const DEFAULT_EVENT_PAGE: u32 = 100;
+const DEFAULT_SCALING_PAGE: u32 = 50;
+
+type Handled = Result<Response, ApiError>;
+type RawQuery = Result<Query<BTreeMap<String, String>>, QueryRejection>;
+
+/// Serializes, redacts and answers with `application/json`.
+pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let mut value = serde_json::to_value(body).unwrap_or_else(
+        |e| serde_json::json!({ "error": format!("cannot serialize the answer: {e}") }),
+    );
+    redact::redact_json(&mut value);
+    let bytes = serde_json::to_vec(&value).expect("a json value serializes");
+    (status, [(CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = json(
+            self.status(),
+            &serde_json::json!({ "error": self.to_string() }),
+        );
+        let headers = response.headers_mut();
+        match self {
+            ApiError::Unauthorized => {
+                headers.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"berth\""),
+                );
+            }
+            ApiError::MethodNotAllowed { .. } => {
+                headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Outermost guard: the API is read-only, so anything but GET and HEAD is 405, on every
+/// path (known or not), before authentication.
+pub(crate) async fn read_only(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    if method != Method::GET && method != Method::HEAD {
+        return ApiError::MethodNotAllowed {
+            method: method.to_string(),
+        }
+        .into_response();
+    }
+    let path = request.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "api request"
+    );
+    response
+}
+
+/// The configured token, kept as a digest so the comparison takes the same time whatever
+/// the candidate.
+#[derive(Clone)]
+pub(crate) struct TokenCheck {
+    digest: Option<Arc<[u8; 32]>>,
+}
+
+fn digest(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
+}
+
+impl TokenCheck {
+    pub(crate) fn new(token: Option<&str>) -> Self {
+        Self {
+            digest: token.map(|t| Arc::new(digest(t))),
+        }
+    }
+
+    fn allows(&self, header: Option<&HeaderValue>) -> bool {
+        let Some(expected) = &self.digest else {
+            return true;
+        };
+        let Some(candidate) = header
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+        else {
+            return false;
+        };
+        let got = digest(candidate);
+        got.iter()
+            .zip(expected.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+    }
+}
+
+pub(crate) async fn require_token(
+    State(check): State<TokenCheck>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if check.allows(request.headers().get(AUTHORIZATION)) {
+        next.run(request).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+fn query(raw: RawQuery, allowed: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
+    let Query(params) = raw.map_err(|e| ApiError::bad_query("(query string)", e.body_text()))?;
+    if let Some(unknown) = params.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::bad_query(
+            unknown,
+            format!("unknown parameter; allowed: {}", allowed.join(", ")),
+        ));
+    }
+    Ok(params)
+}
+
+fn limit(params: &BTreeMap<String, String>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match params.get("limit") {
+        None => Ok(default),
+        Some(text) => match text.parse::<u32>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_query(
+                "limit",
+                format!("must be a whole number from 1 to {max}, got {text:?}"),
+            )),
+        },
+    }
+}
+
+/// `since`: unix milliseconds, or a duration back from now (`90s`, `15m`, `2h`, `7d`).
+pub(crate) fn parse_since(text: &str, now_ms: i64) -> Result<i64, ApiError> {
+    let bad = || {
+        ApiError::bad_query(
+            "since",
+            format!("must be unix milliseconds or a duration like 15m, 2h, 7d; got {text:?}"),
+        )
+    };
+    if let Ok(ms) = text.parse::<i64>() {
+        return if ms >= 0 { Ok(ms) } else { Err(bad()) };
+    }
+    let split = text.len().checked_sub(1).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number.parse().map_err(|_| bad())?;
+    let unit_ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    if number < 0 {
+        return Err(bad());
+    }
+    Ok(now_ms.saturating_sub(number.saturating_mul(unit_ms)))
+}
+
+/// A page of events and where the next one starts.
+#[derive(Debug, Serialize)]
+struct EventPage {
+    events: Vec<EventRow>,
+    /// Pass as `before` for the next (older) page; null on the last page.
+    next_before: Option<i64>,
+    /// The next page's URL (same filters, `since` resolved), or null.
+    next: Option<String>,
+}
+
+async fn event_page<S: StatusView>(
+    view: &S,
+    path: &str,
+    app: Option<String>,
+    params: &BTreeMap<String, String>,
+) -> Handled {
+    let limit = limit(params, DEFAULT_EVENT_PAGE, MAX_EVENT_PAGE)?;
+    let since = params
+        .get("since")
+        .map(|s| parse_since(s, now_ms()))
+        .transpose()?;
+    let before_id = params
+        .get("before")
+        .map(|b| {
+            b.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+                ApiError::bad_query("before", format!("must be an event id, got {b:?}"))
+            })
+        })
+        .transpose()?;
+    let event_type = params
+        .get("type")
+        .filter(|t| !t.is_empty())
+        .map(|t| EventType::parse(t));
+    let query = EventQuery {
+        app: app.clone(),
+        event_type: event_type.clone(),
+        since,
+        before_id,
+        limit,
+    };
+    let events = view.store().events(&query).await?;
+    let next_before = (events.len() == limit as usize)
+        .then(|| events.last().map(|e| e.id))
+        .flatten();
+    let next = next_before.map(|before| {
+        let mut url = format!("{path}?limit={limit}&before={before}");
+        if params.contains_key("app") {
+            if let Some(app) = &app {
+                url.push_str(&format!("&app={}", encode(app)));
+            }
+        }
+        if let Some(t) = &event_type {
+            url.push_str(&format!("&type={}", encode(t.as_str())));
+        }
+        if let Some(since) = since {
+            url.push_str(&format!("&since={since}"));
+        }
+        url
+    });
+    Ok(json(
+        StatusCode::OK,
+        &EventPage {
+            events,
+            next_before,
+            next,
+        },
+    ))
+}
+
+async fn ensure_known<S: StatusView>(view: &S, name: &str) -> Result<(), ApiError> {
+    let row = view.store().app(name).await?;
+    if view.with_last_pass(|last| dto::app_known(name, row.as_ref(), last)) {
+        Ok(())
+    } else {
+        Err(ApiError::AppNotFound {
+            name: name.to_string(),
+        })
+    }
+}
+
+pub(crate) async fn list_apps<S: StatusView>(State(view): State<Arc<S>>) -> Handled {
+    let rows = view.store().apps().await?;
+    let list = view.with_last_pass(|last| dto::app_list(&rows, last));
+    Ok(json(StatusCode::OK, &list))
+}
+
+pub(crate) async fn app_detail<S: StatusView>(
+    State(view): State<Arc<S>>,
+    Path(name): Path<String>,
+) -> Handled {
+    let store = view.store();
+    let row = store.app(&name).await?;
+    let override_ = store
+        .replica_override_rows()
+        .await?
+        .into_iter()
+        .find(|r| r.app == name);
+    let failed = store.failed_rollouts().await?.get(&name).cloned();
+    let detail = view.with_last_pass(|last| {
+        dto::app_known(&name, row.as_ref(), last)
+            .then(|| dto::app_detail(&name, row.as_ref(), last, override_, failed))
+    });
+    let Some(mut detail) = detail else {
+        return Err(ApiError::AppNotFound { name });
+    };
+    dto::fill_probes(&mut detail, |id| view.probe(id));
+    Ok(json(StatusCode::OK, &detail))
+}
+
+pub(crate) async fn app_events<S: StatusView>(
+    State(view): State<Arc<S>>,
+    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    raw: RawQuery,
+) -> Handled {
+    let params = query(raw, &["type", "since", "before", "limit"])?;
+    ensure_known(view.as_ref(), &name).await?;
+    event_page(view.as_ref(), uri.path(), Some(name), &params).await
+}
+
+pub(crate) async fn events<S: StatusView>(State(view): State<Arc<S>>, raw: RawQuery) -> Handled {
+    let params = query(raw, &["app", "type", "since", "before", "limit"])?;
+    let app = params.get("app").filter(|a| !a.is_empty()).cloned();
+    event_page(view.as_ref(), "/api/v1/events", app, &params).await
+}
+
+pub(crate) async fn app_scaling<S: StatusView>(
+    State(view): State<Arc<S>>,
+    Path(name): Path<String>,
+    raw: RawQuery,
+) -> Handled {
+    let params = query(raw, &["limit"])?;
+    let limit = limit(&params, DEFAULT_SCALING_PAGE, MAX_SCALING_PAGE)?;
+    ensure_known(view.as_ref(), &name).await?;
+    let store = view.store();
+    let override_ = store
+        .replica_override_rows()
+        .await?
+        .into_iter()
+        .find(|r| r.app == name);
+    let decisions = store.scaling_decisions(&name, limit).await?;
+    let body = view.with_last_pass(|last| dto::scaling(&name, last, override_, decisions));
+    Ok(json(StatusCode::OK, &body))
+}
+
+pub(crate) async fn plan<S: StatusView>(State(view): State<Arc<S>>, raw: RawQuery) -> Handled {
+    let params = query(raw, &["source"])?;
+    let plan = match params.get("source").map(String::as_str) {
+        None | Some("fresh") => view
+            .pending_plan()
+            .await
+            .map_err(|message| ApiError::Plan { message })?,
+        Some("last") => view
+            .with_last_pass(|last| last.map(|l| l.plan.clone()))
+            .ok_or_else(|| ApiError::NotReady {
+                reason: "no reconcile pass has finished yet".to_string(),
+            })?,
+        Some(other) => {
+            return Err(ApiError::bad_query(
+                "source",
+                format!("must be fresh or last, got {other:?}"),
+            ))
+        }
+    };
+    Ok(json(StatusCode::OK, &plan))
+}
+
+pub(crate) async fn healthz() -> Response {
+    json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+}
+
+pub(crate) async fn readyz<S: StatusView>(State(view): State<Arc<S>>) -> Handled {
+    if let Err(e) = view.store().ping().await {
+        return Err(ApiError::NotReady {
+            reason: format!("the store does not answer: {e}"),
+        });
+    }
+    let Some(at) = view.with_last_pass(|last| last.map(|l| l.at)) else {
+        return Err(ApiError::NotReady {
+            reason: "the first reconcile pass has not finished yet".to_string(),
+        });
+    };
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "ready": true, "last_pass_at": at }),
+    ))
+}
+
+pub(crate) async fn prometheus<S: StatusView>(State(view): State<Arc<S>>) -> Response {
+    let store = view.store();
+    let rows = store.apps().await;
+    let overrides = store.replica_override_rows().await.unwrap_or_default();
+    let store_up = rows.is_ok();
+    let rows = rows.unwrap_or_default();
+    let counters = view.metrics();
+    let text = view.with_last_pass(|last| {
+        let list = dto::app_list(&rows, last);
+        metrics::render(&Scrape {
+            counters: &counters,
+            apps: &list.apps,
+            overrides: &overrides,
+            revision: last.map(|l| l.desired.revision.as_str()),
+            last_pass_at: last.map(|l| l.at),
+            spec_issues: last.map(|l| l.issues.len()),
+            store_up,
+            version: env!("CARGO_PKG_VERSION"),
+        })
+    });
+    let text = redact::redact_text(&text).into_owned();
+    (
+        StatusCode::OK,
+        [(CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
+        text,
+    )
+        .into_response()
+}
+
+pub(crate) async fn openapi() -> Response {
+    (
+        StatusCode::OK,
+        [(CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
+}
+
+pub(crate) async fn no_route(OriginalUri(uri): OriginalUri) -> ApiError {
+    ApiError::NoRoute {
+        path: uri.path().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_ms_and_durations() {
+        let now = 10_000_000;
+        assert_eq!(parse_since("1234", now).unwrap(), 1234);
+        assert_eq!(parse_since("90s", now).unwrap(), now - 90_000);
+        assert_eq!(parse_since("15m", now).unwrap(), now - 900_000);
+        assert_eq!(parse_since("2h", now).unwrap(), now - 7_200_000);
+        assert_eq!(parse_since("1d", now).unwrap(), now - 86_400_000);
+        for bad in ["", "x", "5w", "-3", "-3m", "m"] {
+            assert!(parse_since(bad, now).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_check() {
+        let open = TokenCheck::new(None);
+        assert!(open.allows(None));
+        let check = TokenCheck::new(Some("s3cret"));
+        let header = |v: &'static str| HeaderValue::from_static(v);
+        assert!(check.allows(Some(&header("Bearer s3cret"))));
+        assert!(check.allows(Some(&header("bearer s3cret"))));
+        assert!(!check.allows(Some(&header("Bearer s3cre"))));
+        assert!(!check.allows(Some(&header("Basic s3cret"))));
+        assert!(!check.allows(Some(&header("s3cret"))));
+        assert!(!check.allows(None));
+    }
+}
