@@ -1,7 +1,9 @@
-//! The `berth` command line: validate, plan, apply --once, serve, schema. The only place
+//! The `berth` command line: validate, plan, apply --once, serve (with the status API),
+//! status, schema; logging (human or JSON lines on stderr, always redacted). The only place
 //! that uses anyhow; everything it does is a thin call into the library.
 
 use anyhow::{bail, Context, Result};
+use berth::api::{self, client::Client, ApiConfig};
 use berth::plan::display;
 use berth::proxy::Proxy;
 use berth::reconcile::{self, Controller, Settings};
@@ -22,7 +24,8 @@ use std::time::Duration;
     about = "Declarative reconciler for one Docker host: App specs in, containers behind nginx out"
 )]
 struct Cli {
-    /// Log format on stderr.
+    /// Log format on stderr: human-readable lines, or one JSON object per line
+    /// (timestamp, level, fields, target, spans). Secrets are redacted in both.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -77,9 +80,39 @@ enum Command {
         /// Seconds between timer-driven passes.
         #[arg(long, default_value_t = 5)]
         interval: u64,
+        #[command(flatten)]
+        api: ApiServe,
+    },
+    /// Show apps (or one app) as the running `berth serve` reports them through its API.
+    Status {
+        /// One app: its containers, replicas, planned steps and recent events.
+        app: Option<String>,
+        /// Address of the status API (`--api-listen` of `berth serve`).
+        #[arg(long, env = "BERTH_API", default_value = api::DEFAULT_LISTEN)]
+        api: String,
+        /// File whose first line is the API's bearer token (default: $BERTH_API_TOKEN).
+        #[arg(long)]
+        api_token_file: Option<PathBuf>,
+        /// Recent events shown for one app.
+        #[arg(long, default_value_t = 10)]
+        events: u32,
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Print the JSON Schema of the App spec (for editors).
     Schema,
+}
+
+/// The read-only status API next to the loop.
+#[derive(Args, Clone)]
+struct ApiServe {
+    /// Address of the read-only status API and /metrics; `off` disables it.
+    #[arg(long, env = "BERTH_API_LISTEN", default_value = api::DEFAULT_LISTEN)]
+    api_listen: String,
+    /// File whose first line is the bearer token every API route then requires
+    /// (default: $BERTH_API_TOKEN; neither set: no token).
+    #[arg(long)]
+    api_token_file: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -127,7 +160,8 @@ struct Common {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let log_format = cli.log_format;
+    init_logging(log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -138,9 +172,30 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            match log_format {
+                LogFormat::Human => {
+                    eprintln!("error: {}", api::redact::redact_text(&format!("{e:#}")))
+                }
+                LogFormat::Json => tracing::error!("{e:#}"),
+            }
             ExitCode::from(1)
         }
+    }
+}
+
+/// stderr, with `NAME=value` of secret-looking names redacted (`api::redact`). The fmt
+/// layer writes each log line in one call, so a line is never split across writes.
+struct RedactingStderr;
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(api::redact::redact_text(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 
@@ -149,10 +204,10 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| RedactingStderr);
     match format {
         LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
     }
 }
 
@@ -181,17 +236,112 @@ async fn run(command: Command) -> Result<u8> {
             );
             Ok(if report.steps_failed > 0 { 1 } else { 0 })
         }
-        Command::Serve { common, interval } => {
-            let ctl = controller(&common, Duration::from_secs(interval.max(1))).await?;
-            tracing::info!(
-                dir = %common.dir.display(),
-                listen = %common.listen,
-                "berth serving; Ctrl-C or SIGTERM stops the loop and leaves containers running"
-            );
-            reconcile::serve(ctl, shutdown_signal()).await;
-            Ok(0)
+        Command::Serve {
+            common,
+            interval,
+            api,
+        } => serve(&common, interval, &api).await,
+        Command::Status {
+            app,
+            api,
+            api_token_file,
+            events,
+            output,
+        } => {
+            status(
+                app.as_deref(),
+                &api,
+                api_token_file.as_deref(),
+                events,
+                output,
+            )
+            .await
         }
     }
+}
+
+async fn serve(common: &Common, interval: u64, api_opts: &ApiServe) -> Result<u8> {
+    let ctl = controller(common, Duration::from_secs(interval.max(1))).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let api_task = if api_opts.api_listen == "off" {
+        None
+    } else {
+        let token = api::load_token(
+            std::env::var(api::TOKEN_ENV).ok(),
+            api_opts.api_token_file.as_deref(),
+        )?;
+        let listener = api::bind(&api_opts.api_listen).await?;
+        tracing::info!(
+            listen = %api_opts.api_listen,
+            token = token.is_some(),
+            "status api listening (read-only)"
+        );
+        let router = api::router(ctl.clone(), &ApiConfig { token });
+        Some(tokio::spawn(api::serve(
+            listener,
+            router,
+            stopped(stop_rx.clone()),
+        )))
+    };
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    tracing::info!(
+        dir = %common.dir.display(),
+        listen = %common.listen,
+        "berth serving; Ctrl-C or SIGTERM stops the loop and leaves containers running"
+    );
+    reconcile::serve(ctl, stopped(stop_rx)).await;
+    if let Some(task) = api_task {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("{e}"),
+            Err(e) => tracing::warn!("the api task failed: {e}"),
+        }
+    }
+    Ok(0)
+}
+
+async fn status(
+    app: Option<&str>,
+    address: &str,
+    token_file: Option<&Path>,
+    events: u32,
+    output: Output,
+) -> Result<u8> {
+    let token = api::load_token(std::env::var(api::TOKEN_ENV).ok(), token_file)?;
+    let client = Client::new(address, token, Duration::from_secs(10));
+    tracing::debug!(api = client.address(), "reading the status api");
+    let now = reconcile::now_ms();
+    let text = match app {
+        None => {
+            let list = client.get("/api/v1/apps").await?;
+            match output {
+                Output::Json => serde_json::to_string_pretty(&list)?,
+                Output::Text => api::table::apps(&list, now),
+            }
+        }
+        Some(name) => {
+            let path = format!("/api/v1/apps/{}", api::client::encode(name));
+            let detail = client.get(&path).await?;
+            let recent = client
+                .get(&format!("{path}/events?limit={}", events.clamp(1, 1000)))
+                .await?;
+            match output {
+                Output::Json => serde_json::to_string_pretty(&serde_json::json!({
+                    "app": detail,
+                    "events": recent["events"],
+                }))?,
+                Output::Text => api::table::app(&detail, &recent, now),
+            }
+        }
+    };
+    println!("{}", text.trim_end());
+    Ok(0)
 }
 
 async fn shutdown_signal() {
