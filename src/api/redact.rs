@@ -32,8 +32,11 @@ const SECRET_WORDS: [&str; 7] = [
 
 /// Does this variable or field name look like it holds a secret?
 pub fn is_secret_name(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    SECRET_WORDS.iter().any(|word| upper.contains(word))
+    let name = name.as_bytes();
+    SECRET_WORDS.iter().any(|word| {
+        name.windows(word.len())
+            .any(|window| window.eq_ignore_ascii_case(word.as_bytes()))
+    })
 }
 
 /// The value of an env var as berth may show it: None for `valueFrom` (no value is ever
