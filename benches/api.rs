@@ -6,7 +6,8 @@
 //! of 200 apps x 3 containers; the container runtime is a fake that refuses mutation. The
 //! client is a bounded keep-alive HTTP/1.1 client on 127.0.0.1 in the same process: each
 //! row sends a fixed number of requests (after a warm-up) or stops at a time cap. Server
-//! and client share the machine's cores, so the figures are a floor.
+//! and client share the machine's cores, so the figures are a floor. Under `cargo test`
+//! (no `--bench` argument, debug build) it runs a short smoke version of the same rows.
 
 #[path = "../tests/api_support/mod.rs"]
 mod api_support;
@@ -26,6 +27,9 @@ use tokio::net::TcpStream;
 const APPS: usize = 200;
 const REQUESTS_PER_ROW: usize = 20_000;
 const WARMUP: usize = 500;
+/// Requests per row (and warm-up) when run by `cargo test` rather than `cargo bench`.
+const SMOKE_REQUESTS_PER_ROW: usize = 320;
+const SMOKE_WARMUP: usize = 32;
 const TIME_CAP: Duration = Duration::from_secs(30);
 const CONNECTIONS: [usize; 3] = [1, 8, 32];
 
@@ -176,12 +180,12 @@ struct Row {
     body_bytes: usize,
 }
 
-async fn run_row(address: &str, connections: usize) -> Row {
-    let per_conn = REQUESTS_PER_ROW / connections;
+async fn run_row(address: &str, connections: usize, requests: usize, warmup: usize) -> Row {
+    let per_conn = requests / connections;
     let mut conns = Vec::new();
     for _ in 0..connections {
         let mut conn = Conn::open(address, "/api/v1/apps").await;
-        for _ in 0..WARMUP / connections {
+        for _ in 0..warmup / connections {
             conn.get().await;
         }
         conns.push(conn);
@@ -233,6 +237,16 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let full = std::env::args().any(|a| a == "--bench");
+    let (requests, warmup) = if full {
+        (REQUESTS_PER_ROW, WARMUP)
+    } else {
+        println!("smoke run (cargo test); `cargo bench --bench api` gives the figures");
+        (SMOKE_REQUESTS_PER_ROW, SMOKE_WARMUP)
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -262,7 +276,7 @@ fn main() {
             "conns", "requests", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "body KiB"
         );
         for connections in CONNECTIONS {
-            let row = run_row(&address, connections).await;
+            let row = run_row(&address, connections, requests, warmup).await;
             println!(
                 "{:>5}  {:>8}  {:>9.0}  {:>8.2}  {:>8.2}  {:>8.2}  {:>8.2}  {:>9.1}",
                 row.connections,
