@@ -330,9 +330,8 @@ async fn scaling_shows_decisions_with_their_metrics() {
     assert_eq!(get(&r, "/api/v1/apps/nope/scaling").await.status, 404);
 }
 
-/// A view whose fresh plan is fixed, to show `/api/v1/plan` answers what
-/// `pending_plan` computes (the controller's own uses `reconcile::plan_only`, which needs
-/// the spec parser).
+/// A view whose fresh plan is fixed, to show `/api/v1/plan` answers whatever
+/// `pending_plan` computes, for any `StatusView`.
 struct FreshPlan<V> {
     inner: Arc<V>,
     plan: Plan,
@@ -394,6 +393,47 @@ async fn plan_is_the_same_json_as_berth_plan() {
             .await
             .status,
         503
+    );
+}
+
+#[tokio::test]
+async fn fresh_plan_reads_the_source_and_observes_without_mutating() {
+    let f = empty_controller(Vec::new()).await;
+    let specs = &f.ctl.settings.source_dir;
+    std::fs::create_dir_all(specs).unwrap();
+    std::fs::write(
+        specs.join("web.yaml"),
+        "apiVersion: v1\nkind: App\nmetadata:\n  name: web\nspec:\n  type: http\n  image: web:v1\n  ports:\n    - containerPort: 8080\n  replicas: 2\n  env:\n    - name: DB_PASSWORD\n      value: hunter2\n",
+    )
+    .unwrap();
+    let answer = get(&router(&f), "/api/v1/plan").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_no_secrets("/api/v1/plan", &answer.body);
+    let (plan, issues) = berth::reconcile::plan_only(&f.ctl).await.unwrap();
+    assert!(issues.is_empty(), "{issues:?}");
+    let expected: Value = serde_json::from_str(&display::render_json(&plan)).unwrap();
+    assert_eq!(
+        answer.json(),
+        expected,
+        "the same JSON as berth plan -o json"
+    );
+    let creates = expected["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["step"] == "create" && s["app"] == "web")
+        .count();
+    assert_eq!(creates, 2);
+    let calls = *f.ctl.runtime.calls.lock().unwrap();
+    assert_eq!(calls.list, 2, "one list call per plan: {calls:?}");
+    assert_eq!(calls.mutating() + calls.inspect, 0, "{calls:?}");
+    assert!(
+        f.ctl.last.lock().unwrap().is_none(),
+        "planning is not a pass"
+    );
+    assert!(
+        f.ctl.store.apps().await.unwrap().is_empty(),
+        "nothing recorded"
     );
 }
 
