@@ -152,6 +152,8 @@ fn serve_converges_and_sigterm_leaves_containers_running() {
             &network,
             "--interval",
             "1",
+            "--api-listen",
+            "off",
         ])
         .env(
             "PATH",

@@ -195,9 +195,12 @@ async fn converges_from_empty_then_a_second_pass_is_a_no_op() {
     assert!(env.lines().any(|l| l == "MODE=test"), "{env}");
 
     let row = h.ctl.store.app("web").await.unwrap().expect("web recorded");
-    assert_eq!(row.status, AppStatus::Synced);
+    assert_eq!(
+        row.status,
+        AppStatus::Progressing,
+        "steps applied, not yet observed"
+    );
     assert_eq!(row.revision, first.revision);
-    assert_eq!(row.last_good_hash.as_deref(), Some(row.spec_hash.as_str()));
 
     let before = h.ctl.runtime.calls();
     let second = h.pass().await;
@@ -207,6 +210,9 @@ async fn converges_from_empty_then_a_second_pass_is_a_no_op() {
     assert_eq!(made.inspect, 0, "{made:?}");
     assert_eq!(second.reloads, 0);
     assert!(!second.changed);
+    let row = h.ctl.store.app("web").await.unwrap().unwrap();
+    assert_eq!(row.status, AppStatus::Synced, "observed healthy: synced");
+    assert_eq!(row.last_good_hash.as_deref(), Some(row.spec_hash.as_str()));
     let last = h.ctl.last.lock().unwrap().clone().unwrap();
     assert!(!last.plan.has_changes(), "{:?}", last.plan.steps);
 }

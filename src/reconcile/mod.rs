@@ -354,8 +354,9 @@ async fn record_statuses<R: ContainerRuntime>(
         } else if error.is_some() {
             AppStatus::Degraded
         } else if plan.steps_for(name).any(|s| s.touches_containers()) {
-            // Every container step of this app succeeded in this pass.
-            AppStatus::Synced
+            // Its steps succeeded; the follow-up pass (woken right away) observes the
+            // result and says synced.
+            AppStatus::Progressing
         } else if plan.apps[name].ready_replicas >= plan.apps[name].desired_replicas {
             AppStatus::Synced
         } else if plan
@@ -443,11 +444,16 @@ pub async fn serve<R: ContainerRuntime>(
     loop {
         let pass = run_pass(&ctl, &trigger);
         tokio::select! {
-            result = pass => {
-                if let Err(e) = result {
-                    warn!("reconcile pass failed: {e}");
+            result = pass => match result {
+                // Something changed: observe again right away to confirm (and record
+                // synced). Only successful work re-triggers, so failures cannot spin.
+                Ok(report) if report.steps_applied > 0 => {
+                    trigger = "confirm".to_string();
+                    continue;
                 }
-            }
+                Ok(_) => {}
+                Err(e) => warn!("reconcile pass failed: {e}"),
+            },
             _ = &mut shutdown => break,
         }
         tokio::select! {
