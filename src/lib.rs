@@ -4,6 +4,7 @@ pub mod health;
 pub mod plan;
 pub mod proxy;
 pub mod reconcile;
+pub mod redact;
 pub mod runtime;
 pub mod source;
 pub mod spec;

@@ -174,7 +174,7 @@ fn main() -> ExitCode {
         Err(e) => {
             match log_format {
                 LogFormat::Human => {
-                    eprintln!("error: {}", api::redact::redact_text(&format!("{e:#}")))
+                    eprintln!("error: {}", berth::redact::redact_text(&format!("{e:#}")))
                 }
                 LogFormat::Json => tracing::error!("{e:#}"),
             }
@@ -190,7 +190,7 @@ struct RedactingStderr;
 impl std::io::Write for RedactingStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        std::io::stderr().write_all(api::redact::redact_text(&text).as_bytes())?;
+        std::io::stderr().write_all(berth::redact::redact_text(&text).as_bytes())?;
         Ok(buf.len())
     }
 

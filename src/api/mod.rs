@@ -14,7 +14,7 @@ pub mod client;
 pub mod dto;
 mod error;
 pub mod metrics;
-pub mod redact;
+pub use crate::redact;
 mod routes;
 pub mod table;
 pub mod view;

@@ -126,8 +126,11 @@ impl<R: ContainerRuntime> Controller<R> {
         event_type: EventType,
         message: String,
         revision: &str,
-        details: serde_json::Value,
+        mut details: serde_json::Value,
     ) {
+        // Redacted before it is logged or stored, not only when the API serves it.
+        let message = crate::redact::redact_text(&message).into_owned();
+        crate::redact::redact_json(&mut details);
         info!(app = app.unwrap_or("-"), event = %event_type, "{message}");
         self.metrics.event(event_type.as_str());
         if event_type == EventType::ProxyRejected {
