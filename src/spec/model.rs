@@ -1,12 +1,12 @@
 //! The validated App model: what the rest of berth consumes after `spec` has parsed and
 //! checked a file. Plain data, no I/O, no serde_yaml (that stays inside `spec`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// A validated application spec. Every field already has its default applied.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppSpec {
     /// DNS label, unique across the source.
     pub name: String,
@@ -26,14 +26,14 @@ pub struct AppSpec {
     pub route: Option<Route>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AppType {
     Http,
     Worker,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthSpec {
     pub probe: Probe,
     pub interval_seconds: u32,
@@ -43,21 +43,21 @@ pub struct HealthSpec {
     pub initial_delay_seconds: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Probe {
     HttpGet { path: String, port: u16 },
     TcpSocket { port: u16 },
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resources {
     /// Thousandths of a core (`0.5` and `"500m"` both give 500).
     pub cpu_millis: Option<u32>,
     pub memory_bytes: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scaling {
     pub min_replicas: u32,
     pub max_replicas: u32,
@@ -66,14 +66,14 @@ pub struct Scaling {
     pub http: Option<HttpScaling>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScalingMode {
     Auto,
     Manual,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HttpScaling {
     pub target_rps_per_replica: f64,
     pub max_p95_latency_ms: f64,
@@ -82,13 +82,13 @@ pub struct HttpScaling {
     pub window_seconds: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvVar {
     pub name: String,
     pub value: EnvValue,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum EnvValue {
     Literal(String),
@@ -96,12 +96,12 @@ pub enum EnvValue {
     FromHost,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Termination {
     pub drain_seconds: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     pub host: Option<String>,
     /// Always starts with `/`.
