@@ -8,9 +8,12 @@ use crate::spec::MAX_FILE_BYTES;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Is this a spec file berth should read? Hidden, editor backup and temp files are not.
+/// Is this a spec file berth should read? Only `*.yaml` / `*.yml`; hidden files (`.x.yaml`,
+/// vim's `.x.yaml.swp`, emacs' `.#x.yaml`, the ConfigMap `..data` links), emacs autosaves
+/// (`#x.yaml#`), backups (`x.yaml~`, `x.yaml.bak`) and temp names (`x.yaml.tmp`, vim's
+/// `4913`) are not.
 pub fn is_spec_file(name: &str) -> bool {
-    if name.starts_with('.') || name.starts_with('#') || name.ends_with('~') {
+    if name.starts_with('.') || name.starts_with('#') || name.starts_with('~') {
         return false;
     }
     name.ends_with(".yaml") || name.ends_with(".yml")
@@ -109,6 +112,65 @@ mod tests {
         assert_eq!(snap.revision, again.revision);
         std::fs::write(dir.path().join("a.yaml"), "x: 9").unwrap();
         assert_ne!(read_snapshot(dir.path()).unwrap().revision, snap.revision);
+    }
+
+    #[test]
+    fn editor_temp_and_backup_names_are_not_specs() {
+        for name in ["web.yaml", "web.yml", "a-b.c.yaml"] {
+            assert!(is_spec_file(name), "{name}");
+        }
+        for name in [
+            ".web.yaml",
+            ".web.yaml.swp",
+            ".web.yaml.swx",
+            ".#web.yaml",
+            "#web.yaml#",
+            "web.yaml~",
+            "~web.yaml",
+            "web.yaml.bak",
+            "web.yaml.tmp",
+            "web.yaml.orig",
+            "4913",
+            "..data",
+            "notes.txt",
+        ] {
+            assert!(!is_spec_file(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn configmap_style_symlinks_are_followed_once() {
+        // root/..2024_1/web.yaml, root/..data -> ..2024_1, root/web.yaml -> ..data/web.yaml
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("..2024_1")).unwrap();
+        std::fs::write(root.join("..2024_1/web.yaml"), "v: 1").unwrap();
+        std::os::unix::fs::symlink("..2024_1", root.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/web.yaml", root.join("web.yaml")).unwrap();
+        let snap = read_snapshot(root).unwrap();
+        assert_eq!(
+            snap.files,
+            vec![(PathBuf::from("web.yaml"), "v: 1".to_string())]
+        );
+        // The swap: a new timestamped dir, a new link renamed over ..data.
+        std::fs::create_dir(root.join("..2024_2")).unwrap();
+        std::fs::write(root.join("..2024_2/web.yaml"), "v: 2").unwrap();
+        std::os::unix::fs::symlink("..2024_2", root.join("..data_tmp")).unwrap();
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+        std::fs::remove_dir_all(root.join("..2024_1")).unwrap();
+        let swapped = read_snapshot(root).unwrap();
+        assert_eq!(swapped.files[0].1, "v: 2");
+        assert_ne!(swapped.revision, snap.revision);
+    }
+
+    #[test]
+    fn a_root_that_is_a_symlink_is_read_through() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("v1")).unwrap();
+        std::fs::write(dir.path().join("v1/a.yaml"), "a: 1").unwrap();
+        std::os::unix::fs::symlink("v1", dir.path().join("current")).unwrap();
+        let snap = read_snapshot(&dir.path().join("current")).unwrap();
+        assert_eq!(snap.files.len(), 1);
     }
 
     #[test]

@@ -1,11 +1,24 @@
-//! Sources of desired state. Each produces a `Snapshot { revision, files }`; the loop is
-//! woken by a new snapshot but still re-plans from scratch. Must not touch: Docker, nginx,
-//! the store.
+//! Sources of desired state. Each produces a `Snapshot { revision, files }`: a watched
+//! directory (`dir` + `watch`, revision = content hash of the spec set) or a git repository
+//! (`git`, revision = commit sha), plus the optional webhook listener (`webhook`) that only
+//! wakes the git poll. A new snapshot wakes the reconcile loop through a `Waker`; the loop
+//! still re-plans from scratch. Must not touch: Docker, nginx, the store, the spec parser.
 
 pub mod dir;
+pub mod git;
+pub mod watch;
+pub mod webhook;
 
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+pub use git::GitConfig;
 
 /// The spec files of one revision: paths relative to the source root, with contents.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,6 +31,267 @@ pub struct Snapshot {
 pub enum SourceError {
     #[error("cannot read spec directory {path}: {message}")]
     Read { path: PathBuf, message: String },
+    #[error("cannot watch {path}: {message}; changes are picked up by the timer pass only")]
+    Watch { path: PathBuf, message: String },
+    #[error("cannot sync git repository {url} (branch {branch}): {message}; check the URL, branch and credentials")]
+    Git {
+        url: String,
+        branch: String,
+        message: String,
+    },
+    #[error("path {path} does not exist at commit {revision} of {url}: fix --path or commit the directory")]
+    SubPath {
+        url: String,
+        path: PathBuf,
+        revision: String,
+    },
+    #[error(
+        "cannot listen for webhooks on {addr}: {message}; pick a free address for --webhook-listen"
+    )]
+    Webhook { addr: String, message: String },
+}
+
+/// Where the specs come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceConfig {
+    /// A directory (or a single file), re-read on every pass and watched for changes.
+    Dir(PathBuf),
+    /// A git repository, fetched every poll interval (or at once on a webhook).
+    Git(GitConfig),
+}
+
+impl SourceConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Dir(_) => "dir",
+            SourceConfig::Git(_) => "git",
+        }
+    }
+
+    /// Human description for logs: the directory, or `url@branch:path`.
+    pub fn describe(&self) -> String {
+        match self {
+            SourceConfig::Dir(path) => path.display().to_string(),
+            SourceConfig::Git(git) => git.describe(),
+        }
+    }
+}
+
+/// Health of the source, for the loop (events) and the API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SourceStatus {
+    pub kind: String,
+    pub location: String,
+    /// Revision of the snapshot the loop works from (git: last synced commit).
+    pub revision: Option<String>,
+    /// Unix ms of the last successful sync (git) or read (dir).
+    pub synced_at: Option<i64>,
+    /// Why the source is degraded (git remote unreachable, ...): the loop keeps using the
+    /// last synced revision meanwhile.
+    pub degraded: Option<String>,
+    /// Consecutive failed syncs.
+    pub failures: u32,
+}
+
+/// Called with a short reason ("file", "git", "webhook") when a new snapshot is there.
+pub type Waker = Arc<dyn Fn(&'static str) + Send + Sync>;
+
+/// One source at run time: its configuration, the last snapshot (git) and its status.
+/// Cheap to share (`Arc<Source>`); `spawn` starts the watcher or the poll loop.
+pub struct Source {
+    config: SourceConfig,
+    latest: Mutex<Option<Snapshot>>,
+    status: Mutex<SourceStatus>,
+    /// Wakes the git poll at once (webhook).
+    poll_now: Notify,
+    /// Serialises git fetches (poll loop, pass, webhook).
+    git_lock: tokio::sync::Mutex<git::GitState>,
+}
+
+/// Background tasks of a source; dropping it stops them.
+pub struct SourceTasks {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for SourceTasks {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Source {
+    pub fn new(config: SourceConfig) -> Arc<Source> {
+        let status = SourceStatus {
+            kind: config.kind().to_string(),
+            location: config.describe(),
+            ..SourceStatus::default()
+        };
+        Arc::new(Source {
+            config,
+            latest: Mutex::new(None),
+            status: Mutex::new(status),
+            poll_now: Notify::new(),
+            git_lock: tokio::sync::Mutex::new(git::GitState::default()),
+        })
+    }
+
+    pub fn config(&self) -> &SourceConfig {
+        &self.config
+    }
+
+    pub fn status(&self) -> SourceStatus {
+        self.status.lock().expect("source status lock").clone()
+    }
+
+    /// The snapshot a pass works from. A directory is read now (level-triggered: a missed
+    /// file event is corrected by the next pass). A git source returns the last synced
+    /// commit, syncing first when it never synced; it fails only when no revision was ever
+    /// synced (not even one cached on disk by an earlier run).
+    pub async fn snapshot(&self) -> Result<Snapshot, SourceError> {
+        match &self.config {
+            SourceConfig::Dir(path) => {
+                let snapshot = dir::read_snapshot(path)?;
+                let mut status = self.status.lock().expect("source status lock");
+                status.revision = Some(snapshot.revision.clone());
+                status.synced_at = Some(now_ms());
+                Ok(snapshot)
+            }
+            SourceConfig::Git(_) => {
+                if let Some(snapshot) = self.latest.lock().expect("latest lock").clone() {
+                    return Ok(snapshot);
+                }
+                match self.sync().await {
+                    Ok(_) => {}
+                    Err(e) if self.latest.lock().expect("latest lock").is_none() => return Err(e),
+                    Err(_) => {}
+                }
+                Ok(self
+                    .latest
+                    .lock()
+                    .expect("latest lock")
+                    .clone()
+                    .expect("set by sync"))
+            }
+        }
+    }
+
+    /// Git: fetches the branch and reads the commit. Returns whether the revision changed.
+    /// On failure the last synced snapshot is kept (or, on a fresh start, the revision the
+    /// on-disk mirror holds from an earlier run) and the status says degraded.
+    /// A directory source has nothing to sync (returns false).
+    pub async fn sync(&self) -> Result<bool, SourceError> {
+        let SourceConfig::Git(config) = &self.config else {
+            return Ok(false);
+        };
+        let mut state = self.git_lock.lock().await;
+        let config_for_task = config.clone();
+        let state_for_task = state.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut st = state_for_task;
+            let result = git::fetch_snapshot(&config_for_task, &mut st);
+            (result, st)
+        })
+        .await;
+        let (result, new_state) = match result {
+            Ok(pair) => pair,
+            Err(e) => (
+                Err(SourceError::Git {
+                    url: config.url.clone(),
+                    branch: config.branch.clone(),
+                    message: format!("the git task failed: {e}"),
+                }),
+                state.clone(),
+            ),
+        };
+        *state = new_state;
+        match result {
+            Ok(snapshot) => {
+                let changed = {
+                    let mut latest = self.latest.lock().expect("latest lock");
+                    let changed = latest.as_ref().map(|s| &s.revision) != Some(&snapshot.revision);
+                    *latest = Some(snapshot.clone());
+                    changed
+                };
+                let mut status = self.status.lock().expect("source status lock");
+                if status.degraded.is_some() {
+                    info!(source = %status.location, "git source recovered");
+                }
+                status.revision = Some(snapshot.revision);
+                status.synced_at = Some(now_ms());
+                status.degraded = None;
+                status.failures = 0;
+                Ok(changed)
+            }
+            Err(e) => {
+                // A fresh start with an unreachable remote: fall back to the mirror on disk.
+                if self.latest.lock().expect("latest lock").is_none() {
+                    let config = config.clone();
+                    let cached = tokio::task::spawn_blocking(move || git::cached_snapshot(&config))
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                    if let Some(snapshot) = cached {
+                        warn!(revision = %snapshot.revision, "git remote unreachable; using the revision cached on disk");
+                        let mut status = self.status.lock().expect("source status lock");
+                        status.revision = Some(snapshot.revision.clone());
+                        *self.latest.lock().expect("latest lock") = Some(snapshot);
+                    }
+                }
+                let mut status = self.status.lock().expect("source status lock");
+                status.failures += 1;
+                status.degraded = Some(e.to_string());
+                warn!(failures = status.failures, "{e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Wakes the git poll at once (the webhook's only effect). No-op for a directory.
+    pub fn poll_now(&self) {
+        self.poll_now.notify_one();
+    }
+
+    /// Starts the background work: the directory watcher, or the git poll loop. `wake` is
+    /// called when a new snapshot is there.
+    pub fn spawn(self: &Arc<Self>, wake: Waker) -> Result<SourceTasks, SourceError> {
+        match &self.config {
+            SourceConfig::Dir(path) => {
+                let task = watch::spawn(path.clone(), watch::WatchTiming::default(), wake)?;
+                Ok(SourceTasks { tasks: vec![task] })
+            }
+            SourceConfig::Git(config) => {
+                let source = self.clone();
+                let poll = config.poll;
+                let task = tokio::spawn(async move {
+                    loop {
+                        let failures = source.status().failures;
+                        let delay = git::retry_delay(poll, failures);
+                        let trigger = tokio::select! {
+                            _ = tokio::time::sleep(delay) => if failures > 0 { "git-retry" } else { "git-poll" },
+                            _ = source.poll_now.notified() => "webhook",
+                        };
+                        if let Ok(true) = source.sync().await {
+                            wake(if trigger == "webhook" {
+                                "webhook"
+                            } else {
+                                "git"
+                            });
+                        }
+                    }
+                });
+                Ok(SourceTasks { tasks: vec![task] })
+            }
+        }
+    }
 }
 
 /// Content hash of a file set (sorted by path): the revision of a directory source.

@@ -1,0 +1,421 @@
+//! Git source (git2): keeps a bare mirror of one branch under the state directory, fetches
+//! it (shallow where the transport allows), and reads the spec files of the fetched commit
+//! (optionally below a sub-path) into a `Snapshot` whose revision is the commit sha.
+//! Force-pushes are followed (the fetch refspec is forced and the mirror has no local
+//! branch to merge into). Blocking: call from `spawn_blocking`. Must not touch: Docker,
+//! nginx, the store, any working tree (the mirror is bare; the remote is only read).
+
+use super::dir::is_spec_file;
+use super::{Snapshot, SourceError};
+use crate::spec::MAX_FILE_BYTES;
+use git2::{
+    AutotagOption, CredentialType, FetchOptions, FetchPrune, ObjectType, Oid, RemoteCallbacks,
+    Repository, Tree,
+};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
+
+/// Poll interval when none is given.
+pub const DEFAULT_POLL: Duration = Duration::from_secs(15);
+/// Longest wait between retries while the remote is unreachable.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+/// Env var holding an https token, unless `--git-token-env` names another.
+pub const DEFAULT_TOKEN_ENV: &str = "BERTH_GIT_TOKEN";
+const CONNECT_TIMEOUT_MS: i32 = 10_000;
+const SERVER_TIMEOUT_MS: i32 = 30_000;
+const MAX_TREE_DEPTH: usize = 16;
+
+/// One git source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitConfig {
+    /// Local path, `file://`, `https://`, `ssh://` or scp-like `user@host:path`.
+    pub url: String,
+    pub branch: String,
+    /// Directory (or single file) inside the repository; empty for the root.
+    pub path: PathBuf,
+    pub poll: Duration,
+    /// Where the bare mirrors live (one sub-directory per URL).
+    pub cache_dir: PathBuf,
+    /// Name of the env var holding an https token (read at every fetch, so it can rotate).
+    pub token_env: Option<String>,
+    /// Private key for ssh URLs (no passphrase).
+    pub ssh_key: Option<PathBuf>,
+}
+
+impl GitConfig {
+    /// Defaults: branch `main`, repository root, 15 s poll, token from `$BERTH_GIT_TOKEN`.
+    pub fn new(url: impl Into<String>, cache_dir: impl Into<PathBuf>) -> GitConfig {
+        GitConfig {
+            url: url.into(),
+            branch: "main".to_string(),
+            path: PathBuf::new(),
+            poll: DEFAULT_POLL,
+            cache_dir: cache_dir.into(),
+            token_env: Some(DEFAULT_TOKEN_ENV.to_string()),
+            ssh_key: None,
+        }
+    }
+
+    /// `url@branch` or `url@branch:path`, without credentials.
+    pub fn describe(&self) -> String {
+        let url = redact_url(&self.url);
+        if self.path.as_os_str().is_empty() {
+            format!("{url}@{}", self.branch)
+        } else {
+            format!("{url}@{}:{}", self.branch, self.path.display())
+        }
+    }
+
+    /// The bare mirror of this URL.
+    pub fn mirror_dir(&self) -> PathBuf {
+        let digest = Sha256::digest(self.url.as_bytes());
+        self.cache_dir.join(hex::encode(&digest[..8]))
+    }
+
+    fn error(&self, message: impl Into<String>) -> SourceError {
+        SourceError::Git {
+            url: redact_url(&self.url),
+            branch: self.branch.clone(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What the fetcher learned about the remote across fetches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GitState {
+    /// The transport refused a shallow fetch once: fetch full history from now on.
+    pub shallow_unsupported: bool,
+    /// The last fetch was shallow.
+    pub last_fetch_shallow: bool,
+}
+
+/// How a URL is reached (decides credentials and whether shallow fetch is tried).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Local,
+    Http,
+    Ssh,
+}
+
+pub fn transport(url: &str) -> Transport {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("https://") || lower.starts_with("http://") {
+        Transport::Http
+    } else if lower.starts_with("ssh://") || lower.starts_with("git+ssh://") {
+        Transport::Ssh
+    } else if lower.starts_with("file://") || url.starts_with('/') || url.starts_with('.') {
+        Transport::Local
+    } else if let Some((user_host, _)) = url.split_once(':') {
+        // scp-like `git@host:org/repo.git` (no slash before the colon).
+        if !user_host.contains('/') && !user_host.is_empty() {
+            Transport::Ssh
+        } else {
+            Transport::Local
+        }
+    } else {
+        Transport::Local
+    }
+}
+
+/// `https://user:secret@host/x` -> `https://user:***@host/x` (for logs and errors).
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.split_once('@') {
+            if let Some((user, _)) = userinfo.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+/// Wait before the next fetch: the poll interval while healthy; after `failures` failed
+/// fetches in a row, the interval doubled per extra failure, capped at 5 minutes (or the
+/// poll interval when that is longer).
+pub fn retry_delay(poll: Duration, failures: u32) -> Duration {
+    if failures <= 1 {
+        return poll;
+    }
+    let factor = 1u32 << (failures - 1).min(16);
+    let cap = MAX_RETRY_DELAY.max(poll);
+    poll.saturating_mul(factor).min(cap)
+}
+
+fn set_timeouts_once() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: plain integer options, set once before any fetch from this process.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(CONNECT_TIMEOUT_MS);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(SERVER_TIMEOUT_MS);
+        }
+    });
+}
+
+fn open_or_init(config: &GitConfig) -> Result<Repository, SourceError> {
+    let dir = config.mirror_dir();
+    if let Ok(repo) = Repository::open_bare(&dir) {
+        return Ok(repo);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        config.error(format!(
+            "cannot create the mirror directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    Repository::init_bare(&dir).map_err(|e| {
+        config.error(format!(
+            "cannot create a bare mirror in {}: {}",
+            dir.display(),
+            e.message()
+        ))
+    })
+}
+
+fn tracking_ref(branch: &str) -> String {
+    format!("refs/remotes/origin/{branch}")
+}
+
+fn callbacks(config: &GitConfig) -> RemoteCallbacks<'static> {
+    let token_env = config.token_env.clone();
+    let ssh_key = config.ssh_key.clone();
+    let mut attempts = 0u32;
+    let mut callbacks = RemoteCallbacks::new();
+    callbacks.credentials(move |_url, username, allowed| {
+        attempts += 1;
+        if attempts > 3 {
+            return Err(git2::Error::from_str(
+                "the remote rejected the credentials: check the token or the ssh key",
+            ));
+        }
+        if allowed.contains(CredentialType::SSH_KEY) {
+            if let Some(key) = &ssh_key {
+                return git2::Cred::ssh_key(username.unwrap_or("git"), None, key, None);
+            }
+        }
+        if allowed.contains(CredentialType::USERNAME) {
+            return git2::Cred::username(username.unwrap_or("git"));
+        }
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+            let token = token_env
+                .as_deref()
+                .and_then(|name| std::env::var(name).ok())
+                .filter(|t| !t.is_empty());
+            if let Some(token) = token {
+                return git2::Cred::userpass_plaintext(
+                    username.unwrap_or("x-access-token"),
+                    &token,
+                );
+            }
+        }
+        Err(git2::Error::from_str(&format!(
+            "the remote asks for credentials: put an https token in ${} or pass --git-ssh-key for ssh",
+            token_env.as_deref().unwrap_or(DEFAULT_TOKEN_ENV)
+        )))
+    });
+    callbacks
+}
+
+fn fetch(repo: &Repository, config: &GitConfig, shallow: bool) -> Result<(), git2::Error> {
+    let mut remote = repo.remote_anonymous(&config.url)?;
+    let refspec = format!(
+        "+refs/heads/{0}:{1}",
+        config.branch,
+        tracking_ref(&config.branch)
+    );
+    let mut options = FetchOptions::new();
+    options
+        .remote_callbacks(callbacks(config))
+        .download_tags(AutotagOption::None)
+        .prune(FetchPrune::On);
+    if shallow {
+        options.depth(1);
+    }
+    remote.fetch(&[refspec.as_str()], Some(&mut options), None)
+}
+
+/// Fetches the branch and reads its commit. `state` remembers a transport that refused
+/// shallow fetches.
+pub fn fetch_snapshot(config: &GitConfig, state: &mut GitState) -> Result<Snapshot, SourceError> {
+    set_timeouts_once();
+    let repo = open_or_init(config)?;
+    let shallow = !state.shallow_unsupported && transport(&config.url) != Transport::Local;
+    let mut result = fetch(&repo, config, shallow);
+    state.last_fetch_shallow = shallow;
+    if let Err(e) = &result {
+        if shallow && e.message().to_ascii_lowercase().contains("shallow") {
+            state.shallow_unsupported = true;
+            state.last_fetch_shallow = false;
+            result = fetch(&repo, config, false);
+        }
+    }
+    result.map_err(|e| config.error(e.message().to_string()))?;
+    read_branch(&repo, config)
+}
+
+/// The snapshot of the branch as the mirror on disk last fetched it (no network).
+pub fn cached_snapshot(config: &GitConfig) -> Result<Snapshot, SourceError> {
+    let repo = Repository::open_bare(config.mirror_dir())
+        .map_err(|e| config.error(format!("no mirror on disk: {}", e.message())))?;
+    read_branch(&repo, config)
+}
+
+fn read_branch(repo: &Repository, config: &GitConfig) -> Result<Snapshot, SourceError> {
+    let reference = repo
+        .find_reference(&tracking_ref(&config.branch))
+        .map_err(|_| {
+            config.error(format!(
+                "branch {} is not on the remote: check --branch",
+                config.branch
+            ))
+        })?;
+    let oid = reference
+        .peel_to_commit()
+        .map_err(|e| config.error(e.message().to_string()))?
+        .id();
+    read_commit(repo, oid, config)
+}
+
+/// The spec files of one commit (below `config.path`), paths relative to that path.
+pub fn read_commit(
+    repo: &Repository,
+    oid: Oid,
+    config: &GitConfig,
+) -> Result<Snapshot, SourceError> {
+    let git_err = |e: git2::Error| config.error(e.message().to_string());
+    let commit = repo.find_commit(oid).map_err(git_err)?;
+    let tree = commit.tree().map_err(git_err)?;
+    let mut files = Vec::new();
+    if config.path.as_os_str().is_empty() || config.path == Path::new(".") {
+        walk_tree(repo, &tree, Path::new(""), &mut files, 0).map_err(git_err)?;
+    } else {
+        let entry = tree
+            .get_path(&config.path)
+            .map_err(|_| SourceError::SubPath {
+                url: redact_url(&config.url),
+                path: config.path.clone(),
+                revision: oid.to_string(),
+            })?;
+        match entry.kind() {
+            Some(ObjectType::Tree) => {
+                let sub = repo.find_tree(entry.id()).map_err(git_err)?;
+                walk_tree(repo, &sub, Path::new(""), &mut files, 0).map_err(git_err)?;
+            }
+            Some(ObjectType::Blob) => {
+                let name = config
+                    .path
+                    .file_name()
+                    .map(PathBuf::from)
+                    .unwrap_or_default();
+                files.push((name, blob_text(repo, entry.id()).map_err(git_err)?));
+            }
+            _ => {
+                return Err(SourceError::SubPath {
+                    url: redact_url(&config.url),
+                    path: config.path.clone(),
+                    revision: oid.to_string(),
+                })
+            }
+        }
+    }
+    files.sort();
+    Ok(Snapshot {
+        revision: oid.to_string(),
+        files,
+    })
+}
+
+fn walk_tree(
+    repo: &Repository,
+    tree: &Tree,
+    prefix: &Path,
+    files: &mut Vec<(PathBuf, String)>,
+    depth: usize,
+) -> Result<(), git2::Error> {
+    if depth > MAX_TREE_DEPTH {
+        return Ok(());
+    }
+    for entry in tree.iter() {
+        let Ok(name) = entry.name() else { continue };
+        if name.starts_with('.') {
+            continue;
+        }
+        match entry.kind() {
+            Some(ObjectType::Tree) => {
+                let sub = repo.find_tree(entry.id())?;
+                walk_tree(repo, &sub, &prefix.join(name), files, depth + 1)?;
+            }
+            // 0o120000: a symlink stored as a blob holding its target; never followed.
+            Some(ObjectType::Blob) if entry.filemode() != 0o120000 && is_spec_file(name) => {
+                files.push((prefix.join(name), blob_text(repo, entry.id())?));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A blob as text. One larger than the spec limit is not loaded: the parser gets
+/// `MAX_FILE_BYTES + 1` bytes of padding and refuses the file by its size, as it does for a
+/// directory source (which reads only that much).
+fn blob_text(repo: &Repository, id: Oid) -> Result<String, git2::Error> {
+    let (size, _) = repo.odb()?.read_header(id)?;
+    if size > MAX_FILE_BYTES {
+        return Ok(" ".repeat(MAX_FILE_BYTES + 1));
+    }
+    let blob = repo.find_blob(id)?;
+    Ok(String::from_utf8_lossy(blob.content()).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transports() {
+        assert_eq!(transport("/srv/git/apps.git"), Transport::Local);
+        assert_eq!(transport("./apps"), Transport::Local);
+        assert_eq!(transport("file:///srv/git/apps.git"), Transport::Local);
+        assert_eq!(transport("https://example.org/a/b.git"), Transport::Http);
+        assert_eq!(transport("ssh://git@example.org/a/b.git"), Transport::Ssh);
+        assert_eq!(transport("git@example.org:a/b.git"), Transport::Ssh);
+        assert_eq!(transport("apps"), Transport::Local);
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("https://bot:ghp_secret@example.org/a.git"),
+            "https://bot:***@example.org/a.git"
+        );
+        assert_eq!(redact_url("git@example.org:a.git"), "git@example.org:a.git");
+        let mut config = GitConfig::new("https://u:p@h/x.git", "/tmp");
+        config.path = "deploy".into();
+        assert_eq!(config.describe(), "https://u:***@h/x.git@main:deploy");
+    }
+
+    #[test]
+    fn retry_backs_off_and_caps() {
+        let poll = Duration::from_secs(15);
+        assert_eq!(retry_delay(poll, 0), poll);
+        assert_eq!(retry_delay(poll, 1), poll);
+        assert_eq!(retry_delay(poll, 2), Duration::from_secs(30));
+        assert_eq!(retry_delay(poll, 3), Duration::from_secs(60));
+        assert_eq!(retry_delay(poll, 10), MAX_RETRY_DELAY);
+        assert_eq!(retry_delay(poll, 1000), MAX_RETRY_DELAY);
+        let slow = Duration::from_secs(600);
+        assert_eq!(retry_delay(slow, 5), slow);
+    }
+
+    #[test]
+    fn mirror_dir_depends_on_the_url_only() {
+        let a = GitConfig::new("/a", "/cache");
+        let mut b = GitConfig::new("/a", "/cache");
+        b.branch = "other".into();
+        assert_eq!(a.mirror_dir(), b.mirror_dir());
+        assert_ne!(a.mirror_dir(), GitConfig::new("/b", "/cache").mirror_dir());
+    }
+}

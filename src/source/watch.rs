@@ -1,0 +1,145 @@
+//! Directory watcher (notify + notify-debouncer-full): turns an editor's burst of saves,
+//! renames and temp files into one wake-up of the reconcile loop. Every relevant file event
+//! (hidden and temp names included: a ConfigMap swap renames `..data`) starts a settle
+//! window; when events stop for `settle` (or `max_delay` passed), the directory is re-read
+//! and the loop is woken only if the content revision changed. The parent directory is
+//! watched too, so a root that is a symlink swapped to a new target is re-watched.
+//! Must not touch: Docker, nginx, the store; it never decides what to reconcile.
+
+use super::{dir, SourceError, Waker};
+use notify::RecursiveMode;
+use notify_debouncer_full::{new_debouncer, DebounceEventResult};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+/// Timing of the watcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatchTiming {
+    /// notify-debouncer-full's per-path debounce.
+    pub debounce: Duration,
+    /// Quiet time after the last event before the directory is re-read.
+    pub settle: Duration,
+    /// Longest a steady stream of events can delay the re-read.
+    pub max_delay: Duration,
+}
+
+impl Default for WatchTiming {
+    fn default() -> Self {
+        WatchTiming {
+            debounce: Duration::from_millis(100),
+            settle: Duration::from_millis(250),
+            max_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Is this event path about the source root (or something below it)?
+fn relevant(path: &Path, root: &Path) -> bool {
+    path.starts_with(root)
+}
+
+/// Watches `root` and calls `wake("file")` once per settled burst that changed the specs.
+pub fn spawn(
+    root: PathBuf,
+    timing: WatchTiming,
+    wake: Waker,
+) -> Result<JoinHandle<()>, SourceError> {
+    let root = std::path::absolute(&root).map_err(|e| SourceError::Watch {
+        path: root.clone(),
+        message: e.to_string(),
+    })?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let filter_root = root.clone();
+    let mut debouncer =
+        new_debouncer(
+            timing.debounce,
+            None,
+            move |result: DebounceEventResult| match result {
+                Ok(events) => {
+                    if events
+                        .iter()
+                        .any(|e| e.paths.iter().any(|p| relevant(p, &filter_root)))
+                    {
+                        let _ = tx.send(());
+                    }
+                }
+                Err(errors) => {
+                    for e in errors {
+                        warn!("file watcher: {e}");
+                    }
+                    let _ = tx.send(());
+                }
+            },
+        )
+        .map_err(|e| SourceError::Watch {
+            path: root.clone(),
+            message: e.to_string(),
+        })?;
+    let watch_err = |e: notify::Error| SourceError::Watch {
+        path: root.clone(),
+        message: e.to_string(),
+    };
+    if root.is_dir() {
+        debouncer
+            .watch(&root, RecursiveMode::Recursive)
+            .map_err(watch_err)?;
+    }
+    if let Some(parent) = root.parent() {
+        // Catches a root symlink swapped to a new target, and a single-file source.
+        debouncer
+            .watch(parent, RecursiveMode::NonRecursive)
+            .map_err(watch_err)?;
+    }
+    let task = tokio::spawn(async move {
+        let read = |root: PathBuf| async move {
+            tokio::task::spawn_blocking(move || dir::read_snapshot(&root))
+                .await
+                .map_err(|e| SourceError::Read {
+                    path: PathBuf::new(),
+                    message: e.to_string(),
+                })
+                .and_then(|r| r)
+        };
+        let mut last_revision = read(root.clone()).await.ok().map(|s| s.revision);
+        let mut target = std::fs::canonicalize(&root).ok();
+        loop {
+            if rx.recv().await.is_none() {
+                return;
+            }
+            let first = Instant::now();
+            loop {
+                match tokio::time::timeout(timing.settle, rx.recv()).await {
+                    Ok(Some(())) if first.elapsed() < timing.max_delay => continue,
+                    Ok(None) => return,
+                    _ => break,
+                }
+            }
+            let now_target = std::fs::canonicalize(&root).ok();
+            if now_target != target {
+                debug!(root = %root.display(), "source root now points elsewhere; re-watching");
+                let _ = debouncer.unwatch(&root);
+                if root.is_dir() {
+                    if let Err(e) = debouncer.watch(&root, RecursiveMode::Recursive) {
+                        warn!("cannot watch {}: {e}", root.display());
+                    }
+                }
+                target = now_target;
+            }
+            match read(root.clone()).await {
+                Ok(snapshot) => {
+                    if last_revision.as_ref() != Some(&snapshot.revision) {
+                        debug!(revision = %snapshot.revision, "spec files changed");
+                        last_revision = Some(snapshot.revision);
+                        wake("file");
+                    }
+                }
+                // Mid-swap or unreadable: the next event or the timer pass tries again.
+                Err(e) => debug!("{e}"),
+            }
+        }
+    });
+    Ok(task)
+}
