@@ -94,12 +94,13 @@ async fn controller(
         "/nonexistent/nginx".into(),
     );
     let settings = Settings {
-        source_dir: state.join("specs"),
+        source: berth::source::SourceConfig::Dir(state.join("specs")),
         interval: Duration::from_secs(5),
         network: "berth-bench".into(),
         parallel_apps: 1,
         host_env: BTreeMap::new(),
         stop_timeout_seconds: 1,
+        deletion_budget: Default::default(),
     };
     Controller::new(Default::default(), proxy, store, settings)
 }
@@ -169,6 +170,7 @@ async fn populate(ctl: &Controller<api_support::FakeRuntime>) {
         plan,
         issues: Vec::new(),
         duration_ms: 1,
+        ..LastPass::default()
     });
 }
 

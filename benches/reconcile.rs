@@ -109,12 +109,13 @@ async fn controller(env: &Env) -> std::sync::Arc<Controller<DockerRuntime>> {
         nginx,
     );
     let settings = Settings {
-        source_dir: env.specs.path().to_path_buf(),
+        source: berth::source::SourceConfig::Dir(env.specs.path().to_path_buf()),
         interval: Duration::from_secs(5),
         network: env.instance.clone(),
         parallel_apps: 8,
         host_env: BTreeMap::new(),
         stop_timeout_seconds: 2,
+        deletion_budget: Default::default(),
     };
     Controller::new(runtime, proxy, store, settings)
 }

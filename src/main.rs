@@ -5,10 +5,11 @@
 use anyhow::{bail, Context, Result};
 use berth::api::{self, client::Client, ApiConfig};
 use berth::plan::display;
+use berth::plan::prune::DeletionBudget;
 use berth::proxy::Proxy;
 use berth::reconcile::{self, Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
-use berth::source;
+use berth::source::{self, GitConfig, Source, SourceConfig};
 use berth::spec;
 use berth::store::Store;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -74,12 +75,20 @@ enum Command {
         once: bool,
     },
     /// Reconcile continuously until SIGTERM/Ctrl-C; containers and nginx keep running after.
+    /// A --dir source is watched (a burst of saves gives one pass); a --git source is polled.
     Serve {
         #[command(flatten)]
         common: Common,
         /// Seconds between timer-driven passes.
         #[arg(long, default_value_t = 5)]
         interval: u64,
+        /// Listen for push webhooks (POST /hooks/git, HMAC-SHA256 signed as GitHub or Gitea
+        /// send it) on this address; a valid call polls the git source at once.
+        #[arg(long, requires = "git")]
+        webhook_listen: Option<String>,
+        /// Env var holding the webhook's shared secret (at least 16 bytes).
+        #[arg(long, default_value = "BERTH_WEBHOOK_SECRET")]
+        webhook_secret_env: String,
         #[command(flatten)]
         api: ApiServe,
     },
@@ -117,9 +126,38 @@ struct ApiServe {
 
 #[derive(Args, Clone)]
 struct Common {
-    /// Directory (or file) holding App specs.
-    #[arg(long, default_value = "examples/apps")]
-    dir: PathBuf,
+    /// Directory (or file) holding App specs (default examples/apps unless --git is given).
+    #[arg(long, conflicts_with = "git")]
+    dir: Option<PathBuf>,
+    /// Git repository holding App specs: a local path, file://, https:// (token from the
+    /// env var named by --git-token-env) or ssh (key from --git-ssh-key).
+    #[arg(long, env = "BERTH_GIT")]
+    git: Option<String>,
+    /// Branch of the --git repository.
+    #[arg(long, default_value = "main")]
+    branch: String,
+    /// Directory (or file) inside the --git repository holding the specs.
+    #[arg(long, default_value = "")]
+    path: PathBuf,
+    /// Seconds between polls of the --git repository.
+    #[arg(long, default_value_t = 15)]
+    poll: u64,
+    /// Env var holding an https token for the --git repository.
+    #[arg(long, default_value = source::git::DEFAULT_TOKEN_ENV)]
+    git_token_env: String,
+    /// Private key (no passphrase) for an ssh --git URL.
+    #[arg(long, env = "BERTH_GIT_SSH_KEY")]
+    git_ssh_key: Option<PathBuf>,
+    /// Most apps one pass may remove; a pass that would remove more removes none and
+    /// records a prune-refused event.
+    #[arg(long, default_value_t = 2)]
+    max_prune: u32,
+    /// Most apps one pass may remove, as a percentage of the apps present.
+    #[arg(long, default_value_t = 50)]
+    max_prune_percent: u32,
+    /// Lift the deletion budget: remove every app that left the source, even all of them.
+    #[arg(long, env = "BERTH_ALLOW_MASS_PRUNE")]
+    allow_mass_prune: bool,
     /// Where berth keeps its SQLite store and its private nginx.
     #[arg(long, env = "BERTH_STATE_DIR", default_value = ".berth")]
     state_dir: PathBuf,
@@ -239,8 +277,10 @@ async fn run(command: Command) -> Result<u8> {
         Command::Serve {
             common,
             interval,
+            webhook_listen,
+            webhook_secret_env,
             api,
-        } => serve(&common, interval, &api).await,
+        } => serve(&common, interval, webhook_listen, &webhook_secret_env, &api).await,
         Command::Status {
             app,
             api,
@@ -260,8 +300,26 @@ async fn run(command: Command) -> Result<u8> {
     }
 }
 
-async fn serve(common: &Common, interval: u64, api_opts: &ApiServe) -> Result<u8> {
+async fn serve(
+    common: &Common,
+    interval: u64,
+    webhook_listen: Option<String>,
+    webhook_secret_env: &str,
+    api_opts: &ApiServe,
+) -> Result<u8> {
     let ctl = controller(common, Duration::from_secs(interval.max(1))).await?;
+    let _webhook = match webhook_listen {
+        Some(addr) => {
+            let secret = std::env::var(webhook_secret_env).with_context(|| {
+                format!("--webhook-listen needs the shared secret in ${webhook_secret_env}")
+            })?;
+            let (bound, task) =
+                source::webhook::spawn(&addr, secret.into_bytes(), ctl.source.clone()).await?;
+            tracing::info!(addr = %bound, "webhook listener: POST {}", source::webhook::PATH);
+            Some(AbortOnDrop(task))
+        }
+        None => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -291,7 +349,7 @@ async fn serve(common: &Common, interval: u64, api_opts: &ApiServe) -> Result<u8
         let _ = stop_tx.send(true);
     });
     tracing::info!(
-        dir = %common.dir.display(),
+        source = %ctl.settings.source.describe(),
         listen = %common.listen,
         "berth serving; Ctrl-C or SIGTERM stops the loop and leaves containers running"
     );
@@ -342,6 +400,15 @@ async fn status(
     };
     println!("{}", text.trim_end());
     Ok(0)
+}
+
+/// Stops a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn shutdown_signal() {
@@ -406,11 +473,17 @@ fn validate(paths: &[PathBuf], output: Output) -> Result<u8> {
 
 async fn plan(common: &Common, observed_empty: bool, output: Output) -> Result<u8> {
     let (plan, issues) = if observed_empty {
-        let snapshot = source::dir::read_snapshot(&common.dir)?;
+        let snapshot = Source::new(source_config(common)?).snapshot().await?;
         let loaded = spec::load_files(&snapshot.files);
-        let desired = reconcile::desired_from(&loaded, &snapshot.revision, &common.listen);
+        let state = reconcile::desired_from(
+            &loaded,
+            &snapshot.revision,
+            &common.listen,
+            &Default::default(),
+            &Default::default(),
+        );
         let plan = berth::plan::plan(
-            &desired,
+            &state.desired,
             &Default::default(),
             &Default::default(),
             reconcile::now_ms(),
@@ -430,16 +503,38 @@ async fn plan(common: &Common, observed_empty: bool, output: Output) -> Result<u
     Ok(if plan.has_changes() { 2 } else { 0 })
 }
 
+/// The spec source from --dir or --git (a git mirror lives in `<state-dir>/git`).
+fn source_config(common: &Common) -> Result<SourceConfig> {
+    let Some(url) = &common.git else {
+        let dir = common
+            .dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("examples/apps"));
+        if !dir.exists() {
+            bail!(
+                "spec directory {} does not exist: pass --dir PATH or --git URL",
+                dir.display()
+            );
+        }
+        return Ok(SourceConfig::Dir(dir));
+    };
+    std::fs::create_dir_all(&common.state_dir)
+        .with_context(|| format!("cannot create state dir {}", common.state_dir.display()))?;
+    let state_dir = std::fs::canonicalize(&common.state_dir)?;
+    let mut git = GitConfig::new(url.clone(), state_dir.join("git"));
+    git.branch = common.branch.clone();
+    git.path = common.path.clone();
+    git.poll = Duration::from_secs(common.poll.max(1));
+    git.token_env = Some(common.git_token_env.clone());
+    git.ssh_key = common.git_ssh_key.clone();
+    Ok(SourceConfig::Git(git))
+}
+
 async fn controller(
     common: &Common,
     interval: Duration,
 ) -> Result<std::sync::Arc<Controller<DockerRuntime>>> {
-    if !common.dir.exists() {
-        bail!(
-            "spec directory {} does not exist: pass --dir PATH",
-            common.dir.display()
-        );
-    }
+    let source = source_config(common)?;
     std::fs::create_dir_all(&common.state_dir)
         .with_context(|| format!("cannot create state dir {}", common.state_dir.display()))?;
     let state_dir = std::fs::canonicalize(&common.state_dir)?;
@@ -460,12 +555,17 @@ async fn controller(
         ),
     };
     let settings = Settings {
-        source_dir: common.dir.clone(),
+        source,
         interval,
         network: common.network.clone(),
         parallel_apps: common.parallel,
         host_env: host_env(common.host_env.as_deref())?,
         stop_timeout_seconds: common.stop_timeout,
+        deletion_budget: DeletionBudget {
+            max_apps: common.max_prune,
+            max_percent: common.max_prune_percent,
+            allow_mass_prune: common.allow_mass_prune,
+        },
     };
     Ok(Controller::new(runtime, proxy, store, settings))
 }

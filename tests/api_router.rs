@@ -399,7 +399,9 @@ async fn plan_is_the_same_json_as_berth_plan() {
 #[tokio::test]
 async fn fresh_plan_reads_the_source_and_observes_without_mutating() {
     let f = empty_controller(Vec::new()).await;
-    let specs = &f.ctl.settings.source_dir;
+    let berth::source::SourceConfig::Dir(specs) = &f.ctl.settings.source else {
+        unreachable!("the fixture reads a directory")
+    };
     std::fs::create_dir_all(specs).unwrap();
     std::fs::write(
         specs.join("web.yaml"),

@@ -79,12 +79,13 @@ impl Harness {
             .expect("the Docker engine must be reachable for these tests");
         let proxy = Proxy::private(nginx_prefix.clone(), listen, nginx_binary());
         let settings = Settings {
-            source_dir: specs.path().to_path_buf(),
+            source: berth::source::SourceConfig::Dir(specs.path().to_path_buf()),
             interval: Duration::from_secs(1),
             network,
             parallel_apps: 4,
             host_env: BTreeMap::from([("SECRET_TOKEN".to_string(), "s3cr3t".to_string())]),
             stop_timeout_seconds: 2,
+            deletion_budget: Default::default(),
         };
         Harness {
             specs,

@@ -5,6 +5,7 @@
 
 pub mod display;
 pub mod heal;
+pub mod prune;
 pub mod render;
 
 #[cfg(test)]
@@ -42,12 +43,21 @@ pub struct DesiredApp {
     pub source: SourceRef,
     /// `spec::spec_hash(&spec)`.
     pub hash: String,
+    /// The revision this spec comes from when it is not `Desired::revision`: a quarantined
+    /// app running its last good spec. Container labels carry it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 impl DesiredApp {
     pub fn new(spec: AppSpec, source: SourceRef) -> Self {
         let hash = crate::spec::spec_hash(&spec);
-        Self { spec, source, hash }
+        Self {
+            spec,
+            source,
+            hash,
+            revision: None,
+        }
     }
 }
 

@@ -298,7 +298,14 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_APP.to_string(), spec.name.clone()),
             (LABEL_SPEC_HASH.to_string(), desired.hash.clone()),
-            (LABEL_REVISION.to_string(), self.revision.to_string()),
+            (
+                LABEL_REVISION.to_string(),
+                desired
+                    .revision
+                    .as_deref()
+                    .unwrap_or(self.revision)
+                    .to_string(),
+            ),
             (
                 LABEL_SOURCE_FILE.to_string(),
                 desired.source.file.display().to_string(),

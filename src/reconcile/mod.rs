@@ -1,24 +1,30 @@
 //! The reconcile loop and `apply`: the ONLY code that mutates Docker (through
-//! `ContainerRuntime`) or nginx (through `Proxy`). Each pass reads the source, observes
-//! (one labelled list call), plans from scratch, applies, and records events and statuses
-//! in the store. Triggers only wake the loop; they never decide what to do.
+//! `ContainerRuntime`) or nginx (through `Proxy`). Each pass reads the source snapshot,
+//! observes (one labelled list call), builds `Desired` with per-app isolation (`desired`,
+//! pure), checks the deletion budget (`plan::prune`, pure), plans from scratch, applies, and
+//! records events, statuses and the revision in the store. Triggers (file events, git polls,
+//! webhooks, the prober, the timer) only wake the loop; they never decide what to do.
 
 mod apply;
+pub mod desired;
 pub mod metrics;
 mod prober;
 
 pub use apply::apply;
+pub use desired::{desired_from, DesiredState, KnownApp, LastGoodSpec, Quarantine};
 pub use metrics::Metrics;
 
 use crate::health::ProbeTracker;
-use crate::plan::{self, Desired, DesiredApp, HealState, Observed, Overrides, Plan};
+use crate::plan::prune::{self, DeletionBudget, PruneVerdict};
+use crate::plan::{self, render, Desired, HealState, Observed, Overrides, Plan};
 use crate::proxy::{Proxy, ProxyError};
 use crate::runtime::{ContainerRuntime, ObservedContainer, RuntimeError};
-use crate::source::{self, Snapshot, SourceError};
-use crate::spec::{self, LoadedSpecs, SpecIssue};
-use crate::store::{AppStatus, EventType, NewEvent, Store, StoreError};
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use crate::source::{Source, SourceConfig, SourceError, SourceStatus, SourceTasks, Waker};
+use crate::spec::{self, AppSpec, SpecIssue};
+use crate::store::{
+    AppStatus, EventType, NewEvent, NewRevision, RevisionSource, RevisionStatus, Store, StoreError,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
@@ -39,8 +45,8 @@ pub enum ReconcileError {
 /// Everything a controller needs to know that is not in the specs.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Directory (or file) holding the App specs.
-    pub source_dir: PathBuf,
+    /// Where the App specs come from: a watched directory (or file) or a git repository.
+    pub source: SourceConfig,
     /// Timer between passes when nothing wakes the loop.
     pub interval: Duration,
     /// Dedicated Docker network every container joins.
@@ -51,6 +57,8 @@ pub struct Settings {
     pub host_env: BTreeMap<String, String>,
     /// Seconds Docker waits after SIGTERM before SIGKILL when stopping a container.
     pub stop_timeout_seconds: u32,
+    /// How many apps one pass may remove (`--max-prune`, `--allow-mass-prune`).
+    pub deletion_budget: DeletionBudget,
 }
 
 /// What the last pass saw and decided (read by the API and the prober).
@@ -62,6 +70,11 @@ pub struct LastPass {
     pub observed: Observed,
     pub plan: Plan,
     pub issues: Vec<SpecIssue>,
+    /// Apps running on their last good spec (or held), and why.
+    pub quarantined: BTreeMap<String, Quarantine>,
+    /// The deletion budget's answer for this pass.
+    pub prune: Option<PruneVerdict>,
+    pub source: SourceStatus,
     pub duration_ms: u128,
 }
 
@@ -81,6 +94,10 @@ pub struct Controller<R: ContainerRuntime> {
     pub proxy: Proxy,
     pub store: Store,
     pub settings: Settings,
+    /// The spec source (snapshot, status, watcher / poll loop).
+    pub source: Arc<Source>,
+    /// Passes run, by trigger (`start`, `timer`, `file`, `git`, `webhook`, `wake`, ...).
+    pub pass_counts: Mutex<BTreeMap<String, u64>>,
     pub probes: Mutex<ProbeTracker>,
     pub heal: Mutex<BTreeMap<String, HealState>>,
     pub last: Mutex<Option<LastPass>>,
@@ -92,6 +109,12 @@ pub struct Controller<R: ContainerRuntime> {
     written_status: Mutex<HashMap<String, (AppStatus, Option<String>)>>,
     /// Counters read by the API's /metrics.
     pub metrics: Metrics,
+    /// Why the loop was last woken (read by `serve` for the pass's trigger).
+    wake_reason: Mutex<Option<&'static str>>,
+    /// App -> the file behind its current state, for events.
+    app_files: Mutex<BTreeMap<String, String>>,
+    /// Last (revision, status, message) written to the store's revisions table.
+    recorded_revision: Mutex<Option<(String, RevisionStatus, String)>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -103,11 +126,14 @@ pub fn now_ms() -> i64 {
 
 impl<R: ContainerRuntime> Controller<R> {
     pub fn new(runtime: R, proxy: Proxy, store: Store, settings: Settings) -> Arc<Self> {
+        let source = Source::new(settings.source.clone());
         Arc::new(Self {
             runtime,
             proxy,
             store,
             settings,
+            source,
+            pass_counts: Mutex::new(BTreeMap::new()),
             probes: Mutex::new(ProbeTracker::default()),
             heal: Mutex::new(BTreeMap::new()),
             last: Mutex::new(None),
@@ -115,7 +141,26 @@ impl<R: ContainerRuntime> Controller<R> {
             reported: Mutex::new(HashMap::new()),
             written_status: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
+            wake_reason: Mutex::new(None),
+            app_files: Mutex::new(BTreeMap::new()),
+            recorded_revision: Mutex::new(None),
         })
+    }
+
+    /// Wakes the loop for `reason` (the next pass's trigger).
+    pub fn wake_with(&self, reason: &'static str) {
+        *self.wake_reason.lock().expect("wake lock") = Some(reason);
+        self.wake.notify_one();
+    }
+
+    /// Passes run so far for `trigger`.
+    pub fn passes(&self, trigger: &str) -> u64 {
+        self.pass_counts
+            .lock()
+            .expect("pass counts lock")
+            .get(trigger)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Records an event in the store and the log. Store failures are logged, not fatal:
@@ -136,12 +181,19 @@ impl<R: ContainerRuntime> Controller<R> {
         if event_type == EventType::ProxyRejected {
             self.metrics.nginx_reload_failed();
         }
+        let source_file = app.and_then(|a| {
+            self.app_files
+                .lock()
+                .expect("app files lock")
+                .get(a)
+                .cloned()
+        });
         let event = NewEvent {
             app: app.map(str::to_string),
             event_type,
             message,
             revision: Some(revision.to_string()),
-            source_file: None,
+            source_file,
             details,
             at: now_ms(),
         };
@@ -177,6 +229,36 @@ impl<R: ContainerRuntime> Controller<R> {
         .await;
     }
 
+    /// A host-wide event (no app), recorded only when its message differs from the last
+    /// one of this kind. `None` clears it, so the same message is recorded again later.
+    async fn global_event_once(
+        &self,
+        event_type: EventType,
+        message: Option<String>,
+        revision: &str,
+        details: serde_json::Value,
+    ) -> bool {
+        let key = (String::new(), event_type.to_string());
+        let Some(message) = message else {
+            return self
+                .reported
+                .lock()
+                .expect("reported lock")
+                .remove(&key)
+                .is_some();
+        };
+        {
+            let mut reported = self.reported.lock().expect("reported lock");
+            if reported.get(&key) == Some(&message) {
+                return false;
+            }
+            reported.insert(key, message.clone());
+        }
+        self.event(None, event_type, message, revision, details)
+            .await;
+        true
+    }
+
     pub(crate) fn clear_reported(&self, app: &str, event_type: EventType) {
         self.reported
             .lock()
@@ -185,40 +267,76 @@ impl<R: ContainerRuntime> Controller<R> {
     }
 }
 
-/// Builds `Desired` from loaded specs: valid apps are desired; apps named by an issue are
-/// held (kept as they run); unreadable files forbid pruning.
-pub fn desired_from(loaded: &LoadedSpecs, revision: &str, proxy_listen: &str) -> Desired {
-    let mut held = BTreeMap::new();
-    for issue in &loaded.issues {
-        if let Some(app) = &issue.app {
-            held.entry(app.clone()).or_insert_with(|| issue.to_string());
-        }
+/// What the store remembers about every app: its source file and last good spec. A last
+/// good spec that no longer deserialises (an older berth wrote it) counts as none.
+pub async fn known_apps(store: &Store) -> Result<BTreeMap<String, KnownApp>, ReconcileError> {
+    let mut known = BTreeMap::new();
+    for row in store.apps().await? {
+        let last_good = match (&row.last_good_spec_json, &row.last_good_revision) {
+            (Some(json), Some(revision)) => match serde_json::from_str::<AppSpec>(json) {
+                Ok(spec) => Some(LastGoodSpec {
+                    spec,
+                    revision: revision.clone(),
+                    source_file: row
+                        .last_good_source_file
+                        .clone()
+                        .unwrap_or_else(|| row.source_file.clone()),
+                }),
+                Err(e) => {
+                    warn!(app = %row.name, "ignoring the stored last good spec: {e}");
+                    None
+                }
+            },
+            _ => None,
+        };
+        known.insert(
+            row.name.clone(),
+            KnownApp {
+                source_file: row.source_file.clone(),
+                last_good,
+            },
+        );
     }
-    Desired {
-        revision: revision.to_string(),
-        apps: loaded
-            .apps
-            .iter()
-            .filter(|(name, _)| !held.contains_key(*name))
-            .map(|(name, (spec, source))| {
-                (name.clone(), DesiredApp::new(spec.clone(), source.clone()))
-            })
-            .collect(),
-        held,
-        prune_allowed: loaded.unreadable_files.is_empty(),
-        proxy_listen: proxy_listen.to_string(),
-    }
+    Ok(known)
 }
 
-/// Reads the source and turns it into `Desired` (plus the spec issues found).
-pub fn read_desired(
-    settings: &Settings,
-    proxy_listen: &str,
-) -> Result<(Desired, Vec<SpecIssue>), ReconcileError> {
-    let snapshot: Snapshot = source::dir::read_snapshot(&settings.source_dir)?;
-    let loaded = spec::load_files(&snapshot.files);
-    let desired = desired_from(&loaded, &snapshot.revision, proxy_listen);
-    Ok((desired, loaded.issues))
+/// Apps with containers or proxy files on the host.
+fn present_apps(observed: &Observed) -> BTreeSet<String> {
+    observed
+        .containers
+        .iter()
+        .map(|c| c.app.clone())
+        .chain(
+            observed
+                .proxy_files
+                .keys()
+                .map(|f| render::app_of_file(f).to_string()),
+        )
+        .collect()
+}
+
+/// Loads the snapshot's specs into `Desired` (per-app isolation against the store) and
+/// applies the deletion budget: when it refuses, pruning is off for this pass.
+pub async fn read_desired<R: ContainerRuntime>(
+    ctl: &Controller<R>,
+    revision: &str,
+    files: &[(std::path::PathBuf, String)],
+    observed: &Observed,
+) -> Result<(DesiredState, PruneVerdict), ReconcileError> {
+    let loaded = spec::load_files(files);
+    let known = known_apps(&ctl.store).await?;
+    let mut state = desired_from(
+        &loaded,
+        revision,
+        ctl.proxy.listen(),
+        &known,
+        &present_apps(observed),
+    );
+    let verdict = prune::check(&state.desired, observed, &ctl.settings.deletion_budget);
+    if verdict.is_refused() {
+        state.desired.prune_allowed = false;
+    }
+    Ok((state, verdict))
 }
 
 /// Observes containers (one list call), health, proxy files and heal state.
@@ -256,58 +374,99 @@ pub async fn read_overrides(store: &Store) -> Result<Overrides, ReconcileError> 
 pub async fn plan_only<R: ContainerRuntime>(
     ctl: &Controller<R>,
 ) -> Result<(Plan, Vec<SpecIssue>), ReconcileError> {
-    let (desired, issues) = read_desired(&ctl.settings, ctl.proxy.listen())?;
+    let snapshot = ctl.source.snapshot().await?;
     let mut observed = observe(ctl).await?;
-    prober::probe_unknown(ctl, &desired, &mut observed).await;
+    let (state, _) = read_desired(ctl, &snapshot.revision, &snapshot.files, &observed).await?;
+    prober::probe_unknown(ctl, &state.desired, &mut observed).await;
     let overrides = read_overrides(&ctl.store).await?;
     Ok((
-        plan::plan(&desired, &observed, &overrides, now_ms()),
-        issues,
+        plan::plan(&state.desired, &observed, &overrides, now_ms()),
+        state.issues,
     ))
 }
 
-/// One pass: read, observe, plan, apply, record.
+/// One pass: read the source, observe, build desired (isolation + budget), plan, apply,
+/// record.
 pub async fn run_pass<R: ContainerRuntime>(
     ctl: &Arc<Controller<R>>,
     trigger: &str,
 ) -> Result<PassReport, ReconcileError> {
     let started = std::time::Instant::now();
     let timer = ctl.metrics.pass_started();
-    let (desired, issues) = read_desired(&ctl.settings, ctl.proxy.listen())
+    *ctl.pass_counts
+        .lock()
+        .expect("pass counts lock")
+        .entry(trigger.to_string())
+        .or_default() += 1;
+    let snapshot = ctl
+        .source
+        .snapshot()
+        .await
         .inspect_err(|_| ctl.metrics.source_error())?;
-    let span = info_span!("reconcile_pass", revision = %desired.revision, trigger);
+    let revision = snapshot.revision.clone();
+    let span = info_span!("reconcile_pass", revision = %revision, trigger);
     async {
-        for issue in &issues {
-            let app = issue
-                .app
-                .clone()
-                .unwrap_or_else(|| issue.file.display().to_string());
-            ctl.event_once(
-                &app,
-                EventType::SpecInvalid,
-                issue.to_string(),
-                &desired.revision,
-            )
-            .await;
-        }
+        report_source(ctl, &revision).await;
         if ctl.proxy.ensure_running().await? {
             ctl.event(
                 None,
                 EventType::Other("proxy-started".into()),
                 "started the private nginx".to_string(),
-                &desired.revision,
+                &revision,
                 serde_json::Value::Null,
             )
             .await;
         }
         let mut observed = observe(ctl).await?;
-        prober::probe_unknown(ctl, &desired, &mut observed).await;
+        let (state, verdict) = read_desired(ctl, &revision, &snapshot.files, &observed).await?;
+        *ctl.app_files.lock().expect("app files lock") = state.files.clone();
+        for issue in &state.issues {
+            let app = issue
+                .app
+                .clone()
+                .unwrap_or_else(|| issue.file.display().to_string());
+            ctl.event_once(&app, EventType::SpecInvalid, issue.to_string(), &revision)
+                .await;
+        }
+        for (app, q) in &state.quarantined {
+            let message = match &q.last_good_revision {
+                Some(good) => format!(
+                    "quarantined: keeps running its last good spec (revision {good}) until the spec is fixed: {}",
+                    q.reason
+                ),
+                None => format!(
+                    "quarantined: berth has no good spec of this app yet, so it is kept exactly as it runs: {}",
+                    q.reason
+                ),
+            };
+            ctl.event_once(app, EventType::Quarantined, message, &revision)
+                .await;
+        }
+        for app in ctl.desired_apps_not_quarantined(&state) {
+            ctl.clear_reported(&app, EventType::Quarantined);
+        }
+        let refusal = match &verdict {
+            PruneVerdict::Refused { reason, .. } => Some(format!("prune refused: {reason}")),
+            PruneVerdict::Allowed { .. } => None,
+        };
+        let details = serde_json::to_value(&verdict).unwrap_or_default();
+        ctl.global_event_once(
+            EventType::Other("prune-refused".into()),
+            refusal,
+            &revision,
+            details,
+        )
+        .await;
+        let desired = &state.desired;
+        prober::probe_unknown(ctl, desired, &mut observed).await;
         let overrides = read_overrides(&ctl.store).await?;
         let now = now_ms();
-        let plan = plan::plan(&desired, &observed, &overrides, now);
-        let report = apply(ctl, &desired, &observed, &plan).await;
-        record_statuses(ctl, &desired, &plan, &overrides, &report).await;
+        let plan = plan::plan(desired, &observed, &overrides, now);
+        let report = apply(ctl, desired, &observed, &plan).await;
+        record_statuses(ctl, &state, &plan, &overrides, &report).await;
         ctl.metrics.nginx_reloads(report.reloads);
+        forget_removed(ctl, &state, &verdict, &report).await;
+        record_revision(ctl, &state, &verdict, &report).await;
         let duration_ms = started.elapsed().as_millis();
         if plan.has_changes() {
             info!(
@@ -324,12 +483,15 @@ pub async fn run_pass<R: ContainerRuntime>(
             desired: desired.clone(),
             observed,
             plan,
-            issues,
+            issues: state.issues.clone(),
+            quarantined: state.quarantined.clone(),
+            prune: Some(verdict),
+            source: ctl.source.status(),
             duration_ms,
         });
         timer.ok();
         Ok(PassReport {
-            revision: desired.revision.clone(),
+            revision: revision.clone(),
             steps_applied: report.steps_applied,
             steps_failed: report.steps_failed,
             reloads: report.reloads,
@@ -340,15 +502,175 @@ pub async fn run_pass<R: ContainerRuntime>(
     .await
 }
 
+impl<R: ContainerRuntime> Controller<R> {
+    fn desired_apps_not_quarantined(&self, state: &DesiredState) -> Vec<String> {
+        state
+            .desired
+            .apps
+            .keys()
+            .filter(|a| !state.quarantined.contains_key(*a))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Records `source-degraded` once per distinct error and `source-recovered` when it clears.
+async fn report_source<R: ContainerRuntime>(ctl: &Controller<R>, revision: &str) {
+    let status = ctl.source.status();
+    let kind = EventType::Other("source-degraded".into());
+    match &status.degraded {
+        Some(why) => {
+            let message = format!(
+                "source {} is degraded, serving revision {revision} until it recovers: {why}",
+                status.location
+            );
+            ctl.global_event_once(kind, Some(message), revision, serde_json::Value::Null)
+                .await;
+        }
+        None => {
+            if ctl
+                .global_event_once(kind, None, revision, serde_json::Value::Null)
+                .await
+            {
+                ctl.event(
+                    None,
+                    EventType::Other("source-recovered".into()),
+                    format!(
+                        "source {} recovered at revision {revision}",
+                        status.location
+                    ),
+                    revision,
+                    serde_json::Value::Null,
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// Forgets apps that left the source once they are gone from the host, so a later spec of
+/// the same name never revives their old last good spec.
+async fn forget_removed<R: ContainerRuntime>(
+    ctl: &Controller<R>,
+    state: &DesiredState,
+    verdict: &PruneVerdict,
+    report: &apply::ApplyReport,
+) {
+    if verdict.is_refused() || !state.desired.prune_allowed {
+        return;
+    }
+    let known = match ctl.store.apps().await {
+        Ok(rows) => rows,
+        Err(e) => {
+            warn!("cannot list apps: {e}");
+            return;
+        }
+    };
+    for row in known {
+        let name = &row.name;
+        if state.desired.apps.contains_key(name)
+            || state.desired.held.contains_key(name)
+            || report.errors.contains_key(name)
+        {
+            continue;
+        }
+        match ctl.store.delete_app(name).await {
+            Ok(_) => {
+                ctl.written_status.lock().expect("status lock").remove(name);
+                ctl.app_files
+                    .lock()
+                    .expect("app files lock")
+                    .insert(name.clone(), row.source_file.clone());
+                ctl.event(
+                    Some(name),
+                    EventType::Removed,
+                    format!(
+                        "app removed: its spec left the source ({})",
+                        row.source_file
+                    ),
+                    &state.desired.revision,
+                    serde_json::Value::Null,
+                )
+                .await;
+            }
+            Err(e) => warn!(app = %name, "cannot forget removed app: {e}"),
+        }
+    }
+}
+
+/// Records the outcome of this revision in the store (only when it changed).
+async fn record_revision<R: ContainerRuntime>(
+    ctl: &Controller<R>,
+    state: &DesiredState,
+    verdict: &PruneVerdict,
+    report: &apply::ApplyReport,
+) {
+    let revision = &state.desired.revision;
+    let mut notes = Vec::new();
+    if !state.quarantined.is_empty() {
+        let apps: Vec<&str> = state.quarantined.keys().map(String::as_str).collect();
+        notes.push(format!("quarantined: {}", apps.join(", ")));
+    }
+    if let PruneVerdict::Refused { apps, .. } = verdict {
+        notes.push(format!("prune refused for {}", apps.join(", ")));
+    }
+    if !report.errors.is_empty() {
+        let apps: Vec<&str> = report.errors.keys().map(String::as_str).collect();
+        notes.push(format!("failed: {}", apps.join(", ")));
+    }
+    let status = if report.steps_failed > 0 && report.steps_applied == 0 {
+        RevisionStatus::Failed
+    } else if notes.is_empty() {
+        RevisionStatus::Applied
+    } else {
+        RevisionStatus::Partial
+    };
+    let mut message = format!("{} apps", state.desired.apps.len());
+    for note in notes {
+        message.push_str("; ");
+        message.push_str(&note);
+    }
+    let key = (revision.clone(), status, message.clone());
+    if ctl
+        .recorded_revision
+        .lock()
+        .expect("revision lock")
+        .as_ref()
+        == Some(&key)
+    {
+        return;
+    }
+    let source = match ctl.settings.source {
+        SourceConfig::Dir(_) => RevisionSource::Dir,
+        SourceConfig::Git(_) => RevisionSource::Git,
+    };
+    let record = NewRevision {
+        revision: revision.clone(),
+        source,
+        status,
+        message,
+        at: now_ms(),
+    };
+    match ctl.store.record_revision(&record).await {
+        Ok(()) => *ctl.recorded_revision.lock().expect("revision lock") = Some(key),
+        Err(e) => warn!("cannot record revision: {e}"),
+    }
+}
+
 async fn record_statuses<R: ContainerRuntime>(
     ctl: &Controller<R>,
-    desired: &Desired,
+    state: &DesiredState,
     plan: &Plan,
     overrides: &Overrides,
     report: &apply::ApplyReport,
 ) {
     let now = now_ms();
+    let desired: &Desired = &state.desired;
     for (name, app) in &desired.apps {
+        if state.quarantined.contains_key(name) {
+            // Runs its last good spec: status says why; desired and last-good rows stay.
+            continue;
+        }
         let error = report.errors.get(name).cloned();
         let status = if overrides.failed_rollouts.get(name) == Some(&app.hash)
             || report.failed_rollouts.contains(name)
@@ -416,7 +738,17 @@ async fn record_statuses<R: ContainerRuntime>(
             Err(e) => warn!(app = %name, "cannot record status: {e}"),
         }
     }
-    for (name, why) in &desired.held {
+    let quarantined = state
+        .quarantined
+        .iter()
+        .map(|(name, q)| (name, &q.reason))
+        .chain(
+            desired
+                .held
+                .iter()
+                .filter(|(name, _)| !state.quarantined.contains_key(*name)),
+        );
+    for (name, why) in quarantined {
         let key = (AppStatus::Quarantined, Some(why.clone()));
         if ctl.written_status.lock().expect("status lock").get(name) == Some(&key) {
             continue;
@@ -436,12 +768,28 @@ async fn record_statuses<R: ContainerRuntime>(
 }
 
 /// Runs passes until `shutdown` resolves: after each pass it waits for the timer or a
-/// wake-up. Containers and the private nginx keep running after shutdown.
-pub async fn serve<R: ContainerRuntime>(
+/// wake-up (the source's watcher or poll loop, the webhook, the prober). Containers and the
+/// private nginx keep running after shutdown.
+pub async fn serve<R: ContainerRuntime + 'static>(
     ctl: Arc<Controller<R>>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let prober = tokio::spawn(prober::run(ctl.clone()));
+    let waker: Waker = {
+        let weak = Arc::downgrade(&ctl);
+        Arc::new(move |reason| {
+            if let Some(ctl) = weak.upgrade() {
+                ctl.wake_with(reason);
+            }
+        })
+    };
+    let _source_tasks: Option<SourceTasks> = match ctl.source.spawn(waker) {
+        Ok(tasks) => Some(tasks),
+        Err(e) => {
+            warn!("{e}");
+            None
+        }
+    };
     tokio::pin!(shutdown);
     let mut trigger = "start".to_string();
     loop {
@@ -461,7 +809,10 @@ pub async fn serve<R: ContainerRuntime>(
         }
         tokio::select! {
             _ = tokio::time::sleep(ctl.settings.interval) => trigger = "timer".to_string(),
-            _ = ctl.wake.notified() => trigger = "wake".to_string(),
+            _ = ctl.wake.notified() => {
+                let reason = ctl.wake_reason.lock().expect("wake lock").take();
+                trigger = reason.unwrap_or("wake").to_string();
+            }
             _ = &mut shutdown => break,
         }
     }

@@ -176,12 +176,13 @@ pub async fn empty_controller(containers: Vec<ObservedContainer>) -> Fixture {
         "/nonexistent/nginx".into(),
     );
     let settings = Settings {
-        source_dir: state.path().join("no-specs-here"),
+        source: berth::source::SourceConfig::Dir(state.path().join("no-specs-here")),
         interval: Duration::from_secs(5),
         network: "berth-api-test".into(),
         parallel_apps: 1,
         host_env: BTreeMap::from([("REDIS_URL".to_string(), "sdk-value".to_string())]),
         stop_timeout_seconds: 1,
+        deletion_budget: Default::default(),
     };
     let runtime = FakeRuntime {
         containers,
@@ -252,6 +253,7 @@ pub async fn fixture() -> Fixture {
         plan,
         issues: Vec::new(),
         duration_ms: 12,
+        ..LastPass::default()
     };
 
     let store = &fixture.ctl.store;
