@@ -136,9 +136,10 @@ struct Common {
     /// Branch of the --git repository.
     #[arg(long, default_value = "main")]
     branch: String,
-    /// Directory (or file) inside the --git repository holding the specs.
-    #[arg(long, default_value = "")]
-    path: PathBuf,
+    /// Directory (or file) inside the --git repository holding the specs (default: the
+    /// repository root).
+    #[arg(long)]
+    path: Option<PathBuf>,
     /// Seconds between polls of the --git repository.
     #[arg(long, default_value_t = 15)]
     poll: u64,
@@ -523,7 +524,7 @@ fn source_config(common: &Common) -> Result<SourceConfig> {
     let state_dir = std::fs::canonicalize(&common.state_dir)?;
     let mut git = GitConfig::new(url.clone(), state_dir.join("git"));
     git.branch = common.branch.clone();
-    git.path = common.path.clone();
+    git.path = common.path.clone().unwrap_or_default();
     git.poll = Duration::from_secs(common.poll.max(1));
     git.token_env = Some(common.git_token_env.clone());
     git.ssh_key = common.git_ssh_key.clone();
