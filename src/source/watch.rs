@@ -7,7 +7,7 @@
 //! Must not touch: Docker, nginx, the store; it never decides what to reconcile.
 
 use super::{dir, SourceError, Waker};
-use notify::RecursiveMode;
+use notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{new_debouncer, DebounceEventResult};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -59,10 +59,12 @@ pub fn spawn(
             None,
             move |result: DebounceEventResult| match result {
                 Ok(events) => {
-                    if events
-                        .iter()
-                        .any(|e| e.paths.iter().any(|p| relevant(p, &filter_root)))
-                    {
+                    // Access events (open/close, berth's own reads among them) change
+                    // nothing; counting them would make each re-read trigger the next.
+                    if events.iter().any(|e| {
+                        !matches!(e.kind, EventKind::Access(_))
+                            && e.paths.iter().any(|p| relevant(p, &filter_root))
+                    }) {
                         let _ = tx.send(());
                     }
                 }
