@@ -84,7 +84,7 @@ enum Command {
         interval: u64,
         /// Listen for push webhooks (POST /hooks/git, HMAC-SHA256 signed as GitHub or Gitea
         /// send it) on this address; a valid call polls the git source at once.
-        #[arg(long, requires = "git")]
+        #[arg(long)]
         webhook_listen: Option<String>,
         /// Env var holding the webhook's shared secret (at least 16 bytes).
         #[arg(long, default_value = "BERTH_WEBHOOK_SECRET")]
@@ -308,18 +308,25 @@ async fn serve(
     webhook_secret_env: &str,
     api_opts: &ApiServe,
 ) -> Result<u8> {
+    // Check the webhook's settings before touching anything.
+    let secret = match &webhook_listen {
+        Some(_) if common.git.is_none() => {
+            bail!("--webhook-listen needs a --git source (a --dir source is watched already)")
+        }
+        Some(_) => Some(std::env::var(webhook_secret_env).with_context(|| {
+            format!("--webhook-listen needs the shared secret in ${webhook_secret_env}")
+        })?),
+        None => None,
+    };
     let ctl = controller(common, Duration::from_secs(interval.max(1))).await?;
-    let _webhook = match webhook_listen {
-        Some(addr) => {
-            let secret = std::env::var(webhook_secret_env).with_context(|| {
-                format!("--webhook-listen needs the shared secret in ${webhook_secret_env}")
-            })?;
+    let _webhook = match (webhook_listen, secret) {
+        (Some(addr), Some(secret)) => {
             let (bound, task) =
                 source::webhook::spawn(&addr, secret.into_bytes(), ctl.source.clone()).await?;
             tracing::info!(addr = %bound, "webhook listener: POST {}", source::webhook::PATH);
             Some(AbortOnDrop(task))
         }
-        None => None,
+        _ => None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

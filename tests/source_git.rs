@@ -389,3 +389,52 @@ async fn a_short_webhook_secret_is_refused() {
         .to_string();
     assert!(err.contains("shorter than 16 bytes"), "{err}");
 }
+
+#[test]
+fn cli_plans_from_a_git_repository_and_refuses_dir_with_git() {
+    let repo = Repo::new();
+    repo.write(
+        "apps/web.yaml",
+        "apiVersion: v1\nkind: App\nmetadata:\n  name: web\nspec:\n  type: http\n  image: berth-demo:v1\n  ports:\n    - containerPort: 8080\n",
+    );
+    repo.commit("web");
+    let state = tempfile::tempdir().unwrap();
+    let berth = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(args)
+            .env("BERTH_STATE_DIR", state.path())
+            .output()
+            .unwrap()
+    };
+    let url = format!("file://{}", repo.remote.display());
+    let out = berth(&[
+        "plan",
+        "--observed-empty",
+        "--git",
+        &url,
+        "--branch",
+        "main",
+        "--path",
+        "apps",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("+ web: create container"), "{text}");
+    assert!(
+        state.path().join("git").is_dir(),
+        "the mirror lives in the state dir"
+    );
+
+    let out = berth(&["plan", "--observed-empty", "--git", &url, "--dir", "x"]);
+    assert_eq!(out.status.code(), Some(2), "clap usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+
+    let out = berth(&["serve", "--dir", ".", "--webhook-listen", "127.0.0.1:0"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--git"));
+}
