@@ -484,8 +484,16 @@ async fn git_commit_is_served_within_one_poll_then_revert_and_force_push() {
         .await;
     let web = h.settled("web", 1).await;
     assert_eq!(web[0].revision, rewritten);
-    let revisions = h.ctl.store.revisions(20).await.unwrap();
-    assert!(revisions.iter().any(|r| r.revision == rewritten));
+    // The pass records the revision's outcome when it ends.
+    let start = Instant::now();
+    loop {
+        let revisions = h.ctl.store.revisions(20).await.unwrap();
+        if revisions.iter().any(|r| r.revision == rewritten) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{revisions:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
