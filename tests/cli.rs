@@ -163,7 +163,9 @@ fn serve_converges_and_sigterm_leaves_containers_running() {
             ),
         )
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(state.path().join("berth.log")).unwrap())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
         .spawn()
         .unwrap();
     let nginx_pid = state.path().join("nginx/nginx.pid");
@@ -179,6 +181,9 @@ fn serve_converges_and_sigterm_leaves_containers_running() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(served, "berth serve did not serve /web/ within 60 s");
+    // Let the pass that made it serve finish (its reload confirmation waits for nginx's old
+    // workers to leave the socket) so SIGTERM lands between passes, as in normal operation.
+    std::thread::sleep(Duration::from_millis(500));
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -210,11 +215,16 @@ fn serve_converges_and_sigterm_leaves_containers_running() {
         "containers keep running after SIGTERM"
     );
     // nginx keeps serving too.
+    let answer = http_get(&format!("127.0.0.1:{port}"), "/web/", None).unwrap();
     assert_eq!(
-        http_get(&format!("127.0.0.1:{port}"), "/web/", None)
-            .unwrap()
-            .0,
-        200
+        answer.0,
+        200,
+        "{answer:?}; berth's log:\n{}\nnginx error log:\n{}\nconf.d: {:?}",
+        std::fs::read_to_string(state.path().join("berth.log")).unwrap_or_default(),
+        std::fs::read_to_string(state.path().join("nginx/logs/error.log")).unwrap_or_default(),
+        std::fs::read_dir(state.path().join("nginx/conf.d"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+            .unwrap_or_default()
     );
 }
 
