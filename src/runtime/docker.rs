@@ -3,7 +3,8 @@
 //! Owns: connecting like the docker CLI (`DOCKER_HOST`, unix:// and tcp://, API version
 //! negotiation), the single labelled list call behind `observe`, create/start/stop/remove of
 //! berth-owned containers, the berth bridge network, mapping bollard errors to
-//! [`RuntimeError`], and the per-kind API call counters ([`DockerRuntime::calls`]).
+//! [`RuntimeError`], the per-kind API call counters ([`DockerRuntime::calls`]), and read-only
+//! one-shot stats of berth's containers (at most [`STATS_CONCURRENCY`] in flight).
 //!
 //! Must not touch: any container that lacks `berth.managed=true` (or, when this runtime has an
 //! instance, lacks the matching `berth.instance`; without an instance, containers that carry
@@ -12,13 +13,14 @@
 //! images, never touches nginx or the store, and never logs env values.
 
 use super::{
-    CallCounts, ContainerRequest, ContainerRuntime, ContainerState, ObservedContainer,
-    RuntimeError, LABEL_APP, LABEL_INSTANCE, LABEL_MANAGED, LABEL_PORT, LABEL_REVISION,
-    LABEL_SPEC_HASH,
+    CallCounts, ContainerRequest, ContainerRuntime, ContainerState, ContainerStats,
+    ObservedContainer, RuntimeError, LABEL_APP, LABEL_INSTANCE, LABEL_MANAGED, LABEL_PORT,
+    LABEL_REVISION, LABEL_SPEC_HASH,
 };
 use bollard::container::{
     Config, CreateContainerOptions, InspectContainerOptions, ListContainersOptions,
-    RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+    MemoryStatsStats, RemoveContainerOptions, StartContainerOptions, Stats, StatsOptions,
+    StopContainerOptions,
 };
 use bollard::errors::Error as BollardError;
 use bollard::models::{
@@ -38,6 +40,8 @@ pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 const REQUEST_TIMEOUT_SECS: u64 = 120;
 /// Port the docker CLI assumes for `tcp://host` without a port (plain HTTP).
 const DEFAULT_TCP_PORT: u16 = 2375;
+/// One-shot stats calls in flight at once (each is a few cgroup reads in dockerd).
+pub const STATS_CONCURRENCY: usize = 8;
 
 #[derive(Default)]
 struct Counters {
@@ -48,6 +52,7 @@ struct Counters {
     stop: AtomicU64,
     remove: AtomicU64,
     network: AtomicU64,
+    stats: AtomicU64,
 }
 
 impl Counters {
@@ -246,6 +251,7 @@ impl DockerRuntime {
             stop: c.stop.load(Ordering::Relaxed),
             remove: c.remove.load(Ordering::Relaxed),
             network: c.network.load(Ordering::Relaxed),
+            stats: c.stats.load(Ordering::Relaxed),
         }
     }
 
@@ -645,6 +651,59 @@ fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
+/// Maps one engine stats answer; `None` for a container that is not running (the engine
+/// answers with zeroed counters then).
+fn stats_from(id: &str, stats: &Stats) -> Option<ContainerStats> {
+    let cpu = &stats.cpu_stats;
+    if cpu.cpu_usage.total_usage == 0 && cpu.system_cpu_usage.unwrap_or(0) == 0 {
+        return None;
+    }
+    let online_cpus = cpu
+        .online_cpus
+        .map(|n| n as u32)
+        .or_else(|| cpu.cpu_usage.percpu_usage.as_ref().map(|v| v.len() as u32))
+        .filter(|n| *n > 0)
+        .unwrap_or(1);
+    let memory = &stats.memory_stats;
+    // What `docker stats` shows: usage less the inactive page cache.
+    let cache = match memory.stats {
+        Some(MemoryStatsStats::V1(v1)) => v1.total_inactive_file,
+        Some(MemoryStatsStats::V2(v2)) => v2.inactive_file,
+        None => 0,
+    };
+    let usage = memory.usage.unwrap_or(0);
+    Some(ContainerStats {
+        id: id.to_string(),
+        cpu_total_ns: cpu.cpu_usage.total_usage,
+        system_cpu_ns: cpu.system_cpu_usage,
+        online_cpus,
+        memory_bytes: usage.saturating_sub(cache),
+        memory_limit_bytes: memory.limit.unwrap_or(0),
+    })
+}
+
+impl DockerRuntime {
+    /// One one-shot stats call. `Ok(None)` when the container is gone or not running.
+    async fn stats_one(&self, id: &str) -> Result<Option<ContainerStats>, RuntimeError> {
+        use futures_util::StreamExt;
+        Counters::bump(&self.counters.stats);
+        let options = StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let mut stream = self.docker.stats(id, Some(options));
+        match stream.next().await {
+            None => Ok(None),
+            Some(Ok(stats)) => Ok(stats_from(id, &stats)),
+            Some(Err(BollardError::DockerResponseServerError {
+                status_code: 404 | 409,
+                ..
+            })) => Ok(None),
+            Some(Err(e)) => Err(self.map_err("stats", e)),
+        }
+    }
+}
+
 impl ContainerRuntime for DockerRuntime {
     async fn observe(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
         let mut wanted = vec![format!("{LABEL_MANAGED}=true")];
@@ -846,6 +905,27 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn inspect(&self, id: &str) -> Result<Option<ObservedContainer>, RuntimeError> {
         Ok(self.owned("inspect", id).await?.map(observed_from_inspect))
+    }
+
+    async fn stats(&self, ids: &[String]) -> Result<Vec<ContainerStats>, RuntimeError> {
+        use futures_util::{stream, StreamExt};
+        let calls: Vec<_> = ids
+            .iter()
+            .cloned()
+            .map(|id| async move { self.stats_one(&id).await })
+            .collect();
+        let results: Vec<Result<Option<ContainerStats>, RuntimeError>> = stream::iter(calls)
+            .buffer_unordered(STATS_CONCURRENCY)
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(results.len());
+        for result in results {
+            if let Some(stats) = result? {
+                out.push(stats);
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
     }
 
     async fn ensure_network(&self, name: &str) -> Result<(), RuntimeError> {

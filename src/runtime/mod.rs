@@ -1,6 +1,7 @@
 //! The container runtime boundary: the `ContainerRuntime` trait, the observed-state types
 //! it returns, and the ownership labels. `docker.rs` is the only code that talks to the
-//! Docker Engine (bollard). Callers other than `reconcile` may only use `observe`.
+//! Docker Engine (bollard). Callers other than `reconcile` may only use the read-only
+//! methods `observe` and `stats` (the autoscaler's collector uses `stats`).
 //! Must not touch: nginx, the store, or any container without `berth.managed=true`.
 
 pub mod docker;
@@ -125,6 +126,8 @@ pub struct CallCounts {
     pub remove: u64,
     /// Network creations (`ensure_network` is cached, so a steady state makes none).
     pub network: u64,
+    /// One-shot stats calls (read-only; the autoscaler's collector).
+    pub stats: u64,
 }
 
 impl CallCounts {
@@ -143,8 +146,27 @@ impl CallCounts {
             stop: self.stop.saturating_sub(earlier.stop),
             remove: self.remove.saturating_sub(earlier.remove),
             network: self.network.saturating_sub(earlier.network),
+            stats: self.stats.saturating_sub(earlier.stats),
         }
     }
+}
+
+/// One one-shot resource sample of a running container (raw counters; the autoscaler turns
+/// two samples into a CPU share).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerStats {
+    pub id: String,
+    /// Total CPU time the container used, nanoseconds (cgroup counter).
+    pub cpu_total_ns: u64,
+    /// Host-wide CPU time at the same moment, nanoseconds (all CPUs); `None` when the engine
+    /// does not report it.
+    pub system_cpu_ns: Option<u64>,
+    /// CPUs the host has online (the scale of `system_cpu_ns`).
+    pub online_cpus: u32,
+    /// Memory in use without the page cache that can be dropped (what `docker stats` shows).
+    pub memory_bytes: u64,
+    /// Memory limit (the host's memory when the container has none).
+    pub memory_limit_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,4 +206,11 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<ObservedContainer>, RuntimeError>> + Send;
     /// Makes sure the dedicated network exists.
     fn ensure_network(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Read-only: one one-shot stats call per id (ids come from `observe`, so they are
+    /// berth's), a bounded number in flight at once. Containers that are gone or not running
+    /// are left out; any other failure fails the whole call.
+    fn stats(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<ContainerStats>, RuntimeError>> + Send;
 }
