@@ -1,5 +1,6 @@
 //! berth: a declarative reconciler for one Docker host. See ARCHITECTURE.md for the code map.
 pub mod api;
+pub mod autoscale;
 pub mod health;
 pub mod plan;
 pub mod proxy;
