@@ -4,6 +4,8 @@
 
 use anyhow::{bail, Context, Result};
 use berth::api::{self, client::Client, ApiConfig};
+use berth::autoscale::policy::PolicyConfig;
+use berth::autoscale::AutoscaleSettings;
 use berth::plan::display;
 use berth::plan::prune::DeletionBudget;
 use berth::proxy::Proxy;
@@ -91,6 +93,8 @@ enum Command {
         webhook_secret_env: String,
         #[command(flatten)]
         api: ApiServe,
+        #[command(flatten)]
+        autoscale: AutoscaleArgs,
     },
     /// Show apps (or one app) as the running `berth serve` reports them through its API.
     Status {
@@ -122,6 +126,33 @@ struct ApiServe {
     /// (default: $BERTH_API_TOKEN; neither set: no token).
     #[arg(long)]
     api_token_file: Option<PathBuf>,
+}
+
+/// The autoscaler (apps with `scaling.policy.mode: auto`).
+#[derive(Args, Clone)]
+struct AutoscaleArgs {
+    /// Seconds between autoscaler ticks (fractions allowed).
+    #[arg(long, default_value_t = 15.0, value_parser = positive_seconds)]
+    autoscale_tick: f64,
+    /// Do not run the autoscaler (overrides already in the store still apply).
+    #[arg(long)]
+    no_autoscale: bool,
+    /// Scale-in stabilization window in seconds [default: each app's windowSeconds].
+    #[arg(long)]
+    autoscale_stabilization: Option<u32>,
+    /// nginx access log in berth's JSON log_format, for production mode (the private
+    /// nginx's own log is used by default).
+    #[arg(long)]
+    autoscale_access_log: Option<PathBuf>,
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.1..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0.1 and 86400"
+        )),
+    }
 }
 
 #[derive(Args, Clone)]
@@ -281,7 +312,18 @@ async fn run(command: Command) -> Result<u8> {
             webhook_listen,
             webhook_secret_env,
             api,
-        } => serve(&common, interval, webhook_listen, &webhook_secret_env, &api).await,
+            autoscale,
+        } => {
+            serve(
+                &common,
+                interval,
+                webhook_listen,
+                &webhook_secret_env,
+                &api,
+                &autoscale,
+            )
+            .await
+        }
         Command::Status {
             app,
             api,
@@ -307,6 +349,7 @@ async fn serve(
     webhook_listen: Option<String>,
     webhook_secret_env: &str,
     api_opts: &ApiServe,
+    autoscale: &AutoscaleArgs,
 ) -> Result<u8> {
     // Check the webhook's settings before touching anything.
     let secret = match &webhook_listen {
@@ -319,6 +362,22 @@ async fn serve(
         None => None,
     };
     let ctl = controller(common, Duration::from_secs(interval.max(1))).await?;
+    if !autoscale.no_autoscale {
+        if ctl.proxy.access_log().is_none() && autoscale.autoscale_access_log.is_none() {
+            tracing::warn!(
+                "autoscaler: no nginx access log in production mode, so no request \
+                 rate or latency (CPU and memory only); pass --autoscale-access-log"
+            );
+        }
+        ctl.enable_autoscale(AutoscaleSettings {
+            tick: Duration::from_secs_f64(autoscale.autoscale_tick),
+            policy: PolicyConfig {
+                scale_in_stabilization_seconds: autoscale.autoscale_stabilization,
+                ..PolicyConfig::default()
+            },
+            access_log: autoscale.autoscale_access_log.clone(),
+        });
+    }
     let _webhook = match (webhook_listen, secret) {
         (Some(addr), Some(secret)) => {
             let (bound, task) =

@@ -546,6 +546,12 @@ async fn git_webhook_makes_the_poll_immediate() {
         committed.elapsed()
     );
     assert_eq!(h.ctl.source.status().revision.as_deref(), Some(v1.as_str()));
+    // The change may have been applied by a pass already running (a confirming pass reads
+    // the fresh snapshot too); the webhook's own wake-up still leads to a pass of its own.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.ctl.passes("webhook") == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(h.ctl.passes("webhook") >= 1);
     hook.abort();
 }

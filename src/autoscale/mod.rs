@@ -487,7 +487,7 @@ pub async fn run<R: ContainerRuntime>(ctl: Arc<Controller<R>>, settings: Autosca
         match scaler.tick(&ctl, now_ms()).await {
             Ok(report) => {
                 if report.written + report.cleared > 0 {
-                    ctl.wake.notify_one();
+                    ctl.wake_with("autoscale");
                 }
             }
             Err(e) => warn!("{e}"),

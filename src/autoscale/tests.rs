@@ -101,12 +101,13 @@ async fn setup(yaml: &str, ready: u16) -> Setup {
     let log = proxy.access_log().unwrap();
     std::fs::create_dir_all(log.parent().unwrap()).unwrap();
     let settings = Settings {
-        source_dir: dir.path().to_path_buf(),
+        source: crate::source::SourceConfig::Dir(dir.path().to_path_buf()),
         interval: Duration::from_secs(1),
         network: "test".into(),
         parallel_apps: 1,
         host_env: BTreeMap::new(),
         stop_timeout_seconds: 1,
+        deletion_budget: Default::default(),
     };
     let store = Store::open_in_memory().await.unwrap();
     let ctl = Controller::new(FakeRuntime::default(), proxy, store, settings);
@@ -121,7 +122,14 @@ async fn setup(yaml: &str, ready: u16) -> Setup {
 async fn set_last_pass(ctl: &Controller<FakeRuntime>, yaml: &str, ready: u16) {
     let loaded = crate::spec::load_files(&[(PathBuf::from("web.yaml"), yaml.to_string())]);
     assert!(loaded.issues.is_empty(), "{:?}", loaded.issues);
-    let desired = desired_from(&loaded, "rev1", "127.0.0.1:1");
+    let desired = desired_from(
+        &loaded,
+        "rev1",
+        "127.0.0.1:1",
+        &BTreeMap::new(),
+        &Default::default(),
+    )
+    .desired;
     let hash = desired.apps["web"].hash.clone();
     let mut observed = Observed::default();
     for n in 0..ready {
@@ -153,6 +161,7 @@ async fn set_last_pass(ctl: &Controller<FakeRuntime>, yaml: &str, ready: u16) {
         plan,
         issues: Vec::new(),
         duration_ms: 1,
+        ..LastPass::default()
     });
 }
 

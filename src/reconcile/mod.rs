@@ -100,6 +100,8 @@ pub struct Controller<R: ContainerRuntime> {
     pub pass_counts: Mutex<BTreeMap<String, u64>>,
     pub probes: Mutex<ProbeTracker>,
     pub heal: Mutex<BTreeMap<String, HealState>>,
+    /// Set by `enable_autoscale`: `serve` then runs the autoscaler next to the loop.
+    autoscale: Mutex<Option<crate::autoscale::AutoscaleSettings>>,
     pub last: Mutex<Option<LastPass>>,
     /// Wakes the loop early (prober saw a health change, a source changed, ...).
     pub wake: Notify,
@@ -136,6 +138,7 @@ impl<R: ContainerRuntime> Controller<R> {
             pass_counts: Mutex::new(BTreeMap::new()),
             probes: Mutex::new(ProbeTracker::default()),
             heal: Mutex::new(BTreeMap::new()),
+            autoscale: Mutex::new(None),
             last: Mutex::new(None),
             wake: Notify::new(),
             reported: Mutex::new(HashMap::new()),
@@ -161,6 +164,12 @@ impl<R: ContainerRuntime> Controller<R> {
             .get(trigger)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Makes `serve` run the autoscaler (it writes replica overrides into the store and
+    /// wakes this loop; it never touches Docker or nginx itself).
+    pub fn enable_autoscale(&self, settings: crate::autoscale::AutoscaleSettings) {
+        *self.autoscale.lock().expect("autoscale lock") = Some(settings);
     }
 
     /// Records an event in the store and the log. Store failures are logged, not fatal:
@@ -790,6 +799,8 @@ pub async fn serve<R: ContainerRuntime + 'static>(
             None
         }
     };
+    let autoscale = ctl.autoscale.lock().expect("autoscale lock").clone();
+    let autoscaler = autoscale.map(|s| tokio::spawn(crate::autoscale::run(ctl.clone(), s)));
     tokio::pin!(shutdown);
     let mut trigger = "start".to_string();
     loop {
@@ -817,5 +828,8 @@ pub async fn serve<R: ContainerRuntime + 'static>(
         }
     }
     prober.abort();
+    if let Some(autoscaler) = autoscaler {
+        autoscaler.abort();
+    }
     info!("reconcile loop stopped; containers and nginx keep running");
 }

@@ -134,7 +134,7 @@ pub(crate) async fn run<R: ContainerRuntime>(ctl: Arc<Controller<R>>) {
             }
         }
         if !changes.is_empty() {
-            ctl.wake.notify_one();
+            ctl.wake_with("health");
         }
     }
 }

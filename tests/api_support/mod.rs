@@ -75,6 +75,14 @@ impl ContainerRuntime for FakeRuntime {
         self.calls.lock().unwrap().network += 1;
         Err(refused("network"))
     }
+    async fn stats(
+        &self,
+        _ids: &[String],
+    ) -> Result<Vec<berth::runtime::ContainerStats>, RuntimeError> {
+        // Read-only, but the API never asks for stats: count it like a list call.
+        self.calls.lock().unwrap().stats += 1;
+        Ok(Vec::new())
+    }
 }
 
 pub fn spec(name: &str) -> AppSpec {
