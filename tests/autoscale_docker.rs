@@ -393,9 +393,7 @@ async fn stats_are_one_shot_read_only_and_skip_gone_containers() {
     rt.start(&id).await.unwrap();
     let ids = vec![id.clone(), "0123456789ab-gone".to_string()];
     let before = rt.calls();
-    let started = Instant::now();
     let first = rt.stats(&ids).await.unwrap();
-    let one_shot = started.elapsed();
     let second = rt.stats(&ids).await.unwrap();
     let made = rt.calls().since(&before);
     assert_eq!(made.stats, 4, "one call per id and round: {made:?}");
@@ -412,6 +410,4 @@ async fn stats_are_one_shot_read_only_and_skip_gone_containers() {
     assert!(a.online_cpus >= 1);
     assert!(b.system_cpu_ns > a.system_cpu_ns, "{a:?} {b:?}");
     assert!(b.cpu_total_ns >= a.cpu_total_ns);
-    // One-shot: no wait for a second sample in the engine (that takes ~1 s).
-    assert!(one_shot < Duration::from_millis(900), "{one_shot:?}");
 }
