@@ -557,26 +557,10 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                 self.report.failed(self.app, message.clone());
                 self.ctl.metrics.steps_failed("replace", 1);
                 if never_healthy && *reason == ReplaceReason::Outdated {
-                    self.report.failed_rollouts.insert(self.app.to_string());
-                    if let Err(e) = self
-                        .ctl
-                        .store
-                        .mark_rollout_failed(self.app, hash, self.revision, &message, now_ms())
-                        .await
-                    {
-                        warn!(app = self.app, "cannot record failed rollout: {e}");
-                    }
-                    self.ctl
-                        .event(
-                            Some(self.app),
-                            EventType::RolloutFailed,
-                            format!(
-                                "rollout of spec {hash} failed, the previous containers keep serving: {message}"
-                            ),
-                            self.revision,
-                            serde_json::json!({ "spec_hash": hash }),
-                        )
-                        .await;
+                    let text = format!(
+                        "rollout of spec {hash} failed, the previous containers keep serving: {message}"
+                    );
+                    self.record_failed_rollout(hash, &message, text).await;
                 } else {
                     self.ctl
                         .event_once(self.app, EventType::RuntimeError, message, self.revision)
@@ -585,6 +569,29 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                 false
             }
         }
+    }
+
+    /// Remembers that spec `hash` never became healthy (not retried until the spec
+    /// changes) and reports it.
+    async fn record_failed_rollout(&mut self, hash: &str, reason: &str, text: String) {
+        self.report.failed_rollouts.insert(self.app.to_string());
+        if let Err(e) = self
+            .ctl
+            .store
+            .mark_rollout_failed(self.app, hash, self.revision, reason, now_ms())
+            .await
+        {
+            warn!(app = self.app, "cannot record failed rollout: {e}");
+        }
+        self.ctl
+            .event(
+                Some(self.app),
+                EventType::RolloutFailed,
+                text,
+                self.revision,
+                serde_json::json!({ "spec_hash": hash }),
+            )
+            .await;
     }
 
     /// Counts one self-heal repair; reports the app when it just became quarantined.
@@ -660,29 +667,8 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                             .event_once(self.app, EventType::RuntimeError, message, self.revision)
                             .await;
                     } else {
-                        self.report.failed_rollouts.insert(self.app.to_string());
-                        if let Err(e) = self
-                            .ctl
-                            .store
-                            .mark_rollout_failed(
-                                self.app,
-                                &desired.hash,
-                                self.revision,
-                                &message,
-                                now_ms(),
-                            )
-                            .await
-                        {
-                            warn!(app = self.app, "cannot record failed rollout: {e}");
-                        }
-                        self.ctl
-                            .event(
-                                Some(self.app),
-                                EventType::RolloutFailed,
-                                format!("spec {} never became healthy: {message}", desired.hash),
-                                self.revision,
-                                serde_json::json!({ "spec_hash": desired.hash }),
-                            )
+                        let text = format!("spec {} never became healthy: {message}", desired.hash);
+                        self.record_failed_rollout(&desired.hash, &message, text)
                             .await;
                     }
                 }
