@@ -9,5 +9,6 @@ ids=$(docker ps -a --filter label=berth.managed=true --format '{{.ID}} {{.Label 
 if [ -f .berth/nginx/nginx.pid ]; then
   nginx -p .berth/nginx/ -c "$PWD/.berth/nginx/nginx.conf" -e "$PWD/.berth/nginx/logs/error.log" -s quit || true
 fi
+docker network rm berth >/dev/null 2>&1 || true
 rm -rf .berth
 echo "demo-clean: done"

@@ -114,14 +114,16 @@ enum Kind {
     Git { poll: Duration },
 }
 
+/// Fields drop in order: nginx stops first (its pid file lives under `dir`, which is deleted
+/// when `dir` drops), containers are removed last.
 struct Harness {
+    _nginx: NginxGuard,
     dir: tempfile::TempDir,
     ctl: Arc<Controller<DockerRuntime>>,
     settings: Settings,
     state_path: PathBuf,
     port: u16,
     repo: Option<Repo>,
-    _nginx: NginxGuard,
     _cleanup: DockerCleanup,
 }
 
