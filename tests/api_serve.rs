@@ -10,17 +10,9 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{ensure_images, unique_name, DockerCleanup};
+use support::{ensure_images, free_port, unique_name, DockerCleanup};
 
 const TOKEN: &str = "serve-t0ken";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Stops the private nginx the child started, and the child itself, when the test ends.
 struct Guard {

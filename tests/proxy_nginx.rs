@@ -2,28 +2,14 @@
 //! one reload, reject a bad batch and restore the previous files, no reload when nothing
 //! changed, restart after nginx is killed. Traffic only to 127.0.0.1.
 
+mod support;
+
 use berth::plan::render;
 use berth::proxy::{Proxy, ProxyError};
 use berth::spec::{AppSpec, AppType, Resources, Route, Termination};
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::time::Duration;
-
-fn nginx_binary() -> PathBuf {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("nginx is not installed: run scripts/setup.sh (apt-get install nginx)")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::{free_port, nginx_binary};
 
 struct Running {
     proxy: Proxy,

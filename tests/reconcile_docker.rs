@@ -12,11 +12,12 @@ use berth::runtime::docker::DockerRuntime;
 use berth::runtime::{ContainerRuntime, ContainerState};
 use berth::store::{AppStatus, EventQuery, EventType, Store};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{ensure_images, http_get, unique_name, DockerCleanup};
+use support::{
+    ensure_images, free_port, http_get, nginx_binary, unique_name, DockerCleanup, NginxGuard,
+};
 
 /// Fields drop in order: nginx stops (its pid file is in `_state`) before the state dir
 /// is deleted, containers are removed last.
@@ -27,39 +28,6 @@ struct Harness {
     ctl: Arc<Controller<DockerRuntime>>,
     port: u16,
     _cleanup: DockerCleanup,
-}
-
-/// Stops the test's private nginx even when the test panics.
-struct NginxGuard {
-    prefix: PathBuf,
-}
-
-impl Drop for NginxGuard {
-    fn drop(&mut self) {
-        let pid_file = self.prefix.join("nginx.pid");
-        if let Ok(pid) = std::fs::read_to_string(&pid_file) {
-            let _ = std::process::Command::new("kill")
-                .args(["-QUIT", pid.trim()])
-                .status();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn nginx_binary() -> PathBuf {
-    for candidate in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
-        if std::path::Path::new(candidate).exists() {
-            return candidate.into();
-        }
-    }
-    panic!("nginx is not installed: run scripts/setup.sh (apt-get install nginx)");
 }
 
 impl Harness {

@@ -20,36 +20,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{ensure_images, http_get, unique_name, DockerCleanup};
-
-/// Stops the test's private nginx even when the test panics.
-struct NginxGuard {
-    prefix: PathBuf,
-}
-
-impl Drop for NginxGuard {
-    fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.prefix.join("nginx.pid")) {
-            let _ = Command::new("kill").args(["-QUIT", pid.trim()]).status();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn nginx_binary() -> PathBuf {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("nginx is not installed: run scripts/setup.sh (apt-get install nginx)")
-}
+use support::{
+    ensure_images, free_port, http_get, nginx_binary, unique_name, DockerCleanup, NginxGuard,
+};
 
 /// A bare "remote" plus a work clone to commit from (git CLI).
 struct Repo {

@@ -274,3 +274,36 @@ pub fn wait_http(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A free TCP port on 127.0.0.1 (bound, read, released) for a test's private nginx.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral loopback port")
+        .local_addr()
+        .expect("read the bound address")
+        .port()
+}
+
+/// Debian's nginx binary; panics with what to do when nginx is not installed.
+pub fn nginx_binary() -> PathBuf {
+    ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("nginx is not installed: run scripts/setup.sh (apt-get install nginx)")
+}
+
+/// Stops a test's private nginx (prefix `prefix`) when dropped, even when the test panics.
+/// Declare it before the temp dir holding `prefix`, so it drops (and reads the pid file)
+/// before that dir is deleted.
+pub struct NginxGuard {
+    pub prefix: PathBuf,
+}
+
+impl Drop for NginxGuard {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.prefix.join("nginx.pid")) {
+            let _ = Command::new("kill").args(["-QUIT", pid.trim()]).status();
+        }
+    }
+}
