@@ -27,7 +27,7 @@ use bollard::models::{
     ContainerInspectResponse, ContainerSummary, HostConfig, PortBinding, PortMap, RestartPolicy,
     RestartPolicyNameEnum,
 };
-use bollard::network::CreateNetworkOptions;
+use bollard::network::{CreateNetworkOptions, ListNetworksOptions};
 use bollard::{Docker, API_DEFAULT_VERSION};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -156,6 +156,46 @@ fn parse_docker_host(host: &str) -> Result<Endpoint, String> {
 }
 
 impl DockerRuntime {
+    /// Docker 20.10's duplicate-name check is not atomic: two berth processes (say, one
+    /// killed while its create was in flight and its successor) can create two networks
+    /// with one name, after which every attach by name fails as ambiguous. Keep the oldest
+    /// berth-labelled network of that name and remove the others (never a foreign one).
+    async fn remove_duplicate_networks(&self, name: &str) -> Result<(), RuntimeError> {
+        let options = ListNetworksOptions {
+            filters: HashMap::from([("name".to_string(), vec![name.to_string()])]),
+        };
+        Counters::bump(&self.counters.list);
+        let mut same: Vec<_> = self
+            .docker
+            .list_networks(Some(options))
+            .await
+            .map_err(|e| self.map_err("list networks", e))?
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .collect();
+        if same.len() < 2 {
+            return Ok(());
+        }
+        same.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
+        for extra in same.iter().skip(1) {
+            let ours = extra
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.get(LABEL_MANAGED).map(String::as_str) == Some("true"));
+            let (Some(id), true) = (extra.id.as_deref(), ours) else {
+                continue;
+            };
+            Counters::bump(&self.counters.network);
+            match self.docker.remove_network(id).await {
+                Ok(()) => tracing::warn!(network = %name, id, "removed a duplicate network"),
+                Err(e) => {
+                    tracing::warn!(network = %name, id, "cannot remove a duplicate network: {e}")
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Connects like the docker CLI: `DOCKER_HOST` (unix:// or tcp://), else the default unix
     /// socket. Pings the engine and negotiates the API version (this engine speaks 1.41).
     /// `instance` scopes everything to containers labelled `berth.instance=<instance>`.
@@ -833,7 +873,16 @@ impl ContainerRuntime for DockerRuntime {
         self.docker
             .start_container(id, None::<StartContainerOptions<String>>)
             .await
-            .map_err(|e| self.map_err("start", e))?;
+            .map_err(|e| {
+                // Two networks with one name (see remove_duplicate_networks): forget what we
+                // know so the next ensure_network repairs it.
+                if e.to_string().contains("is ambiguous") {
+                    if let Ok(mut known) = self.known_networks.lock() {
+                        known.clear();
+                    }
+                }
+                self.map_err("start", e)
+            })?;
         tracing::info!(container = %id, "started container");
         Ok(())
     }
@@ -957,6 +1006,7 @@ impl ContainerRuntime for DockerRuntime {
             }) if status_code == 409 || message.contains("already exists") => {}
             Err(e) => return Err(self.map_err("create network", e)),
         }
+        self.remove_duplicate_networks(name).await?;
         if let Ok(mut known) = self.known_networks.lock() {
             known.insert(name.to_string());
         }
