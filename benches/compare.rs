@@ -207,6 +207,26 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// "median (min-max)" in whole milliseconds; just the value for one run.
+fn cell(v: &[f64]) -> String {
+    let m = median(v.to_vec());
+    if v.len() < 2 {
+        return format!("{m:.0}");
+    }
+    let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().cloned().fold(0.0, f64::max);
+    format!("{m:.0} ({lo:.0}–{hi:.0})")
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// (a) berth: `run_pass` start -> every app answers 200 through nginx; also pass complete.
 async fn berth_converge(n: usize, run: usize) -> (f64, f64) {
     let env = env(&format!("b{n}x{run}"));
@@ -412,12 +432,7 @@ fn machine() -> String {
         sh("docker", &["version", "--format", "{{.Server.Version}}"]),
         nginx.trim_start_matches("nginx version: "),
         compose,
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
+        loadavg(),
     )
 }
 
@@ -433,6 +448,7 @@ async fn main() {
         status.map(|s| s.success()).unwrap_or(false),
         "examples/images/build.sh failed"
     );
+    let start_load = loadavg();
     let machine = machine();
     let mut md = String::new();
 
@@ -532,7 +548,7 @@ async fn main() {
     let _ = writeln!(
         md,
         "\n### Convergence from empty to all answering 200 (1 replica each, `{IMAGE}`)\n\n\
-         Medians in ms; ratio = berth / other. berth: `run_pass` start -> every app 200 through \
+         Median (min–max) in ms; ratio of medians = berth / other. berth: `run_pass` start -> every app 200 through \
          nginx (nginx already running); compose: `docker-compose up -d` start -> every service \
          200 on its published port; raw: bollard create+start+inspect, {PARALLEL} at a time -> \
          each 200 on its port.\n\n\
@@ -561,15 +577,34 @@ async fn main() {
             );
         }
         let runs = b.len();
-        let (b, bd, c, cu, r) = (median(b), median(bd), median(c), median(cu), median(r));
+        let ratio_c = median(b.clone()) / median(c.clone());
+        let ratio_r = median(b.clone()) / median(r.clone());
         let _ = writeln!(
             md,
-            "| {n} | {runs} | {b:.0} | {bd:.0} | {c:.0} | {cu:.0} | {r:.0} | {:.2} | {:.2} |",
-            b / c,
-            b / r
+            "| {n} | {runs} | {} | {} | {} | {} | {} | {ratio_c:.2} | {ratio_r:.2} |",
+            cell(&b),
+            cell(&bd),
+            cell(&c),
+            cell(&cu),
+            cell(&r)
         );
     }
 
+    let end_load = loadavg();
+    let _ = writeln!(md, "\nLoad average at the end of the run: {end_load}.");
+    let busiest = [start_load.as_str(), end_load.as_str()]
+        .iter()
+        .filter_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+        .fold(0.0, f64::max);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    if busiest > cores {
+        let _ = writeln!(
+            md,
+            "\n**Loaded run:** the 1-minute load average reached {busiest:.1} on {cores} cores \
+             (other work shared the machine), so absolute times are inflated and the spread is \
+             wide; compare ratios, and re-run on a quiet machine for absolute figures."
+        );
+    }
     println!("{machine}{md}");
     if write_results {
         let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "bench", "RESULTS.md"]
@@ -592,7 +627,14 @@ engine started them, and each service answers on its own published port. berth w
 later by design, and its figure includes the nginx hop.\n\
 - The raw bollard path is the floor for create+start on this engine (no network of its own, \
 no health check, no store, no proxy); berth's distance to it is the price of the health gate, \
-the per-app network attach, the SQLite state and the nginx reload.\n\
-- The compose figure includes `docker-compose` v1's Python start-up (~0.5-1 s) and one `docker \
-ps` to find the published ports.\n\
+its own user-defined network, the SQLite state and the nginx reload.\n\
+- The compose figure includes `docker-compose` v1's Python start-up (`docker-compose version` \
+alone takes ~0.4 s here) and one `docker ps` to find the published ports; compose also \
+creates its network per project.\n\
+- At N = 1 berth's figure can come out below compose's: that is compose's fixed cost (Python \
+start-up, project network creation), not a faster container start; raw shows the floor.\n\
+- The footprint and no-op rows use workers with `replicas: 0` (no containers), so the one list \
+call per pass returns nothing; they measure berth's own work (spec snapshot, plan, store), \
+not the engine's. Set `BERTH_BENCH_NOOP_REPLICAS=1` to run the 200-app no-op row with one \
+worker container per app. RSS is the whole bench process (tokio runtime included).\n\
 - Not measured here: rolling updates under load and the fault suite.\n";
