@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs what berth needs on a fresh Debian machine (nginx, Debian's static busybox for the
-# demo/test images, promtool from the prometheus package for the /metrics test) and builds the
-# local images. Idempotent and quick when all is present.
+# demo/test images, OpenSSL headers for git2's https, promtool from the prometheus package
+# for the /metrics test) and builds the local images. Idempotent and quick when all is
+# present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need+=(busybox-static)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# git2 builds against OpenSSL (https) through pkg-config.
+dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
