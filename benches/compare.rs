@@ -601,8 +601,8 @@ async fn main() {
         let _ = writeln!(
             md,
             "\n**Loaded run:** the 1-minute load average reached {busiest:.1} on {cores} cores \
-             (other work shared the machine), so absolute times are inflated and the spread is \
-             wide; compare ratios, and re-run on a quiet machine for absolute figures."
+             (the run's own container starts load dockerd and fuse-overlayfs, and other work may \
+             share the machine), so absolute times are inflated; compare ratios."
         );
     }
     println!("{machine}{md}");
