@@ -72,6 +72,56 @@ async fn controller(
     Controller::new(runtime, proxy, store, settings)
 }
 
+/// What every fault test starts from: an instance label (and network), a state dir with
+/// the private nginx, a spec dir and a free nginx port. Fields drop in order: nginx stops
+/// before the state dir holding its pid file is deleted; containers are removed last.
+struct Scene {
+    _nginx: NginxGuard,
+    instance: String,
+    state: tempfile::TempDir,
+    specs: tempfile::TempDir,
+    port: u16,
+    _cleanup: DockerCleanup,
+}
+
+impl Scene {
+    fn new(prefix: &str) -> Scene {
+        ensure_images();
+        let instance = unique_name(prefix);
+        let state = tempfile::tempdir().unwrap();
+        Scene {
+            _nginx: NginxGuard {
+                prefix: state.path().join("nginx"),
+            },
+            _cleanup: DockerCleanup::new(&instance),
+            instance,
+            state,
+            specs: tempfile::tempdir().unwrap(),
+            port: free_port(),
+        }
+    }
+
+    /// An in-process controller for this scene (through `docker_host` when given).
+    async fn controller(&self, docker_host: Option<&str>) -> Arc<Controller<DockerRuntime>> {
+        controller(
+            &self.instance,
+            self.specs.path(),
+            self.state.path(),
+            self.port,
+            docker_host,
+        )
+        .await
+    }
+
+    fn write(&self, app: &str, image: &str, replicas: u32) {
+        std::fs::write(
+            self.specs.path().join(format!("{app}.yaml")),
+            app_spec(app, image, replicas),
+        )
+        .unwrap();
+    }
+}
+
 async fn containers(ctl: &Controller<DockerRuntime>) -> Vec<ObservedContainer> {
     ctl.runtime.observe().await.unwrap()
 }
@@ -114,15 +164,9 @@ impl Drop for ChildGuard {
 
 #[tokio::test]
 async fn sigkill_during_reconciles_then_restart_converges_without_orphans_or_duplicates() {
-    ensure_images();
-    let instance = unique_name("fault-kill");
-    let state = tempfile::tempdir().unwrap();
-    let _nginx = NginxGuard {
-        prefix: state.path().join("nginx"),
-    };
-    let specs = tempfile::tempdir().unwrap();
-    let _cleanup = DockerCleanup::new(&instance);
-    let port = free_port();
+    let scene = Scene::new("fault-kill");
+    let (instance, state, specs) = (scene.instance.clone(), &scene.state, &scene.specs);
+    let port = scene.port;
     let serve = |log: &Path| {
         Command::new(env!("CARGO_BIN_EXE_berth"))
             .args([
@@ -180,11 +224,7 @@ async fn sigkill_during_reconciles_then_restart_converges_without_orphans_or_dup
             };
             let replicas = 1 + rng.next(3) as u32;
             wanted.insert(app, (image, replicas));
-            std::fs::write(
-                specs.path().join(format!("{app}.yaml")),
-                app_spec(app, image, replicas),
-            )
-            .unwrap();
+            scene.write(app, image, replicas);
         }
         child.0 = Some(serve(&log));
         let delay = Duration::from_millis(rng.next(1500));
@@ -195,7 +235,7 @@ async fn sigkill_during_reconciles_then_restart_converges_without_orphans_or_dup
 
     // Last start: it must converge with nothing left over.
     child.0 = Some(serve(&log));
-    let ctl_view = controller(&instance, specs.path(), state.path(), port, None).await;
+    let ctl_view = scene.controller(None).await;
     let deadline = Instant::now() + Duration::from_secs(90);
     let converged = loop {
         let seen = containers(&ctl_view).await;
@@ -311,38 +351,23 @@ impl Drop for DockerLink {
 
 #[tokio::test]
 async fn docker_unreachable_then_back_keeps_serving_then_converges() {
-    ensure_images();
     if !Path::new("/var/run/docker.sock").exists() {
         panic!("this test forwards to /var/run/docker.sock, which does not exist");
     }
-    let instance = unique_name("fault-engine");
-    let state = tempfile::tempdir().unwrap();
-    let _nginx = NginxGuard {
-        prefix: state.path().join("nginx"),
-    };
-    let specs = tempfile::tempdir().unwrap();
-    let _cleanup = DockerCleanup::new(&instance);
-    let link = DockerLink::start(state.path().join("docker.sock"));
+    let scene = Scene::new("fault-engine");
+    let link = DockerLink::start(scene.state.path().join("docker.sock"));
     let host = format!("unix://{}", link.path.display());
-    let port = free_port();
-    let ctl = controller(&instance, specs.path(), state.path(), port, Some(&host)).await;
+    let port = scene.port;
+    let ctl = scene.controller(Some(&host)).await;
 
-    std::fs::write(
-        specs.path().join("web.yaml"),
-        app_spec("web", "berth-demo:v1", 1),
-    )
-    .unwrap();
+    scene.write("web", "berth-demo:v1", 1);
     reconcile::run_pass(&ctl, "test").await.unwrap();
     reconcile::run_pass(&ctl, "test").await.unwrap();
     assert_eq!(get(port, "/web/"), 200);
 
     // Engine gone: passes fail with a clear error, nothing running is touched, traffic goes on.
     link.set(false);
-    std::fs::write(
-        specs.path().join("web.yaml"),
-        app_spec("web", "berth-demo:v2", 2),
-    )
-    .unwrap();
+    scene.write("web", "berth-demo:v2", 2);
     let failed = reconcile::run_pass(&ctl, "test").await;
     let message = failed
         .expect_err("a pass without the engine fails")
@@ -389,21 +414,11 @@ async fn docker_unreachable_then_back_keeps_serving_then_converges() {
 
 #[tokio::test]
 async fn killed_nginx_and_a_deleted_proxy_file_are_restored() {
-    ensure_images();
-    let instance = unique_name("fault-nginx");
-    let state = tempfile::tempdir().unwrap();
-    let _nginx = NginxGuard {
-        prefix: state.path().join("nginx"),
-    };
-    let specs = tempfile::tempdir().unwrap();
-    let _cleanup = DockerCleanup::new(&instance);
-    let port = free_port();
-    let ctl = controller(&instance, specs.path(), state.path(), port, None).await;
-    std::fs::write(
-        specs.path().join("web.yaml"),
-        app_spec("web", "berth-demo:v1", 1),
-    )
-    .unwrap();
+    let scene = Scene::new("fault-nginx");
+    let state = &scene.state;
+    let port = scene.port;
+    let ctl = scene.controller(None).await;
+    scene.write("web", "berth-demo:v1", 1);
     reconcile::run_pass(&ctl, "test").await.unwrap();
     assert_eq!(get(port, "/web/"), 200);
 
@@ -432,21 +447,11 @@ async fn killed_nginx_and_a_deleted_proxy_file_are_restored() {
 
 #[tokio::test]
 async fn a_hostile_spec_corpus_is_refused_with_clear_errors_and_disturbs_nothing() {
-    ensure_images();
-    let instance = unique_name("fault-hostile");
-    let state = tempfile::tempdir().unwrap();
-    let _nginx = NginxGuard {
-        prefix: state.path().join("nginx"),
-    };
-    let specs = tempfile::tempdir().unwrap();
-    let _cleanup = DockerCleanup::new(&instance);
-    let port = free_port();
-    let ctl = controller(&instance, specs.path(), state.path(), port, None).await;
-    std::fs::write(
-        specs.path().join("web.yaml"),
-        app_spec("web", "berth-demo:v1", 1),
-    )
-    .unwrap();
+    let scene = Scene::new("fault-hostile");
+    let specs = &scene.specs;
+    let port = scene.port;
+    let ctl = scene.controller(None).await;
+    scene.write("web", "berth-demo:v1", 1);
     reconcile::run_pass(&ctl, "test").await.unwrap();
     reconcile::run_pass(&ctl, "test").await.unwrap();
     let before: Vec<String> = containers(&ctl).await.into_iter().map(|c| c.id).collect();
