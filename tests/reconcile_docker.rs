@@ -319,6 +319,8 @@ async fn rolling_update_under_load_has_no_failed_requests_and_a_broken_version_r
     stop.store(true, Ordering::Relaxed);
     let (ok, failed, bodies) = load.join().unwrap();
     assert_eq!(report.steps_failed, 0, "{report:?}");
+    // One reload per replaced replica: the new one in and the old one out together.
+    assert_eq!(report.reloads, 2, "{report:?}");
     assert_eq!(failed, 0, "failed requests during the rollout: {bodies:?}");
     assert!(ok > 20, "the load loop ran: {ok} requests");
     assert_eq!(bodies.first().map(String::as_str), Some("v1\n"));

@@ -514,8 +514,15 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                 BringUpError::Setup(m) => (m, false),
                 BringUpError::NeverHealthy(m) => (m, true),
             })?;
+            // One reload swaps the healthy new replica in and the old one out (capacity
+            // stays at n); `retire` then only drains and stops the old one. Every nginx
+            // reload closes idle keep-alive client connections, so fewer reloads per
+            // rollout means fewer closes racing a client's next request.
             if let Some(address) = new.address() {
                 self.members.push(address);
+            }
+            if let Some(old_address) = self.observed_container(old_id).and_then(|c| c.address()) {
+                self.members.retain(|m| *m != old_address);
             }
             self.sync_proxy().await.map_err(|m| (m, false))?;
             self.retire(&[old_id.as_str()], *drain_seconds)
