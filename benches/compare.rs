@@ -1,13 +1,26 @@
 //! berth next to `docker-compose up -d` and raw bollard create+start, on the real engine:
 //! 1. convergence of N = 1, 10, 50 one-replica http apps from empty to all answering 200;
 //! 2. the cost of a no-op pass with 200 apps (Docker calls, wall, CPU);
-//! 3. controller RSS and idle CPU with 1,000 apps loaded (workers, `replicas: 0`).
+//! 3. controller RSS and idle CPU with 1,000 apps loaded (workers, `replicas: 0`);
+//! 4. a rolling update of 3 replicas under ~500 req/s, berth vs compose recreate (rollout.rs);
+//! 5. the long versions of the fault suite (faults.rs, on tests/fault/mod.rs).
 //!
 //! Run: `cargo bench --bench compare` (prints the tables); `-- --write` or
-//! `BERTH_BENCH_WRITE=1` also writes bench/RESULTS.md. Needs Docker, nginx, Debian's
-//! docker-compose v1 at /usr/bin/docker-compose and the demo images (scripts/setup.sh).
+//! `BERTH_BENCH_WRITE=1` also writes bench/RESULTS.md; `-- --only rollout,faults` runs
+//! some sections (and `--write` keeps the others' text). Needs Docker, nginx, Debian's
+//! docker-compose v1 at /usr/bin/docker-compose, wrk and the demo images
+//! (`scripts/bench.sh` installs them and runs this).
 //! All traffic goes to 127.0.0.1; everything created is removed by Drop guards
 //! (containers by `berth.instance` label, `docker-compose down -v`, nginx by QUIT).
+
+#[path = "../tests/fault/mod.rs"]
+mod fault;
+#[path = "compare/faults.rs"]
+mod faults;
+#[path = "compare/rollout.rs"]
+mod rollout;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use berth::proxy::Proxy;
 use berth::reconcile::{self, Controller, Settings};
@@ -23,6 +36,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use support::{ensure_images, free_port, nginx_binary};
 
 const IMAGE: &str = "berth-demo:v1";
 const COMPOSE: &str = "/usr/bin/docker-compose";
@@ -149,14 +163,6 @@ impl Drop for Env {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn env(tag: &str) -> Env {
     Env {
         instance: format!("bench-cmp-{tag}-{}", std::process::id()),
@@ -188,14 +194,6 @@ async fn controller(env: &Env) -> std::sync::Arc<Controller<DockerRuntime>> {
         deletion_budget: Default::default(),
     };
     Controller::new(runtime, proxy, store, settings)
-}
-
-fn nginx_binary() -> PathBuf {
-    ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("nginx installed (scripts/setup.sh)")
 }
 
 fn write_spec(dir: &Path, name: &str, text: &str) {
@@ -425,62 +423,49 @@ fn machine() -> String {
         .unwrap_or_else(|| "unknown".into());
     let nginx = sh(&nginx_binary().to_string_lossy(), &["-v"]);
     let compose = sh(COMPOSE, &["version", "--short"]);
+    let wrk = sh(&rollout::wrk_binary().to_string_lossy(), &["--version"]);
     format!(
-        "| date (UTC) | {} |\n| nproc | {} |\n| memory | {mem_gib} |\n| Docker server | {} |\n| nginx | {} |\n| docker-compose | {} |\n| load average at start | {} |\n",
+        "| written (UTC) | {} |\n| nproc | {} |\n| memory | {mem_gib} |\n| kernel | {} |\n| Docker server | {} |\n| nginx | {} |\n| docker-compose | {} |\n| wrk | {} |\n",
         sh("date", &["-u", "+%Y-%m-%d %H:%M"]),
         sh("nproc", &[]),
+        sh("uname", &["-r"]),
         sh("docker", &["version", "--format", "{{.Server.Version}}"]),
         nginx.trim_start_matches("nginx version: "),
         compose,
-        loadavg(),
+        wrk.lines().next().unwrap_or("not installed").split(" Copyright").next().unwrap_or(""),
     )
 }
 
-#[tokio::main]
-async fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    let write_results = std::env::args().any(|a| a == "--write")
-        || std::env::var("BERTH_BENCH_WRITE").is_ok_and(|v| !v.is_empty() && v != "0");
-    let status = Command::new("./examples/images/build.sh").status();
-    assert!(
-        status.map(|s| s.success()).unwrap_or(false),
-        "examples/images/build.sh failed"
-    );
-    let start_load = loadavg();
-    let machine = machine();
+/// RSS and idle CPU with 1,000 apps loaded (run first, while the process is young).
+async fn footprint() -> String {
     let mut md = String::new();
-
-    // 3 first, while the process is young: RSS and idle CPU with 1,000 apps loaded.
-    {
-        let rss_before = rss_mib();
-        let env = env("mem1000");
-        for i in 0..1000 {
-            let name = format!("w{i:04}");
-            write_spec(env.specs.path(), &name, &app_spec(&name, "worker", 0));
-        }
-        let ctl = controller(&env).await;
+    let rss_before = rss_mib();
+    let env = env("mem1000");
+    for i in 0..1000 {
+        let name = format!("w{i:04}");
+        write_spec(env.specs.path(), &name, &app_spec(&name, "worker", 0));
+    }
+    let ctl = controller(&env).await;
+    let t = Instant::now();
+    let first = reconcile::run_pass(&ctl, "bench").await.unwrap();
+    let first_ms = ms(t.elapsed());
+    assert_eq!(first.steps_failed, 0, "{first:?}");
+    let rss_loaded = rss_mib();
+    // Idle: a timer pass every 5 s (serve's default interval), 3 passes over 15 s.
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    let mut pass_ms = Vec::new();
+    for k in 0..3 {
+        let next = t0 + Duration::from_secs(5 * k);
+        tokio::time::sleep_until(next.into()).await;
         let t = Instant::now();
-        let first = reconcile::run_pass(&ctl, "bench").await.unwrap();
-        let first_ms = ms(t.elapsed());
-        assert_eq!(first.steps_failed, 0, "{first:?}");
-        let rss_loaded = rss_mib();
-        // Idle: a timer pass every 5 s (serve's default interval), 3 passes over 15 s.
-        let cpu0 = cpu_seconds();
-        let t0 = Instant::now();
-        let mut pass_ms = Vec::new();
-        for k in 0..3 {
-            let next = t0 + Duration::from_secs(5 * k);
-            tokio::time::sleep_until(next.into()).await;
-            let t = Instant::now();
-            reconcile::run_pass(&ctl, "timer").await.unwrap();
-            pass_ms.push(ms(t.elapsed()));
-        }
-        tokio::time::sleep_until((t0 + Duration::from_secs(15)).into()).await;
-        let idle_pct = (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
-        let rss_after = rss_mib();
-        let _ = writeln!(
+        reconcile::run_pass(&ctl, "timer").await.unwrap();
+        pass_ms.push(ms(t.elapsed()));
+    }
+    tokio::time::sleep_until((t0 + Duration::from_secs(15)).into()).await;
+    let idle_pct = (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
+    let rss_after = rss_mib();
+    let _ = writeln!(
             md,
             "\n### Controller footprint, 1,000 apps (workers, `replicas: 0`)\n\n| measurement | value |\n|---|---|\n\
              | RSS of the bench process before the controller | {rss_before:.1} MiB |\n\
@@ -491,43 +476,45 @@ async fn main() {
              | idle CPU, passes every 5 s over 15 s | {idle_pct:.2}% of one core |",
             median(pass_ms)
         );
-        drop(ctl);
-        drop(env);
-    }
+    drop(ctl);
+    drop(env);
+    md
+}
 
-    // 2. No-op pass with 200 apps.
-    {
-        let replicas: u32 = std::env::var("BERTH_BENCH_NOOP_REPLICAS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let env = env("noop200");
-        for i in 0..200 {
-            let name = format!("w{i:03}");
-            write_spec(
-                env.specs.path(),
-                &name,
-                &app_spec(&name, "worker", replicas),
-            );
-        }
-        let ctl = controller(&env).await;
-        let report = reconcile::run_pass(&ctl, "bench").await.unwrap();
-        assert_eq!(report.steps_failed, 0, "{report:?}");
-        let runs = 20;
-        let before = ctl.runtime.calls();
-        let mut walls = Vec::new();
-        let mut cpu = 0.0;
-        for _ in 0..runs {
-            let c = cpu_seconds();
-            let t = Instant::now();
-            let r = reconcile::run_pass(&ctl, "bench").await.unwrap();
-            walls.push(ms(t.elapsed()));
-            cpu += cpu_seconds() - c;
-            assert!(!r.changed);
-        }
-        let calls = ctl.runtime.calls().since(&before);
-        let per = |v: u64| v as f64 / runs as f64;
-        let _ = writeln!(
+/// The cost of a no-op pass with 200 apps.
+async fn noop() -> String {
+    let mut md = String::new();
+    let replicas: u32 = std::env::var("BERTH_BENCH_NOOP_REPLICAS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let env = env("noop200");
+    for i in 0..200 {
+        let name = format!("w{i:03}");
+        write_spec(
+            env.specs.path(),
+            &name,
+            &app_spec(&name, "worker", replicas),
+        );
+    }
+    let ctl = controller(&env).await;
+    let report = reconcile::run_pass(&ctl, "bench").await.unwrap();
+    assert_eq!(report.steps_failed, 0, "{report:?}");
+    let runs = 20;
+    let before = ctl.runtime.calls();
+    let mut walls = Vec::new();
+    let mut cpu = 0.0;
+    for _ in 0..runs {
+        let c = cpu_seconds();
+        let t = Instant::now();
+        let r = reconcile::run_pass(&ctl, "bench").await.unwrap();
+        walls.push(ms(t.elapsed()));
+        cpu += cpu_seconds() - c;
+        assert!(!r.changed);
+    }
+    let calls = ctl.runtime.calls().since(&before);
+    let per = |v: u64| v as f64 / runs as f64;
+    let _ = writeln!(
             md,
             "\n### No-op pass, 200 apps (workers, `replicas: {replicas}`), {runs} passes\n\n| measurement | value |\n|---|---|\n\
              | wall, median | {:.1} ms |\n\
@@ -539,22 +526,25 @@ async fn main() {
             per(calls.inspect),
             per(calls.mutating())
         );
-        drop(ctl);
-        drop(env);
-    }
+    drop(ctl);
+    drop(env);
+    md
+}
 
-    // 1. Convergence, interleaved per run: berth, compose, raw.
+/// Convergence of N = 1, 10, 50 apps, interleaved per run: berth, compose, raw.
+async fn convergence() -> String {
+    let mut md = String::new();
     let docker = Docker::connect_with_local_defaults().expect("docker");
     let _ = writeln!(
-        md,
-        "\n### Convergence from empty to all answering 200 (1 replica each, `{IMAGE}`)\n\n\
-         Median (min–max) in ms; ratio of medians = berth / other. berth: `run_pass` start -> every app 200 through \
-         nginx (nginx already running); compose: `docker-compose up -d` start -> every service \
-         200 on its published port; raw: bollard create+start+inspect, {PARALLEL} at a time -> \
-         each 200 on its port.\n\n\
-         | N | runs | berth all 200 | berth pass done | compose all 200 | compose `up` returned | raw all 200 | berth/compose | berth/raw |\n\
-         |---|---|---|---|---|---|---|---|---|"
-    );
+            md,
+            "\n### Convergence from empty to all answering 200 (1 replica each, `{IMAGE}`)\n\n\
+             Median (min–max) in ms; ratio of medians = berth / other. berth: `run_pass` start -> every app 200 through \
+             nginx (nginx already running); compose: `docker-compose up -d` start -> every service \
+             200 on its published port; raw: bollard create+start+inspect, {PARALLEL} at a time -> \
+             each 200 on its port.\n\n\
+             | N | runs | berth all 200 | berth pass done | compose all 200 | compose `up` returned | raw all 200 | berth/compose | berth/raw |\n\
+             |---|---|---|---|---|---|---|---|---|"
+        );
     for n in [1usize, 10, 50] {
         let (mut b, mut bd, mut c, mut cu, mut r) = (vec![], vec![], vec![], vec![], vec![]);
         let t = Instant::now();
@@ -589,9 +579,60 @@ async fn main() {
             cell(&r)
         );
     }
+    md
+}
 
+/// The sections of bench/RESULTS.md, in file order: (name, what `--only` calls it).
+const SECTIONS: [&str; 5] = ["footprint", "noop", "converge", "rollout", "faults"];
+
+/// Where a section's text starts and ends in bench/RESULTS.md, so one section can be
+/// refreshed (`--only rollout --write`) without re-running the others.
+fn markers(name: &str) -> (String, String) {
+    (
+        format!("<!-- section {name} -->"),
+        format!("<!-- end {name} -->"),
+    )
+}
+
+/// The sections already in `text`, by name.
+fn sections_in(text: &str) -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    for name in SECTIONS {
+        let (begin, end) = markers(name);
+        if let Some(a) = text.find(&begin) {
+            if let Some(b) = text[a..].find(&end) {
+                found.insert(name.to_string(), text[a + begin.len()..a + b].to_string());
+            }
+        }
+    }
+    found
+}
+
+/// Runs one section, framed by when it ran and the load average around it.
+async fn run_section(name: &str) -> String {
+    let start_load = loadavg();
+    let started = sh("date", &["-u", "+%Y-%m-%d %H:%M"]);
+    let body = match name {
+        "footprint" => footprint().await,
+        "noop" => noop().await,
+        "converge" => convergence().await,
+        "rollout" => {
+            let runs = std::env::var("BERTH_BENCH_ROLLOUT_RUNS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10);
+            rollout::section(runs).await
+        }
+        "faults" => faults::section().await,
+        other => panic!("unknown section {other}; sections: {}", SECTIONS.join(", ")),
+    };
     let end_load = loadavg();
-    let _ = writeln!(md, "\nLoad average at the end of the run: {end_load}.");
+    let mut md = body;
+    let _ = writeln!(
+        md,
+        "\n_Measured {started} UTC; load average (1, 5, 15 min) {start_load} at the start, \
+         {end_load} at the end._"
+    );
     let busiest = [start_load.as_str(), end_load.as_str()]
         .iter()
         .filter_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
@@ -601,23 +642,74 @@ async fn main() {
         let _ = writeln!(
             md,
             "\n**Loaded run:** the 1-minute load average reached {busiest:.1} on {cores} cores \
-             (the run's own container starts load dockerd and fuse-overlayfs, and other work may \
-             share the machine), so absolute times are inflated; compare ratios."
+             (container starts load dockerd and fuse-overlayfs, and other work may share the \
+             machine), so absolute times are inflated; compare ratios."
         );
     }
-    println!("{machine}{md}");
-    if write_results {
-        let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "bench", "RESULTS.md"]
-            .iter()
-            .collect();
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let text = format!(
-            "# berth comparison benchmarks\n\nGenerated by `cargo bench --bench compare -- --write`; \
-             re-run to refresh. All traffic on 127.0.0.1.\n\n## Machine\n\n| | |\n|---|---|\n{machine}{md}\n{NOTES}"
-        );
-        std::fs::write(&path, text).unwrap();
-        eprintln!("wrote {}", path.display());
+    md
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
     }
+    let write_results = args.iter().any(|a| a == "--write")
+        || std::env::var("BERTH_BENCH_WRITE").is_ok_and(|v| !v.is_empty() && v != "0");
+    let only: Vec<String> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|list| list.split(',').map(str::to_string).collect())
+        .unwrap_or_else(|| SECTIONS.iter().map(|s| s.to_string()).collect());
+    for name in &only {
+        assert!(
+            SECTIONS.contains(&name.as_str()),
+            "unknown section {name:?} after --only; sections: {}",
+            SECTIONS.join(", ")
+        );
+    }
+    ensure_images();
+    let machine = machine();
+    let mut fresh = BTreeMap::new();
+    // In file order, so the footprint runs while the process is young.
+    for name in SECTIONS.iter().filter(|s| only.iter().any(|o| o == *s)) {
+        eprintln!("section {name}");
+        let md = run_section(name).await;
+        println!("{md}");
+        fresh.insert(name.to_string(), md);
+        if write_results {
+            // After every section, so a later failure keeps what was measured.
+            write_file(&machine, &fresh);
+        }
+    }
+}
+
+/// Writes bench/RESULTS.md: the machine, the `fresh` sections, the others kept from the file.
+fn write_file(machine: &str, fresh: &BTreeMap<String, String>) {
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "bench", "RESULTS.md"]
+        .iter()
+        .collect();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut kept = sections_in(&std::fs::read_to_string(&path).unwrap_or_default());
+    kept.extend(fresh.clone());
+    let mut text = format!(
+        "# berth comparison benchmarks\n\nGenerated by `cargo bench --bench compare -- --write` \
+         (`-- --only {}` runs some sections and keeps the others); every table below comes \
+         from that harness. All traffic on 127.0.0.1.\n\n## Machine\n\n| | |\n|---|---|\n{machine}",
+        SECTIONS.join(",")
+    );
+    for name in SECTIONS {
+        let (begin, end) = markers(name);
+        let body = kept.get(name).cloned().unwrap_or_else(|| {
+            format!("\n_Section {name} not measured yet: `cargo bench --bench compare -- --only {name} --write`._\n")
+        });
+        let _ = write!(text, "\n{begin}{body}{end}\n");
+    }
+    text.push_str(NOTES);
+    std::fs::write(&path, text).unwrap();
+    eprintln!("wrote {}", path.display());
 }
 
 const NOTES: &str = "\n## Where berth loses, and what the comparison leaves out\n\n\
@@ -637,4 +729,15 @@ start-up, project network creation), not a faster container start; raw shows the
 call per pass returns nothing; they measure berth's own work (spec snapshot, plan, store), \
 not the engine's. Set `BERTH_BENCH_NOOP_REPLICAS=1` to run the 200-app no-op row with one \
 worker container per app. RSS is the whole bench process (tokio runtime included).\n\
-- Not measured here: rolling updates under load and the fault suite.\n";
+- Rolling update: berth's rollout takes longer than compose's update (one replica at a time, \
+each behind a health gate, a confirmed nginx reload and a drain), so berth loses on time to \
+the new version. compose's `up -d` stops and recreates the three services at once with no \
+health gate, so nginx has no live upstream for a moment and answers 502. berth's own \
+failures, when there are any, are requests that raced an nginx reload: every reload closes \
+idle keep-alive client connections, and a request written at that instant gets no answer. \
+wrk does not retry it (RFC 9112 section 9.3.1 allows clients to retry such idempotent \
+requests, and browsers and most HTTP client libraries do). berth does one reload per \
+replaced replica (the new one in and the old one out together) to keep such closes rare; \
+removing them needs upstream changes without a reload, which nginx 1.22 cannot do.\n\
+- compose has no reconciler, so the fault tables are berth's alone: what berth guarantees \
+(converged, no orphans or duplicates, nothing running lost), not a comparison.\n";

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs berth's comparison harness and records bench/RESULTS.md: convergence vs docker-compose
+# and raw bollard, no-op pass cost, footprint with 1,000 apps, a rolling update under ~500
+# req/s (wrk) vs compose recreate, and the long fault suite. Installs what it needs
+# (scripts/setup.sh's packages plus wrk and Debian's docker-compose). Takes ~20 minutes.
+#   scripts/bench.sh                      every section, writes bench/RESULTS.md
+#   scripts/bench.sh --only rollout       some sections; the file keeps the others
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+need=()
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+[ -x /usr/bin/docker-compose ] || need+=(docker-compose)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "bench: installing ${need[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+exec cargo bench --bench compare -- --write "$@"
