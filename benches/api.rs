@@ -101,6 +101,7 @@ async fn controller(
         host_env: BTreeMap::new(),
         stop_timeout_seconds: 1,
         deletion_budget: Default::default(),
+        history: Default::default(),
     };
     Controller::new(Default::default(), proxy, store, settings)
 }

@@ -192,6 +192,7 @@ async fn controller(env: &Env) -> std::sync::Arc<Controller<DockerRuntime>> {
         host_env: BTreeMap::new(),
         stop_timeout_seconds: 2,
         deletion_budget: Default::default(),
+        history: Default::default(),
     };
     Controller::new(runtime, proxy, store, settings)
 }
@@ -582,7 +583,7 @@ async fn convergence() -> String {
     md
 }
 
-/// The sections of bench/RESULTS.md, in file order: (name, what `--only` calls it).
+/// The sections of bench/RESULTS.md, in file order, by the names `--only` takes.
 const SECTIONS: [&str; 5] = ["footprint", "noop", "converge", "rollout", "faults"];
 
 /// Where a section's text starts and ends in bench/RESULTS.md, so one section can be

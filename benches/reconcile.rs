@@ -116,6 +116,7 @@ async fn controller(env: &Env) -> std::sync::Arc<Controller<DockerRuntime>> {
         host_env: BTreeMap::new(),
         stop_timeout_seconds: 2,
         deletion_budget: Default::default(),
+        history: Default::default(),
     };
     Controller::new(runtime, proxy, store, settings)
 }

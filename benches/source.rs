@@ -151,6 +151,7 @@ async fn controller(env: &Env, source: SourceConfig) -> Arc<Controller<DockerRun
         host_env: BTreeMap::new(),
         stop_timeout_seconds: 2,
         deletion_budget: DeletionBudget::default(),
+        history: Default::default(),
     };
     Controller::new(runtime, proxy, store, settings)
 }

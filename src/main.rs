@@ -13,7 +13,7 @@ use berth::reconcile::{self, Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
 use berth::source::{self, GitConfig, Source, SourceConfig};
 use berth::spec;
-use berth::store::Store;
+use berth::store::{HistoryLimits, Store};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -226,6 +226,12 @@ struct Common {
     /// Seconds a container gets between SIGTERM and SIGKILL.
     #[arg(long, default_value_t = 10)]
     stop_timeout: u32,
+    /// serve: days of events, scaling decisions and revisions to keep (0: no age limit).
+    #[arg(long, default_value_t = 30)]
+    history_days: u32,
+    /// serve: most rows kept per history table, newest first (0: no row limit).
+    #[arg(long, default_value_t = 100_000)]
+    history_rows: u64,
 }
 
 fn main() -> ExitCode {
@@ -632,6 +638,10 @@ async fn controller(
             max_apps: common.max_prune,
             max_percent: common.max_prune_percent,
             allow_mass_prune: common.allow_mass_prune,
+        },
+        history: HistoryLimits {
+            max_age_ms: i64::from(common.history_days) * 24 * 3600 * 1000,
+            max_rows: common.history_rows,
         },
     };
     Ok(Controller::new(runtime, proxy, store, settings))

@@ -65,6 +65,7 @@ impl Harness {
             host_env: BTreeMap::new(),
             stop_timeout_seconds: 2,
             deletion_budget: Default::default(),
+            history: Default::default(),
         };
         Harness {
             specs,

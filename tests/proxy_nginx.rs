@@ -326,3 +326,49 @@ async fn concurrent_changes_share_one_reload_and_a_bad_one_is_isolated() {
         .unwrap()
         .contains_key("bad.conf"));
 }
+
+#[tokio::test]
+async fn oversized_logs_are_rotated_and_nginx_writes_a_fresh_one() {
+    let nginx = start().await;
+    let log = nginx.proxy.access_log().unwrap();
+    let rotated_log = log.with_file_name("access.log.1");
+    let lines = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    for _ in 0..3 {
+        assert_eq!(get(nginx.port, "/_berth/nginx").0, 200);
+    }
+    assert_eq!(lines(&log), 3);
+    // Under the limit: nothing happens.
+    assert!(nginx.proxy.rotate_logs(1 << 20).await.unwrap().is_empty());
+    assert!(!rotated_log.exists());
+
+    let rotated = nginx.proxy.rotate_logs(10).await.unwrap();
+    assert!(rotated.contains(&log), "{rotated:?}");
+    assert_eq!(
+        lines(&rotated_log),
+        3,
+        "the old lines moved to access.log.1"
+    );
+    // nginx reopens asynchronously: new requests end up in a fresh access.log.
+    let mut fresh = 0;
+    for _ in 0..100 {
+        assert_eq!(get(nginx.port, "/_berth/nginx").0, 200);
+        fresh = lines(&log);
+        if fresh > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(fresh > 0, "nginx never wrote a new access.log");
+    let settled = lines(&rotated_log);
+    assert_eq!(get(nginx.port, "/_berth/nginx").0, 200);
+    assert_eq!(lines(&rotated_log), settled, "access.log.1 no longer grows");
+    assert!(lines(&log) > fresh);
+    // Rotating again replaces the previous generation.
+    nginx.proxy.rotate_logs(10).await.unwrap();
+    assert!(lines(&rotated_log) >= 2);
+}

@@ -54,6 +54,7 @@ impl Harness {
             host_env: BTreeMap::from([("SECRET_TOKEN".to_string(), "s3cr3t".to_string())]),
             stop_timeout_seconds: 2,
             deletion_budget: Default::default(),
+            history: Default::default(),
         };
         Harness {
             specs,

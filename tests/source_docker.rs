@@ -128,6 +128,7 @@ impl Harness {
             host_env: BTreeMap::new(),
             stop_timeout_seconds: 2,
             deletion_budget: DeletionBudget::default(),
+            history: Default::default(),
         };
         let ctl = controller(&instance, &state_path, port, settings.clone()).await;
         Harness {

@@ -3,8 +3,9 @@
 //! writers and persistence across reopen. Touches nothing but its own temp dirs.
 
 use berth::store::{
-    AppDesiredRecord, AppStatus, EventQuery, EventType, LastGood, NewEvent, NewRevision,
-    NewScalingDecision, RevisionSource, RevisionStatus, Store, StoreError, MAX_EVENT_PAGE,
+    AppDesiredRecord, AppStatus, EventQuery, EventType, HistoryLimits, LastGood, NewEvent,
+    NewRevision, NewScalingDecision, PrunedHistory, RevisionSource, RevisionStatus, Store,
+    StoreError, DECISIONS_KEPT_PER_APP, MAX_EVENT_PAGE,
 };
 use serde_json::json;
 use std::path::PathBuf;
@@ -736,6 +737,176 @@ async fn revisions_round_trip_and_update_in_place() {
     let value = serde_json::to_value(&rows[0]).unwrap();
     assert_eq!(value["source"], "git");
     assert_eq!(value["status"], "applied");
+}
+
+fn decision(app: &str, at: i64) -> NewScalingDecision {
+    NewScalingDecision {
+        app: app.to_string(),
+        at,
+        from_replicas: 1,
+        to_replicas: 2,
+        reason: format!("at {at}"),
+        metrics: json!({}),
+        factors: json!({}),
+    }
+}
+
+fn revision(name: &str, at: i64) -> NewRevision {
+    NewRevision {
+        revision: name.to_string(),
+        source: RevisionSource::Git,
+        status: RevisionStatus::Applied,
+        message: String::new(),
+        at,
+    }
+}
+
+async fn all_events(store: &Store) -> Vec<i64> {
+    let query = EventQuery {
+        limit: MAX_EVENT_PAGE,
+        ..EventQuery::default()
+    };
+    let mut ats: Vec<i64> = store
+        .events(&query)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.at)
+        .collect();
+    ats.sort();
+    ats
+}
+
+#[tokio::test]
+async fn prune_history_drops_old_and_surplus_rows_but_keeps_what_is_read_as_state() {
+    let (_dir, path) = db_path();
+    let store = Store::open(&path).await.unwrap();
+    // Events at t = 0..20; "web" decided at t = 0..25 (25 rows), "api" once at 3 (old, but
+    // its only decision); revisions r0..r9 at 10..19.
+    for at in 0..20 {
+        store
+            .record_event(&event(Some("web"), EventType::Created, at))
+            .await
+            .unwrap();
+    }
+    for at in 0..25 {
+        store
+            .record_scaling_decision(&decision("web", at))
+            .await
+            .unwrap();
+    }
+    store
+        .record_scaling_decision(&decision("api", 3))
+        .await
+        .unwrap();
+    for i in 0..10 {
+        store
+            .record_revision(&revision(&format!("r{i}"), 10 + i))
+            .await
+            .unwrap();
+    }
+
+    // Nothing older than 5 ms at t = 20 survives, except each app's 20 newest decisions.
+    let limits = HistoryLimits {
+        max_age_ms: 5,
+        max_rows: 0,
+    };
+    let pruned = store.prune_history(limits, 20).await.unwrap();
+    assert_eq!(
+        pruned,
+        PrunedHistory {
+            events: 15,
+            scaling_decisions: 5,
+            revisions: 5,
+        }
+    );
+    assert_eq!(all_events(&store).await, (15..20).collect::<Vec<_>>());
+    let web_decisions = |store: Store| async move {
+        let mut ats: Vec<i64> = store
+            .scaling_decisions("web", 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.at)
+            .collect();
+        ats.sort();
+        ats
+    };
+    assert_eq!(
+        web_decisions(store.clone()).await,
+        (5..25).collect::<Vec<_>>(),
+        "web keeps its {DECISIONS_KEPT_PER_APP} newest"
+    );
+    assert_eq!(store.scaling_decisions("api", 10).await.unwrap().len(), 1);
+    let revisions: Vec<String> = store
+        .revisions(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.revision)
+        .collect();
+    assert_eq!(revisions, ["r9", "r8", "r7", "r6", "r5"]);
+
+    // Row limit: the 3 newest of each table stay.
+    let limits = HistoryLimits {
+        max_age_ms: 0,
+        max_rows: 3,
+    };
+    let pruned = store.prune_history(limits, 20).await.unwrap();
+    assert_eq!(pruned.events, 2);
+    assert_eq!(pruned.revisions, 2);
+    assert_eq!(pruned.scaling_decisions, 0, "all are their app's newest 20");
+    assert_eq!(all_events(&store).await, [17, 18, 19]);
+    assert_eq!(store.revisions(100).await.unwrap().len(), 3);
+
+    // Everything far in the future is old, yet the newest revision stays; running again
+    // deletes nothing more; both limits off deletes nothing.
+    let far = HistoryLimits {
+        max_age_ms: 1,
+        max_rows: 0,
+    };
+    store.prune_history(far, 1_000_000).await.unwrap();
+    assert!(all_events(&store).await.is_empty());
+    let kept: Vec<String> = store
+        .revisions(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.revision)
+        .collect();
+    assert_eq!(kept, ["r9"]);
+    assert_eq!(web_decisions(store.clone()).await.len(), 20);
+    assert_eq!(store.scaling_decisions("api", 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store.prune_history(far, 1_000_000).await.unwrap().total(),
+        0
+    );
+    let off = HistoryLimits {
+        max_age_ms: 0,
+        max_rows: 0,
+    };
+    assert_eq!(store.prune_history(off, i64::MAX).await.unwrap().total(), 0);
+}
+
+#[tokio::test]
+async fn prune_history_deletes_more_than_one_batch() {
+    let (_dir, path) = db_path();
+    let store = Store::open(&path).await.unwrap();
+    for at in 0..12_000 {
+        store
+            .record_event(&event(None, EventType::Other("tick".into()), at))
+            .await
+            .unwrap();
+    }
+    let limits = HistoryLimits {
+        max_age_ms: 0,
+        max_rows: 100,
+    };
+    let pruned = store.prune_history(limits, 0).await.unwrap();
+    assert_eq!(pruned.events, 11_900);
+    let newest = all_events(&store).await;
+    assert_eq!(newest.len(), 100);
+    assert_eq!(newest.first(), Some(&11_900));
 }
 
 /// Many tasks writing through clones of one store, plus a second store on the same file (as

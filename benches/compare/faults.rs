@@ -143,7 +143,9 @@ async fn nginx(md: &mut String) {
         md,
         "\n#### nginx SIGKILLed and a proxy file deleted ({CYCLES} cycles)\n\n\
          The private nginx master gets SIGKILL and `conf.d/web.loc` is deleted; passes run \
-         (every 200 ms, as the 1 s timer would) until a new master serves the restored file.\n\n\
+         every 200 ms until a new master serves the restored file. Under `berth serve` the \
+         next timer pass does this (`--interval`, 5 s by default), so add up to one interval \
+         to these times.\n\n\
          | cycle | restored, serving 200 (s) |\n|---|---|"
     );
     for cycle in 0..CYCLES {

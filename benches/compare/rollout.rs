@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Load duration; the update starts [`UPDATE_AT`] into it.
-const LOAD: Duration = Duration::from_secs(22);
+const LOAD: Duration = Duration::from_secs(23);
 const UPDATE_AT: Duration = Duration::from_secs(3);
 /// wrk connections and the think time per request: 10 x 1000/(18 ms + latency) ≈ 500 req/s.
 const CONNECTIONS: u32 = 10;
@@ -34,8 +34,11 @@ fn web_spec(image: &str) -> String {
 }
 
 /// Quiet tail of each wrk run: no request is sent in the last seconds, so every request
-/// sent has had time to be answered when wrk stops (wrk drops in-flight requests at its end).
-const QUIET: Duration = Duration::from_secs(2);
+/// sent has had time to be answered or to time out ([`TIMEOUT`]) when wrk stops (wrk drops
+/// in-flight requests at its end).
+const QUIET: Duration = Duration::from_secs(3);
+/// wrk's request timeout: a request unanswered this long counts as unanswered.
+const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// wrk script: a think time per request; counts of requests sent (`request`), answers,
 /// statuses and bodies; stops sending [`QUIET`] before the end. `done` prints one
@@ -186,7 +189,7 @@ impl Wrk {
                 &format!("-c{CONNECTIONS}"),
                 &format!("-d{}s", LOAD.as_secs()),
                 "--timeout",
-                "5s",
+                &format!("{}s", TIMEOUT.as_secs()),
                 "-s",
                 script.path().to_str().unwrap(),
                 url,
@@ -482,7 +485,8 @@ pub async fn section(runs: usize) -> String {
         md,
         "\n### Rolling update under load (3 replicas, `berth-demo:v1` -> `v2`, {runs} runs)\n\n\
          wrk (Debian's 4.1, 1 thread, {CONNECTIONS} keep-alive connections, {DELAY_MS} ms think \
-         time, {}s with no request sent in the last {}s so every request sent can be answered) \
+         time, {}s with no request sent in the last {}s, {}s timeout, so every request sent is \
+         answered or timed out before wrk stops) \
          on 127.0.0.1 through nginx; the update starts {}s into the load. **Failed** = answers \
          other than 200 + requests sent that got no answer + connections that could not open. \
          **Closed idle** = wrk's read errors: the server closed a keep-alive connection; with no \
@@ -496,6 +500,7 @@ pub async fn section(runs: usize) -> String {
          |---|---|---|---|---|---|---|---|---|",
         LOAD.as_secs(),
         QUIET.as_secs(),
+        TIMEOUT.as_secs(),
         UPDATE_AT.as_secs()
     );
     for (run, ((b, br), (c, cr))) in berth.iter().zip(&compose).enumerate() {

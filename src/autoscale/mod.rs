@@ -307,7 +307,7 @@ async fn seeded_state<R: ContainerRuntime>(
 ) -> Result<AppState, AutoscaleError> {
     let last_change_at = ctl
         .store
-        .scaling_decisions(app, 20)
+        .scaling_decisions(app, crate::store::DECISIONS_KEPT_PER_APP)
         .await?
         .into_iter()
         .find(|row| {

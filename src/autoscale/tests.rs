@@ -108,6 +108,7 @@ async fn setup(yaml: &str, ready: u16) -> Setup {
         host_env: BTreeMap::new(),
         stop_timeout_seconds: 1,
         deletion_budget: Default::default(),
+        history: Default::default(),
     };
     let store = Store::open_in_memory().await.unwrap();
     let ctl = Controller::new(FakeRuntime::default(), proxy, store, settings);

@@ -64,6 +64,8 @@ pub struct Proxy {
     pending: std::sync::Arc<std::sync::Mutex<Vec<PendingChange>>>,
     /// Held by whoever is applying a combined batch.
     flushing: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Reloads that succeeded (one per combined batch, however many callers shared it).
+    reloads: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// One caller's file changes waiting to be applied with everybody else's.
@@ -131,6 +133,7 @@ impl Proxy {
             prepared: Default::default(),
             pending: Default::default(),
             flushing: Default::default(),
+            reloads: Default::default(),
         }
     }
 
@@ -152,6 +155,7 @@ impl Proxy {
             prepared: Default::default(),
             pending: Default::default(),
             flushing: Default::default(),
+            reloads: Default::default(),
         }
     }
 
@@ -175,6 +179,57 @@ impl Proxy {
             ProxyMode::Private { prefix, .. } => Some(prefix.join("logs/access.log")),
             ProxyMode::External { .. } => None,
         }
+    }
+
+    /// Private mode: renames `logs/access.log` and `logs/error.log` to `<name>.1` (replacing
+    /// the previous `.1`) when they are larger than `max_bytes`, then has nginx reopen its
+    /// logs (`-s reopen`). Returns the files rotated. External mode: nothing (the operator's
+    /// logrotate owns those logs). The autoscaler's collector finishes the renamed file and
+    /// follows the new one.
+    pub async fn rotate_logs(&self, max_bytes: u64) -> Result<Vec<PathBuf>, ProxyError> {
+        let ProxyMode::Private { prefix, binary, .. } = &self.mode else {
+            return Ok(Vec::new());
+        };
+        let mut rotated = Vec::new();
+        for name in ["access.log", "error.log"] {
+            let path = prefix.join("logs").join(name);
+            let size = match tokio::fs::metadata(&path).await {
+                Ok(meta) => meta.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(&path, e)),
+            };
+            if size <= max_bytes {
+                continue;
+            }
+            let old = prefix.join("logs").join(format!("{name}.1"));
+            tokio::fs::rename(&path, &old)
+                .await
+                .map_err(|e| io_error(&path, e))?;
+            rotated.push(path);
+        }
+        if rotated.is_empty() || self.running_pid().await.is_none() {
+            // A stopped nginx creates fresh files when it starts.
+            return Ok(rotated);
+        }
+        let program = binary.display().to_string();
+        let output = Command::new(&program)
+            .args(private_args(prefix, &["-s", "reopen"]))
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| ProxyError::Spawn {
+                command: program.clone(),
+                message: e.to_string(),
+            })?;
+        if !output.status.success() {
+            return Err(ProxyError::ReloadFailed {
+                message: format!(
+                    "reopening the logs after rotating them: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ),
+            });
+        }
+        Ok(rotated)
     }
 
     /// Reads every managed file (`*.conf`, `*.loc`) in the conf dir.
@@ -436,7 +491,14 @@ impl Proxy {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
+        self.reloads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
+    }
+
+    /// How many reloads succeeded since this proxy (or the clone it came from) was made.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Private mode: the pid of the running master, if any.

@@ -32,7 +32,6 @@ type FileChanges = (Vec<(String, String)>, Vec<String>);
 pub struct ApplyReport {
     pub steps_applied: usize,
     pub steps_failed: usize,
-    pub reloads: usize,
     /// Last error per app.
     pub errors: BTreeMap<String, String>,
     /// Apps whose rollout failed in this pass.
@@ -43,7 +42,6 @@ impl ApplyReport {
     fn merge(&mut self, other: ApplyReport) {
         self.steps_applied += other.steps_applied;
         self.steps_failed += other.steps_failed;
-        self.reloads += other.reloads;
         self.errors.extend(other.errors);
         self.failed_rollouts.extend(other.failed_rollouts);
     }
@@ -138,7 +136,6 @@ pub async fn apply<R: ContainerRuntime>(
         }
     }
     if reloaded {
-        report.reloads += 1;
         ctl.event(
             None,
             EventType::ProxyReloaded,
@@ -172,6 +169,7 @@ pub async fn apply<R: ContainerRuntime>(
                 observed,
                 revision: &plan.revision,
                 listen: &desired.proxy_listen,
+                routed_in_pass: members.iter().cloned().collect(),
                 members,
                 report: ApplyReport::default(),
             };
@@ -195,6 +193,9 @@ struct AppRun<'a, R: ContainerRuntime> {
     revision: &'a str,
     listen: &'a str,
     members: Vec<String>,
+    /// Every address this pass put in the upstream (the plan's members, then each sync):
+    /// a container that left it during the pass still gets its drain.
+    routed_in_pass: BTreeSet<String>,
     report: ApplyReport,
 }
 
@@ -249,14 +250,10 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         };
         self.members.sort();
         self.members.dedup();
+        self.routed_in_pass.extend(self.members.iter().cloned());
         let files = render::render_app(&desired.spec, &self.members, self.listen);
         match self.ctl.proxy.submit(files, Vec::new()).await {
-            Ok(outcome) => {
-                if outcome.reloaded {
-                    self.report.reloads += 1;
-                }
-                Ok(())
-            }
+            Ok(_) => Ok(()),
             Err(e) => {
                 let message = e.to_string();
                 self.ctl
@@ -448,9 +445,9 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
             .iter()
             .filter_map(|id| self.observed_container(id)?.address())
             .collect();
-        let routed = addresses
-            .iter()
-            .any(|a| self.members.contains(a) || self.was_routed(a));
+        let routed = addresses.iter().any(|a| {
+            self.members.contains(a) || self.routed_in_pass.contains(a) || self.was_routed(a)
+        });
         let before = self.members.len();
         self.members.retain(|m| !addresses.contains(m));
         if self.members.len() != before {

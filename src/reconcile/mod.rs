@@ -22,7 +22,8 @@ use crate::runtime::{ContainerRuntime, ObservedContainer, RuntimeError};
 use crate::source::{Source, SourceConfig, SourceError, SourceStatus, SourceTasks, Waker};
 use crate::spec::{self, AppSpec, SpecIssue};
 use crate::store::{
-    AppStatus, EventType, NewEvent, NewRevision, RevisionSource, RevisionStatus, Store, StoreError,
+    AppStatus, EventType, HistoryLimits, NewEvent, NewRevision, RevisionSource, RevisionStatus,
+    Store, StoreError,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -59,6 +60,46 @@ pub struct Settings {
     pub stop_timeout_seconds: u32,
     /// How many apps one pass may remove (`--max-prune`, `--allow-mass-prune`).
     pub deletion_budget: DeletionBudget,
+    /// How much event, scaling and revision history `serve` keeps (`--history-days`,
+    /// `--history-rows`).
+    pub history: HistoryLimits,
+}
+
+/// How often `serve` deletes history beyond `Settings::history`.
+pub const HISTORY_PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The private nginx's access and error logs are rotated (one old generation kept) when
+/// they grow past this; at 500 req/s the access log grows ~100 KB/s.
+pub const PROXY_LOG_MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Rotates the private nginx's logs past [`PROXY_LOG_MAX_BYTES`] (logged, never fatal).
+pub async fn rotate_proxy_logs<R: ContainerRuntime>(ctl: &Controller<R>) {
+    match ctl.proxy.rotate_logs(PROXY_LOG_MAX_BYTES).await {
+        Ok(rotated) if !rotated.is_empty() => {
+            info!(files = ?rotated, "rotated the private nginx's logs")
+        }
+        Ok(_) => {}
+        Err(e) => warn!("cannot rotate the private nginx's logs: {e}"),
+    }
+}
+
+/// Deletes events, scaling decisions and revisions beyond `settings.history` (logged, never
+/// fatal: a failed prune is retried next time).
+pub async fn prune_history<R: ContainerRuntime>(ctl: &Controller<R>) {
+    match ctl
+        .store
+        .prune_history(ctl.settings.history, now_ms())
+        .await
+    {
+        Ok(pruned) if pruned.total() > 0 => info!(
+            events = pruned.events,
+            scaling_decisions = pruned.scaling_decisions,
+            revisions = pruned.revisions,
+            "pruned history beyond the retention limits"
+        ),
+        Ok(_) => {}
+        Err(e) => warn!("cannot prune history: {e}"),
+    }
 }
 
 /// What the last pass saw and decided (read by the API and the prober).
@@ -386,12 +427,22 @@ pub async fn plan_only<R: ContainerRuntime>(
     let snapshot = ctl.source.snapshot().await?;
     let mut observed = observe(ctl).await?;
     let (state, _) = read_desired(ctl, &snapshot.revision, &snapshot.files, &observed).await?;
-    prober::probe_unknown(ctl, &state.desired, &mut observed).await;
+    let (_, plan, _) = probe_and_plan(ctl, &state.desired, &mut observed).await?;
+    Ok((plan, state.issues))
+}
+
+/// The end of every pass's prologue (a real pass and `plan_only`): probe containers whose
+/// health is unknown, read the replica overrides, plan as of now.
+async fn probe_and_plan<R: ContainerRuntime>(
+    ctl: &Controller<R>,
+    desired: &Desired,
+    observed: &mut Observed,
+) -> Result<(Overrides, Plan, i64), ReconcileError> {
+    prober::probe_unknown(ctl, desired, observed).await;
     let overrides = read_overrides(&ctl.store).await?;
-    Ok((
-        plan::plan(&state.desired, &observed, &overrides, now_ms()),
-        state.issues,
-    ))
+    let now = now_ms();
+    let plan = plan::plan(desired, observed, &overrides, now);
+    Ok((overrides, plan, now))
 }
 
 /// One pass: read the source, observe, build desired (isolation + budget), plan, apply,
@@ -415,6 +466,9 @@ pub async fn run_pass<R: ContainerRuntime>(
     let revision = snapshot.revision.clone();
     let span = info_span!("reconcile_pass", revision = %revision, trigger);
     async {
+        // Counted at the proxy: apps whose changes shared one reload count it once, and the
+        // reload of an adopted nginx counts too.
+        let reloads_before = ctl.proxy.reloads();
         report_source(ctl, &revision).await;
         if ctl.proxy.ensure_running().await? {
             ctl.event(
@@ -467,13 +521,11 @@ pub async fn run_pass<R: ContainerRuntime>(
         )
         .await;
         let desired = &state.desired;
-        prober::probe_unknown(ctl, desired, &mut observed).await;
-        let overrides = read_overrides(&ctl.store).await?;
-        let now = now_ms();
-        let plan = plan::plan(desired, &observed, &overrides, now);
+        let (overrides, plan, now) = probe_and_plan(ctl, desired, &mut observed).await?;
         let report = apply(ctl, desired, &observed, &plan).await;
+        let reloads = (ctl.proxy.reloads() - reloads_before) as usize;
         record_statuses(ctl, &state, &plan, &overrides, &report).await;
-        ctl.metrics.nginx_reloads(report.reloads);
+        ctl.metrics.nginx_reloads(reloads);
         forget_removed(ctl, &state, &verdict, &report).await;
         record_revision(ctl, &state, &verdict, &report).await;
         let duration_ms = started.elapsed().as_millis();
@@ -481,7 +533,7 @@ pub async fn run_pass<R: ContainerRuntime>(
             info!(
                 applied = report.steps_applied,
                 failed = report.steps_failed,
-                reloads = report.reloads,
+                reloads,
                 duration_ms,
                 "pass applied changes"
             );
@@ -503,7 +555,7 @@ pub async fn run_pass<R: ContainerRuntime>(
             revision: revision.clone(),
             steps_applied: report.steps_applied,
             steps_failed: report.steps_failed,
-            reloads: report.reloads,
+            reloads,
             changed: report.steps_applied + report.steps_failed > 0,
         })
     }
@@ -777,8 +829,11 @@ async fn record_statuses<R: ContainerRuntime>(
 }
 
 /// Runs passes until `shutdown` resolves: after each pass it waits for the timer or a
-/// wake-up (the source's watcher or poll loop, the webhook, the prober). Containers and the
-/// private nginx keep running after shutdown.
+/// wake-up (the source's watcher or poll loop, the webhook, the prober). History beyond
+/// `settings.history` is pruned by a task of its own at start and every
+/// [`HISTORY_PRUNE_EVERY`]; the private
+/// nginx's logs are rotated before every pass once past [`PROXY_LOG_MAX_BYTES`]. Containers
+/// and the private nginx keep running after shutdown.
 pub async fn serve<R: ContainerRuntime + 'static>(
     ctl: Arc<Controller<R>>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -803,7 +858,18 @@ pub async fn serve<R: ContainerRuntime + 'static>(
     let autoscaler = autoscale.map(|s| tokio::spawn(crate::autoscale::run(ctl.clone(), s)));
     tokio::pin!(shutdown);
     let mut trigger = "start".to_string();
+    // Off the loop's path: a first prune of a large database must not delay the first pass.
+    let history = tokio::spawn({
+        let ctl = ctl.clone();
+        async move {
+            loop {
+                prune_history(&ctl).await;
+                tokio::time::sleep(HISTORY_PRUNE_EVERY).await;
+            }
+        }
+    });
     loop {
+        rotate_proxy_logs(&ctl).await;
         let pass = run_pass(&ctl, &trigger);
         tokio::select! {
             result = pass => match result {
@@ -828,6 +894,7 @@ pub async fn serve<R: ContainerRuntime + 'static>(
         }
     }
     prober.abort();
+    history.abort();
     if let Some(autoscaler) = autoscaler {
         autoscaler.abort();
     }

@@ -1,7 +1,7 @@
 //! The `events` table: the append-only history of what berth did and why, read by the API
 //! newest first with keyset paging on `id`. Owns that table's SQL and the `EventType`
 //! vocabulary. Must not touch: app rows or any other table; it never updates or deletes
-//! events.
+//! events (retention is `history.rs`).
 
 use super::{page_limit, Store, StoreError};
 use serde::{Serialize, Serializer};

@@ -11,6 +11,7 @@
 mod apps;
 mod error;
 mod events;
+mod history;
 mod overrides;
 mod revisions;
 mod rollouts;
@@ -19,6 +20,7 @@ mod scaling;
 pub use apps::{AppDesiredRecord, AppRow, AppStatus, LastGood};
 pub use error::StoreError;
 pub use events::{EventQuery, EventRow, EventType, NewEvent, MAX_EVENT_PAGE};
+pub use history::{HistoryLimits, PrunedHistory, DECISIONS_KEPT_PER_APP};
 pub use overrides::ReplicaOverrideRow;
 pub use revisions::{NewRevision, RevisionRow, RevisionSource, RevisionStatus, MAX_REVISION_PAGE};
 pub use rollouts::FailedRollout;

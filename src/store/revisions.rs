@@ -1,7 +1,7 @@
 //! The `revisions` table: one row per source revision berth tried to apply, with the outcome
 //! of the latest try. Recording the same revision again updates it in place, so a loop that
-//! re-applies every pass does not grow the table. Owns that table's SQL. Must not touch:
-//! the source (git/dir) itself, events.
+//! re-applies every pass does not grow the table. Owns that table's SQL (retention is
+//! history.rs). Must not touch: the source (git/dir) itself, events.
 
 use super::{page_limit, Store, StoreError};
 use serde::Serialize;

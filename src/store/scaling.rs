@@ -1,6 +1,7 @@
 //! The `scaling_decisions` table: the append-only history of autoscaler decisions with the
 //! metrics and factors behind each. Owns that table's SQL. Must not touch: the replica
-//! override itself (overrides.rs), the policy that decides (autoscale/).
+//! override itself (overrides.rs), the policy that decides (autoscale/). Retention (deleting
+//! old rows) is history.rs.
 
 use super::{page_limit, Store, StoreError};
 use serde::Serialize;

@@ -191,6 +191,7 @@ pub async fn empty_controller(containers: Vec<ObservedContainer>) -> Fixture {
         host_env: BTreeMap::from([("REDIS_URL".to_string(), "sdk-value".to_string())]),
         stop_timeout_seconds: 1,
         deletion_budget: Default::default(),
+        history: Default::default(),
     };
     let runtime = FakeRuntime {
         containers,
