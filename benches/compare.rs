@@ -609,8 +609,27 @@ fn sections_in(text: &str) -> BTreeMap<String, String> {
     found
 }
 
+/// Waits (at most 2 minutes) until the 1-minute load average is below the core count, so
+/// a section does not start in the tail of the previous one's container starts.
+async fn settle() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        let one_minute = loadavg()
+            .split_whitespace()
+            .next()
+            .and_then(|l| l.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if one_minute < cores {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
 /// Runs one section, framed by when it ran and the load average around it.
 async fn run_section(name: &str) -> String {
+    settle().await;
     let start_load = loadavg();
     let started = sh("date", &["-u", "+%Y-%m-%d %H:%M"]);
     let body = match name {

@@ -121,6 +121,7 @@ async fn engine(md: &mut String) {
             "cycle {cycle}: {running:?}"
         );
         assert!(running.iter().all(|c| c.image == image));
+        let error = error.replace(&link.path.display().to_string(), "<cut socket>");
         let short: String = error.chars().take(70).collect();
         let _ = writeln!(
             md,
