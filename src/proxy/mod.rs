@@ -551,10 +551,7 @@ impl Proxy {
                     .await;
             }
             for _ in 0..100 {
-                if orphans
-                    .iter()
-                    .all(|pid| !Path::new(&format!("/proc/{pid}")).exists())
-                {
+                if orphans.iter().all(|pid| exited(*pid)) {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -607,7 +604,7 @@ impl Proxy {
             .output()
             .await;
         for _ in 0..200 {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
+            if exited(pid) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -695,6 +692,19 @@ fn listening_inodes(port: u16) -> Vec<String> {
         }
     }
     inodes
+}
+
+/// Has `pid` exited? Gone from /proc, or a zombie nobody reaped yet: under a PID 1 that does
+/// not reap (a container without an init, some sandboxes) a killed master's workers stay
+/// zombies forever, and waiting for /proc/<pid> to vanish would always time out.
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+        Err(_) => true,
+    }
 }
 
 /// Every nginx worker process on the host with its parent pid.
@@ -826,4 +836,34 @@ async fn write_atomically(path: &Path, text: &str) -> Result<(), ProxyError> {
     tokio::fs::rename(&tmp, path)
         .await
         .map_err(|e| io_error(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exited;
+
+    #[test]
+    fn a_running_process_has_not_exited_and_a_zombie_or_missing_one_has() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        assert!(!exited(child.id()), "sleep is running");
+        child.kill().expect("kill sleep");
+        // Not waited for yet: a zombie until reaped.
+        let mut zombie = false;
+        for _ in 0..100 {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id()));
+            if stat.is_ok_and(|s| s.contains(") Z ")) {
+                zombie = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(zombie, "the killed child is a zombie until waited for");
+        assert!(exited(child.id()), "a zombie counts as exited");
+        child.wait().expect("reap sleep");
+        assert!(exited(child.id()), "a reaped process has exited");
+        assert!(exited(u32::MAX), "no such process");
+    }
 }
