@@ -150,16 +150,28 @@ impl Drop for Env {
             .args(["network", "rm", &self.instance])
             .output();
         // Stop nginx before the fields (and so the state dir) are dropped.
-        if let Ok(pid) = std::fs::read_to_string(self.state.path().join("nginx/nginx.pid")) {
-            let _ = Command::new("kill").args(["-QUIT", pid.trim()]).status();
-            let proc_dir = format!("/proc/{}", pid.trim());
-            for _ in 0..100 {
-                if !Path::new(&proc_dir).exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        stop_nginx(&self.state.path().join("nginx"));
+    }
+}
+
+/// QUITs the nginx whose pid file is under `prefix` and waits (≤ 2 s) until it has exited
+/// (a zombie counts: the daemonized master's parent may never reap it).
+fn stop_nginx(prefix: &Path) {
+    let Ok(pid) = std::fs::read_to_string(prefix.join("nginx.pid")) else {
+        return;
+    };
+    let _ = Command::new("kill").args(["-QUIT", pid.trim()]).status();
+    for _ in 0..100 {
+        let state = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+            .ok()
+            .and_then(|stat| {
+                let (_, rest) = stat.rsplit_once(')')?;
+                rest.split_whitespace().next().map(str::to_string)
+            });
+        if state.is_none_or(|s| s == "Z" || s == "X") {
+            return;
         }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -285,16 +297,7 @@ fn compose_converge(n: usize, run: usize) -> (f64, f64) {
     }
     std::fs::write(guard.dir.path().join("docker-compose.yml"), yaml).unwrap();
     let started = Instant::now();
-    let out = Command::new(COMPOSE)
-        .current_dir(guard.dir.path())
-        .args(["-p", &guard.project, "up", "-d"])
-        .output()
-        .expect("run docker-compose");
-    assert!(
-        out.status.success(),
-        "docker-compose up failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    compose_up(guard.dir.path(), &guard.project, &[]);
     let up_returned = started.elapsed();
     // Published ports, one `docker ps` (compose has no proxy: one port per service).
     let ps = Command::new("docker")
@@ -321,6 +324,21 @@ fn compose_converge(n: usize, run: usize) -> (f64, f64) {
     );
     drop(guard);
     (ms(seen), ms(up_returned))
+}
+
+/// `docker-compose -p PROJECT up -d EXTRA...` in `dir`; panics with compose's stderr.
+fn compose_up(dir: &Path, project: &str, extra: &[&str]) {
+    let out = Command::new(COMPOSE)
+        .current_dir(dir)
+        .args(["-p", project, "up", "-d"])
+        .args(extra)
+        .output()
+        .expect("run docker-compose");
+    assert!(
+        out.status.success(),
+        "docker-compose up failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// (c) the raw limit: bollard create+start+inspect of N containers, PARALLEL at a time,

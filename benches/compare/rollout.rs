@@ -10,10 +10,10 @@
 //! 3 tries, keep-alive). Everything is removed by Drop guards.
 
 use super::{cell, controller, env, free_port, median, ms, nginx_binary, rm_by_instance};
-use super::{write_spec, COMPOSE};
+use super::{stop_nginx, write_spec, COMPOSE};
 use berth::reconcile;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -312,23 +312,8 @@ impl ComposeScene {
     }
 
     fn compose_up(&self) {
-        let out = Command::new(COMPOSE)
-            .current_dir(self.dir.path())
-            .args([
-                "-p",
-                &self.project,
-                "up",
-                "-d",
-                "-t",
-                &STOP_TIMEOUT.to_string(),
-            ])
-            .output()
-            .expect("run docker-compose");
-        assert!(
-            out.status.success(),
-            "docker-compose up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let timeout = STOP_TIMEOUT.to_string();
+        super::compose_up(self.dir.path(), &self.project, &["-t", &timeout]);
     }
 
     /// A host nginx whose upstream is the three published ports, set up like berth's.
@@ -381,19 +366,6 @@ impl Drop for ComposeScene {
             .args(["-p", &self.project, "down", "-v", "-t", "1"])
             .output();
         rm_by_instance(&self.project);
-    }
-}
-
-fn stop_nginx(prefix: &Path) {
-    if let Ok(pid) = std::fs::read_to_string(prefix.join("nginx.pid")) {
-        let _ = Command::new("kill").args(["-QUIT", pid.trim()]).status();
-        let proc_dir = format!("/proc/{}", pid.trim());
-        for _ in 0..100 {
-            if !Path::new(&proc_dir).exists() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 }
 

@@ -211,16 +211,11 @@ impl Proxy {
             // A stopped nginx creates fresh files when it starts.
             return Ok(rotated);
         }
-        let program = binary.display().to_string();
-        let output = Command::new(&program)
-            .args(private_args(prefix, &["-s", "reopen"]))
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| ProxyError::Spawn {
-                command: program.clone(),
-                message: e.to_string(),
-            })?;
+        let output = run_command(
+            &binary.display().to_string(),
+            &private_args(prefix, &["-s", "reopen"]),
+        )
+        .await?;
         if !output.status.success() {
             return Err(ProxyError::ReloadFailed {
                 message: format!(
@@ -450,15 +445,7 @@ impl Proxy {
             ),
             ProxyMode::External { reload_command, .. } => split_command(reload_command),
         };
-        let output = Command::new(&program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| ProxyError::Spawn {
-                command: program.clone(),
-                message: e.to_string(),
-            })?;
+        let output = run_command(&program, &args).await?;
         if !output.status.success() {
             return Err(ProxyError::ReloadFailed {
                 message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
@@ -562,15 +549,7 @@ impl Proxy {
         }
         // nginx daemonizes itself: the master outlives berth, so a berth restart or
         // upgrade never drops traffic; the next berth adopts it through the pid file.
-        let output = Command::new(binary)
-            .args(private_args(prefix, &[]))
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| ProxyError::Spawn {
-                command: binary.display().to_string(),
-                message: e.to_string(),
-            })?;
+        let output = run_command(&binary.display().to_string(), &private_args(prefix, &[])).await?;
         if !output.status.success() {
             return Err(ProxyError::StartFailed {
                 message: String::from_utf8_lossy(&output.stderr).trim().to_string(),
@@ -692,6 +671,20 @@ fn listening_inodes(port: u16) -> Vec<String> {
         }
     }
     inodes
+}
+
+/// Runs an nginx command (stdin closed) and returns its output; only a failure to start it
+/// is an error here, its exit status is the caller's to judge.
+async fn run_command(program: &str, args: &[String]) -> Result<std::process::Output, ProxyError> {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| ProxyError::Spawn {
+            command: program.to_string(),
+            message: e.to_string(),
+        })
 }
 
 /// Has `pid` exited? Gone from /proc, or a zombie nobody reaped yet: under a PID 1 that does
