@@ -831,9 +831,8 @@ async fn record_statuses<R: ContainerRuntime>(
 /// Runs passes until `shutdown` resolves: after each pass it waits for the timer or a
 /// wake-up (the source's watcher or poll loop, the webhook, the prober). History beyond
 /// `settings.history` is pruned by a task of its own at start and every
-/// [`HISTORY_PRUNE_EVERY`]; the private
-/// nginx's logs are rotated before every pass once past [`PROXY_LOG_MAX_BYTES`]. Containers
-/// and the private nginx keep running after shutdown.
+/// [`HISTORY_PRUNE_EVERY`]; the private nginx's logs are rotated before every pass once past
+/// [`PROXY_LOG_MAX_BYTES`]. Containers and the private nginx keep running after shutdown.
 pub async fn serve<R: ContainerRuntime + 'static>(
     ctl: Arc<Controller<R>>,
     shutdown: impl std::future::Future<Output = ()>,
