@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{ensure_images, free_port, unique_name, DockerCleanup};
+use support::{ensure_images, free_port, path_with_sbin, unique_name, DockerCleanup};
 
 const TOKEN: &str = "serve-t0ken";
 
@@ -87,13 +87,7 @@ async fn serve_runs_the_api_next_to_the_loop() {
         ])
         .env("BERTH_API_TOKEN", TOKEN)
         .env("RUST_LOG", "info")
-        .env(
-            "PATH",
-            format!(
-                "{}:/usr/sbin:/sbin",
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
+        .env("PATH", path_with_sbin())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()

@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-use support::{ensure_images, http_get, unique_name, DockerCleanup};
+use support::{ensure_images, http_get, path_with_sbin, unique_name, DockerCleanup};
 
 fn berth(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -155,13 +155,7 @@ fn serve_converges_and_sigterm_leaves_containers_running() {
             "--api-listen",
             "off",
         ])
-        .env(
-            "PATH",
-            format!(
-                "{}:/usr/sbin:/sbin",
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
+        .env("PATH", path_with_sbin())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(state.path().join("berth.log")).unwrap())
         .env("RUST_LOG", "info")

@@ -10,7 +10,8 @@
 #![allow(dead_code)]
 
 use crate::support::{
-    ensure_images, free_port, http_get, nginx_binary, unique_name, DockerCleanup, NginxGuard,
+    ensure_images, free_port, http_get, nginx_binary, path_with_sbin, unique_name, DockerCleanup,
+    NginxGuard,
 };
 use berth::proxy::Proxy;
 use berth::reconcile::{Controller, Settings};
@@ -145,13 +146,7 @@ impl Scene {
                 "--stop-timeout",
                 "1",
             ])
-            .env(
-                "PATH",
-                format!(
-                    "{}:/usr/sbin:/sbin",
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
+            .env("PATH", path_with_sbin())
             .stdout(Stdio::null())
             .env("NO_COLOR", "1")
             .stderr(

@@ -307,3 +307,12 @@ impl Drop for NginxGuard {
         }
     }
 }
+
+/// `$PATH` with /usr/sbin and /sbin appended, for a `berth serve` child: Debian's nginx
+/// lives in /usr/sbin, which a non-login shell's PATH may lack.
+pub fn path_with_sbin() -> String {
+    format!(
+        "{}:/usr/sbin:/sbin",
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
