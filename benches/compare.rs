@@ -32,11 +32,12 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{ensure_images, free_port, nginx_binary};
+use support::{
+    cpu_seconds, ensure_images, free_port, http_status, nginx_binary, DockerCleanup, NginxGuard,
+};
 
 const IMAGE: &str = "berth-demo:v1";
 const COMPOSE: &str = "/usr/bin/docker-compose";
@@ -56,20 +57,6 @@ fn app_spec(name: &str, kind: &str, replicas: u32) -> String {
     )
 }
 
-fn cpu_seconds() -> f64 {
-    // utime + stime of this process, from /proc/self/stat (clock ticks, 100 Hz on Linux).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -81,27 +68,12 @@ fn rss_mib() -> f64 {
         / 1024.0
 }
 
-fn get(port: u16, path: &str) -> Option<u16> {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut head = [0u8; 32];
-    let n = stream.read(&mut head).ok()?;
-    let text = String::from_utf8_lossy(&head[..n]).to_string();
-    text.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Blocks until every (port, path) answered 200 once; elapsed since `started`.
 /// Panics after [`WAIT_LIMIT`].
 fn wait_all(targets: Vec<(u16, String)>, started: Instant) -> Duration {
     let mut pending = targets;
     loop {
-        pending.retain(|(port, path)| get(*port, path) != Some(200));
+        pending.retain(|(port, path)| http_status(*port, path) != Some(200));
         if pending.is_empty() {
             return started.elapsed();
         }
@@ -114,72 +86,29 @@ fn wait_all(targets: Vec<(u16, String)>, started: Instant) -> Duration {
     }
 }
 
-fn rm_by_instance(instance: &str) {
-    let ids = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=berth.instance={instance}"),
-        ])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-        .unwrap_or_default();
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    if !ids.is_empty() {
-        let _ = Command::new("docker")
-            .arg("rm")
-            .arg("-f")
-            .args(&ids)
-            .output();
-    }
-}
-
 /// One berth instance: spec dir, state dir, private nginx port, label-scoped containers.
+/// Fields drop in order: nginx stops before the state dir holding its pid file is deleted;
+/// containers and the network go last.
 struct Env {
+    _nginx: NginxGuard,
     instance: String,
     specs: tempfile::TempDir,
     state: tempfile::TempDir,
     port: u16,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        rm_by_instance(&self.instance);
-        let _ = Command::new("docker")
-            .args(["network", "rm", &self.instance])
-            .output();
-        // Stop nginx before the fields (and so the state dir) are dropped.
-        stop_nginx(&self.state.path().join("nginx"));
-    }
-}
-
-/// QUITs the nginx whose pid file is under `prefix` and waits (≤ 2 s) until it has exited
-/// (a zombie counts: the daemonized master's parent may never reap it).
-fn stop_nginx(prefix: &Path) {
-    let Ok(pid) = std::fs::read_to_string(prefix.join("nginx.pid")) else {
-        return;
-    };
-    let _ = Command::new("kill").args(["-QUIT", pid.trim()]).status();
-    for _ in 0..100 {
-        let state = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
-            .ok()
-            .and_then(|stat| {
-                let (_, rest) = stat.rsplit_once(')')?;
-                rest.split_whitespace().next().map(str::to_string)
-            });
-        if state.is_none_or(|s| s == "Z" || s == "X") {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    _cleanup: DockerCleanup,
 }
 
 fn env(tag: &str) -> Env {
+    let instance = format!("bench-cmp-{tag}-{}", std::process::id());
+    let state = tempfile::tempdir().unwrap();
     Env {
-        instance: format!("bench-cmp-{tag}-{}", std::process::id()),
+        _nginx: NginxGuard {
+            prefix: state.path().join("nginx"),
+        },
+        _cleanup: DockerCleanup::new(&instance),
+        instance,
         specs: tempfile::tempdir().unwrap(),
-        state: tempfile::tempdir().unwrap(),
+        state,
         port: free_port(),
     }
 }
@@ -277,7 +206,8 @@ impl Drop for ComposeGuard {
             .current_dir(self.dir.path())
             .args(["-p", &self.project, "down", "-v", "-t", "1"])
             .output();
-        rm_by_instance(&self.project);
+        // Whatever `down` left behind (the services carry the berth.instance label).
+        drop(DockerCleanup::new(&self.project));
     }
 }
 
@@ -345,13 +275,7 @@ fn compose_up(dir: &Path, project: &str, extra: &[&str]) {
 /// -> each answers 200 on its published port.
 async fn raw_converge(docker: &Docker, n: usize, run: usize) -> f64 {
     let instance = format!("bench-cmp-raw{n}x{run}-{}", std::process::id());
-    struct Sweep(String);
-    impl Drop for Sweep {
-        fn drop(&mut self) {
-            rm_by_instance(&self.0);
-        }
-    }
-    let _sweep = Sweep(instance.clone());
+    let _cleanup = DockerCleanup::new(&instance);
     let started = Instant::now();
     let ports: Vec<u16> = futures_util::stream::iter(0..n)
         .map(|i| {

@@ -5,14 +5,17 @@
 //! Run: `cargo bench --bench reconcile` (needs Docker, nginx and the demo images:
 //! scripts/setup.sh). All traffic goes to 127.0.0.1.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use berth::proxy::Proxy;
 use berth::reconcile::{self, Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
 use berth::store::Store;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
+use support::{cpu_seconds, free_port, http_status, nginx_binary, DockerCleanup, NginxGuard};
 
 fn app_spec(name: &str, kind: &str) -> String {
     let route = if kind == "http" {
@@ -25,70 +28,15 @@ fn app_spec(name: &str, kind: &str) -> String {
     )
 }
 
-fn cpu_seconds() -> f64 {
-    // utime + stime of this process, from /proc/self/stat (clock ticks, 100 Hz on Linux).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn get(port: u16, path: &str) -> Option<u16> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut head = [0u8; 32];
-    let n = stream.read(&mut head).ok()?;
-    let text = String::from_utf8_lossy(&head[..n]).to_string();
-    text.split_whitespace().nth(1)?.parse().ok()
-}
-
+/// Fields drop in order: nginx stops before the state dir holding its pid file is deleted;
+/// containers and the network go last.
 struct Env {
+    _nginx: NginxGuard,
     instance: String,
     specs: tempfile::TempDir,
     state: tempfile::TempDir,
     port: u16,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let ids = std::process::Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=berth.instance={}", self.instance),
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default();
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let _ = std::process::Command::new("docker")
-                .arg("rm")
-                .arg("-f")
-                .args(&ids)
-                .output();
-        }
-        let _ = std::process::Command::new("docker")
-            .args(["network", "rm", &self.instance])
-            .output();
-        if let Ok(pid) = std::fs::read_to_string(self.state.path().join("nginx/nginx.pid")) {
-            let _ = std::process::Command::new("kill")
-                .args(["-QUIT", pid.trim()])
-                .status();
-        }
-    }
+    _cleanup: DockerCleanup,
 }
 
 async fn controller(env: &Env) -> std::sync::Arc<Controller<DockerRuntime>> {
@@ -98,15 +46,10 @@ async fn controller(env: &Env) -> std::sync::Arc<Controller<DockerRuntime>> {
     let runtime = DockerRuntime::connect(Some(env.instance.clone()))
         .await
         .expect("docker engine reachable");
-    let nginx: PathBuf = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("nginx installed (scripts/setup.sh)");
     let proxy = Proxy::private(
         env.state.path().join("nginx"),
         format!("127.0.0.1:{}", env.port),
-        nginx,
+        nginx_binary(),
     );
     let settings = Settings {
         source: berth::source::SourceConfig::Dir(env.specs.path().to_path_buf()),
@@ -122,16 +65,17 @@ async fn controller(env: &Env) -> std::sync::Arc<Controller<DockerRuntime>> {
 }
 
 fn env(tag: &str) -> Env {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let instance = format!("bench-{tag}-{}", std::process::id());
+    let state = tempfile::tempdir().unwrap();
     Env {
-        instance: format!("bench-{tag}-{}", std::process::id()),
+        _nginx: NginxGuard {
+            prefix: state.path().join("nginx"),
+        },
+        _cleanup: DockerCleanup::new(&instance),
+        instance,
         specs: tempfile::tempdir().unwrap(),
-        state: tempfile::tempdir().unwrap(),
-        port,
+        state,
+        port: free_port(),
     }
 }
 
@@ -171,7 +115,7 @@ async fn main() {
         });
         let port = env.port;
         let waiter = tokio::task::spawn_blocking(move || loop {
-            if get(port, "/web/") == Some(200) {
+            if http_status(port, "/web/") == Some(200) {
                 return started.elapsed();
             }
             if started.elapsed() > Duration::from_secs(60) {

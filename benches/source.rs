@@ -7,6 +7,9 @@
 //! scripts/setup.sh). All traffic goes to 127.0.0.1; each run adds a new one-replica app.
 //! `BERTH_BENCH_RUNS` sets the runs per path (default 5).
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use berth::plan::prune::DeletionBudget;
 use berth::proxy::Proxy;
 use berth::reconcile::{self, Controller, Settings};
@@ -15,10 +18,11 @@ use berth::source::{git::DEFAULT_POLL, webhook, GitConfig, SourceConfig};
 use berth::store::Store;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::{free_port, http_status, nginx_binary, DockerCleanup, NginxGuard};
 
 const SECRET: &[u8] = b"berth-bench-webhook-secret";
 
@@ -48,20 +52,6 @@ fn git(cwd: &Path, args: &[&str]) {
     );
 }
 
-fn get(port: u16, path: &str) -> Option<u16> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut head = [0u8; 32];
-    let n = stream.read(&mut head).ok()?;
-    let text = String::from_utf8_lossy(&head[..n]).to_string();
-    text.split_whitespace().nth(1)?.parse().ok()
-}
-
 fn post_webhook(addr: std::net::SocketAddr) {
     let body = br#"{"ref":"refs/heads/main"}"#;
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
@@ -79,51 +69,27 @@ fn post_webhook(addr: std::net::SocketAddr) {
     assert!(response.starts_with("HTTP/1.1 202"), "{response}");
 }
 
+/// Fields drop in order: nginx stops before the dir holding its pid file is deleted;
+/// containers and the network go last.
 struct Env {
+    _nginx: NginxGuard,
     instance: String,
     dir: tempfile::TempDir,
     port: u16,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let ids = Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=berth.instance={}", self.instance),
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default();
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .arg("rm")
-                .arg("-f")
-                .args(&ids)
-                .output();
-        }
-        let _ = Command::new("docker")
-            .args(["network", "rm", &self.instance])
-            .output();
-        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("state/nginx/nginx.pid")) {
-            let _ = Command::new("kill").args(["-QUIT", pid.trim()]).status();
-        }
-    }
+    _cleanup: DockerCleanup,
 }
 
 fn env(tag: &str) -> Env {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let instance = format!("bench-src-{tag}-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
     Env {
-        instance: format!("bench-src-{tag}-{}", std::process::id()),
-        dir: tempfile::tempdir().unwrap(),
-        port,
+        _nginx: NginxGuard {
+            prefix: dir.path().join("state/nginx"),
+        },
+        _cleanup: DockerCleanup::new(&instance),
+        instance,
+        dir,
+        port: free_port(),
     }
 }
 
@@ -133,15 +99,10 @@ async fn controller(env: &Env, source: SourceConfig) -> Arc<Controller<DockerRun
     let runtime = DockerRuntime::connect(Some(env.instance.clone()))
         .await
         .expect("docker engine reachable");
-    let nginx: PathBuf = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-        .expect("nginx installed (scripts/setup.sh)");
     let proxy = Proxy::private(
         state.join("nginx"),
         format!("127.0.0.1:{}", env.port),
-        nginx,
+        nginx_binary(),
     );
     let settings = Settings {
         source,
@@ -160,7 +121,7 @@ async fn controller(env: &Env, source: SourceConfig) -> Arc<Controller<DockerRun
 fn first_200(port: u16, app: &str, since: Instant) -> f64 {
     let path = format!("/{app}/");
     loop {
-        if get(port, &path) == Some(200) {
+        if http_status(port, &path) == Some(200) {
             return since.elapsed().as_secs_f64() * 1000.0;
         }
         assert!(

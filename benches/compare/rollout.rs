@@ -9,8 +9,8 @@
 //! (`max_fails=1 fail_timeout=2s`, `proxy_next_upstream error timeout http_502 http_503`,
 //! 3 tries, keep-alive). Everything is removed by Drop guards.
 
-use super::{cell, controller, env, free_port, median, ms, nginx_binary, rm_by_instance};
-use super::{stop_nginx, write_spec, COMPOSE};
+use super::{cell, controller, env, free_port, median, ms, nginx_binary, write_spec};
+use super::{ComposeGuard, NginxGuard};
 use berth::reconcile;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -240,7 +240,7 @@ async fn berth_once(run: usize) -> (Load, f64) {
     loop {
         let report = reconcile::run_pass(&ctl, "bench").await.unwrap();
         assert_eq!(report.steps_failed, 0, "{report:?}");
-        if !report.changed && super::get(env.port, "/web/") == Some(200) {
+        if !report.changed && super::http_status(env.port, "/web/") == Some(200) {
             break;
         }
         assert!(Instant::now() < deadline, "web v1 never converged");
@@ -280,22 +280,24 @@ async fn berth_once(run: usize) -> (Load, f64) {
 }
 
 /// compose's side: the project, its fixed ports and the host nginx in front, torn down on drop.
+/// Fields drop in order: the host nginx stops first, then `docker-compose down`.
 struct ComposeScene {
-    project: String,
-    dir: tempfile::TempDir,
+    nginx: Option<NginxGuard>,
+    compose: ComposeGuard,
     ports: [u16; 3],
     nginx_port: u16,
-    nginx: Option<PathBuf>,
 }
 
 impl ComposeScene {
     fn new(run: usize) -> ComposeScene {
         ComposeScene {
-            project: format!("benchroll{run}p{}", std::process::id()),
-            dir: tempfile::tempdir().unwrap(),
+            nginx: None,
+            compose: ComposeGuard {
+                project: format!("benchroll{run}p{}", std::process::id()),
+                dir: tempfile::tempdir().unwrap(),
+            },
             ports: [free_port(), free_port(), free_port()],
             nginx_port: free_port(),
-            nginx: None,
         }
     }
 
@@ -305,20 +307,24 @@ impl ComposeScene {
             let _ = write!(
                 yaml,
                 "  web{i}:\n    image: {image}\n    ports: [\"127.0.0.1:{port}:8080\"]\n    labels:\n      berth.instance: {}\n",
-                self.project
+                self.compose.project
             );
         }
-        std::fs::write(self.dir.path().join("docker-compose.yml"), yaml).unwrap();
+        std::fs::write(self.compose.dir.path().join("docker-compose.yml"), yaml).unwrap();
     }
 
     fn compose_up(&self) {
         let timeout = STOP_TIMEOUT.to_string();
-        super::compose_up(self.dir.path(), &self.project, &["-t", &timeout]);
+        super::compose_up(
+            self.compose.dir.path(),
+            &self.compose.project,
+            &["-t", &timeout],
+        );
     }
 
     /// A host nginx whose upstream is the three published ports, set up like berth's.
     fn start_nginx(&mut self) {
-        let prefix = self.dir.path().join("nginx");
+        let prefix = self.compose.dir.path().join("nginx");
         std::fs::create_dir_all(prefix.join("logs")).unwrap();
         let servers: String = self
             .ports
@@ -352,20 +358,7 @@ impl ComposeScene {
             "nginx failed to start: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        self.nginx = Some(prefix);
-    }
-}
-
-impl Drop for ComposeScene {
-    fn drop(&mut self) {
-        if let Some(prefix) = &self.nginx {
-            stop_nginx(prefix);
-        }
-        let _ = Command::new(COMPOSE)
-            .current_dir(self.dir.path())
-            .args(["-p", &self.project, "down", "-v", "-t", "1"])
-            .output();
-        rm_by_instance(&self.project);
+        self.nginx = Some(NginxGuard { prefix });
     }
 }
 
@@ -378,8 +371,11 @@ fn compose_once(run: usize) -> (Load, f64) {
     scene.compose_up();
     scene.start_nginx();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while super::get(scene.nginx_port, "/web/") != Some(200)
-        || scene.ports.iter().any(|p| super::get(*p, "/") != Some(200))
+    while super::http_status(scene.nginx_port, "/web/") != Some(200)
+        || scene
+            .ports
+            .iter()
+            .any(|p| super::http_status(*p, "/") != Some(200))
     {
         assert!(Instant::now() < deadline, "compose v1 never answered");
         std::thread::sleep(Duration::from_millis(50));
@@ -416,7 +412,7 @@ fn compose_once(run: usize) -> (Load, f64) {
 }
 
 fn body(port: u16) -> Option<String> {
-    match crate::support::http_get(&format!("127.0.0.1:{port}"), "/", None) {
+    match super::support::http_get(&format!("127.0.0.1:{port}"), "/", None) {
         Ok((200, body)) => Some(body),
         _ => None,
     }

@@ -689,8 +689,9 @@ async fn run_command(program: &str, args: &[String]) -> Result<std::process::Out
 
 /// Has `pid` exited? Gone from /proc, or a zombie nobody reaped yet: under a PID 1 that does
 /// not reap (a container without an init, some sandboxes) a killed master's workers stay
-/// zombies forever, and waiting for /proc/<pid> to vanish would always time out.
-fn exited(pid: u32) -> bool {
+/// zombies forever, and waiting for /proc/<pid> to vanish would always time out. Public so
+/// tests and benches that stop an nginx wait the same way.
+pub fn exited(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat
             .rsplit_once(')')

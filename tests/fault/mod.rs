@@ -10,8 +10,8 @@
 #![allow(dead_code)]
 
 use crate::support::{
-    ensure_images, free_port, http_get, nginx_binary, path_with_sbin, unique_name, DockerCleanup,
-    NginxGuard,
+    ensure_images, free_port, http_status, nginx_binary, path_with_sbin, unique_name,
+    DockerCleanup, NginxGuard,
 };
 use berth::proxy::Proxy;
 use berth::reconcile::{Controller, Settings};
@@ -113,9 +113,7 @@ impl Scene {
 
     /// Status of `GET path` through the scene's nginx; 0 when nothing answered.
     pub fn get(&self, path: &str) -> u16 {
-        http_get(&format!("127.0.0.1:{}", self.port), path, None)
-            .map(|(status, _)| status)
-            .unwrap_or(0)
+        http_status(self.port, path).unwrap_or(0)
     }
 
     pub fn serve_log(&self) -> PathBuf {

@@ -1,4 +1,5 @@
-//! Shared helpers for berth's integration tests (include with `mod support;`).
+//! Shared helpers for berth's integration tests (include with `mod support;`) and its
+//! benches (through `#[path = "../tests/support/mod.rs"]`).
 //!
 //! Owns: building the demo images once per test process ([`ensure_images`]), unique names,
 //! the [`DockerCleanup`] Drop guard, and a loopback-only HTTP GET ([`http_get`]).
@@ -253,6 +254,29 @@ fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// The status of `GET path` on 127.0.0.1:`port` ([`http_get`]), or None when nothing
+/// answered.
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    http_get(&format!("127.0.0.1:{port}"), path, None)
+        .ok()
+        .map(|(status, _)| status)
+}
+
+/// CPU time (user + system) this process has used, in seconds, from /proc/self/stat
+/// (clock ticks, 100 Hz on Linux): for benches that report CPU per pass.
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Retries [`http_get`] until it yields a response with `expected_status` (or any response
 /// when `None`) or `timeout` passes; returns the last response or error.
 pub fn wait_http(
@@ -301,9 +325,20 @@ pub struct NginxGuard {
 }
 
 impl Drop for NginxGuard {
+    /// QUIT, then wait (at most 2 s) until the master has exited (a zombie counts).
     fn drop(&mut self) {
-        if let Ok(pid) = std::fs::read_to_string(self.prefix.join("nginx.pid")) {
-            let _ = Command::new("kill").args(["-QUIT", pid.trim()]).status();
+        let Ok(pid) = std::fs::read_to_string(self.prefix.join("nginx.pid")) else {
+            return;
+        };
+        let _ = Command::new("kill").args(["-QUIT", pid.trim()]).status();
+        let Ok(pid) = pid.trim().parse::<u32>() else {
+            return;
+        };
+        for _ in 0..100 {
+            if berth::proxy::exited(pid) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
