@@ -22,10 +22,8 @@ mod rollout;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use berth::proxy::Proxy;
 use berth::reconcile::{self, Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
-use berth::store::Store;
 use bollard::container::{Config, CreateContainerOptions, StartContainerOptions};
 use bollard::models::{HostConfig, PortBinding};
 use bollard::Docker;
@@ -36,7 +34,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::{
-    cpu_seconds, ensure_images, free_port, http_status, nginx_binary, DockerCleanup, NginxGuard,
+    cpu_seconds, docker_controller, ensure_images, free_port, http_status, nginx_binary,
+    test_settings, DockerCleanup, NginxGuard,
 };
 
 const IMAGE: &str = "berth-demo:v1";
@@ -114,28 +113,15 @@ fn env(tag: &str) -> Env {
 }
 
 async fn controller(env: &Env) -> std::sync::Arc<Controller<DockerRuntime>> {
-    let store = Store::open(&env.state.path().join("berth.db"))
-        .await
-        .unwrap();
-    let runtime = DockerRuntime::connect(Some(env.instance.clone()))
-        .await
-        .expect("docker engine reachable");
-    let proxy = Proxy::private(
-        env.state.path().join("nginx"),
-        format!("127.0.0.1:{}", env.port),
-        nginx_binary(),
-    );
     let settings = Settings {
-        source: berth::source::SourceConfig::Dir(env.specs.path().to_path_buf()),
         interval: Duration::from_secs(5),
-        network: env.instance.clone(),
         parallel_apps: PARALLEL,
-        host_env: BTreeMap::new(),
-        stop_timeout_seconds: 2,
-        deletion_budget: Default::default(),
-        history: Default::default(),
+        ..test_settings(
+            &env.instance,
+            berth::source::SourceConfig::Dir(env.specs.path().to_path_buf()),
+        )
     };
-    Controller::new(runtime, proxy, store, settings)
+    docker_controller(&env.instance, None, env.state.path(), env.port, settings).await
 }
 
 fn write_spec(dir: &Path, name: &str, text: &str) {

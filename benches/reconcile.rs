@@ -8,14 +8,14 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use berth::proxy::Proxy;
 use berth::reconcile::{self, Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
-use berth::store::Store;
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::{cpu_seconds, free_port, http_status, nginx_binary, DockerCleanup, NginxGuard};
+use support::{
+    cpu_seconds, docker_controller, free_port, http_status, test_settings, DockerCleanup,
+    NginxGuard,
+};
 
 fn app_spec(name: &str, kind: &str) -> String {
     let route = if kind == "http" {
@@ -40,28 +40,15 @@ struct Env {
 }
 
 async fn controller(env: &Env) -> std::sync::Arc<Controller<DockerRuntime>> {
-    let store = Store::open(&env.state.path().join("berth.db"))
-        .await
-        .unwrap();
-    let runtime = DockerRuntime::connect(Some(env.instance.clone()))
-        .await
-        .expect("docker engine reachable");
-    let proxy = Proxy::private(
-        env.state.path().join("nginx"),
-        format!("127.0.0.1:{}", env.port),
-        nginx_binary(),
-    );
     let settings = Settings {
-        source: berth::source::SourceConfig::Dir(env.specs.path().to_path_buf()),
         interval: Duration::from_secs(5),
-        network: env.instance.clone(),
         parallel_apps: 8,
-        host_env: BTreeMap::new(),
-        stop_timeout_seconds: 2,
-        deletion_budget: Default::default(),
-        history: Default::default(),
+        ..test_settings(
+            &env.instance,
+            berth::source::SourceConfig::Dir(env.specs.path().to_path_buf()),
+        )
     };
-    Controller::new(runtime, proxy, store, settings)
+    docker_controller(&env.instance, None, env.state.path(), env.port, settings).await
 }
 
 fn env(tag: &str) -> Env {

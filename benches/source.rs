@@ -10,19 +10,17 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use berth::plan::prune::DeletionBudget;
-use berth::proxy::Proxy;
 use berth::reconcile::{self, Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
 use berth::source::{git::DEFAULT_POLL, webhook, GitConfig, SourceConfig};
-use berth::store::Store;
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{free_port, http_status, nginx_binary, DockerCleanup, NginxGuard};
+use support::{
+    docker_controller, free_port, http_status, test_settings, DockerCleanup, NginxGuard,
+};
 
 const SECRET: &[u8] = b"berth-bench-webhook-secret";
 
@@ -94,27 +92,12 @@ fn env(tag: &str) -> Env {
 }
 
 async fn controller(env: &Env, source: SourceConfig) -> Arc<Controller<DockerRuntime>> {
-    let state = env.dir.path().join("state");
-    let store = Store::open(&state.join("berth.db")).await.unwrap();
-    let runtime = DockerRuntime::connect(Some(env.instance.clone()))
-        .await
-        .expect("docker engine reachable");
-    let proxy = Proxy::private(
-        state.join("nginx"),
-        format!("127.0.0.1:{}", env.port),
-        nginx_binary(),
-    );
     let settings = Settings {
-        source,
         interval: Duration::from_secs(3600),
-        network: env.instance.clone(),
-        parallel_apps: 4,
-        host_env: BTreeMap::new(),
-        stop_timeout_seconds: 2,
-        deletion_budget: DeletionBudget::default(),
-        history: Default::default(),
+        ..test_settings(&env.instance, source)
     };
-    Controller::new(runtime, proxy, store, settings)
+    let state = env.dir.path().join("state");
+    docker_controller(&env.instance, None, &state, env.port, settings).await
 }
 
 /// Waits (blocking) for the first 200 on `/<app>/`; returns ms since `since`.

@@ -6,17 +6,17 @@
 mod support;
 
 use berth::autoscale::AutoscaleSettings;
-use berth::proxy::Proxy;
-use berth::reconcile::{self, Controller, Settings};
+use berth::reconcile::{self, Controller};
 use berth::runtime::docker::DockerRuntime;
 use berth::runtime::{ContainerRuntime, ContainerState};
-use berth::store::{ScalingDecisionRow, Store};
+use berth::store::ScalingDecisionRow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    ensure_images, free_port, http_get, nginx_binary, unique_name, DockerCleanup, NginxGuard,
+    docker_controller, ensure_images, free_port, http_get, test_settings, unique_name,
+    DockerCleanup, NginxGuard,
 };
 
 /// Autoscaler tick of this test (the default is 15 s).
@@ -48,29 +48,15 @@ impl Harness {
         let state = tempfile::tempdir().unwrap();
         let port = free_port();
         let nginx_prefix = state.path().join("nginx");
-        let store = Store::open(&state.path().join("berth.db")).await.unwrap();
-        let runtime = DockerRuntime::connect(Some(instance.clone()))
-            .await
-            .expect("the Docker engine must be reachable for these tests");
-        let proxy = Proxy::private(
-            nginx_prefix.clone(),
-            format!("127.0.0.1:{port}"),
-            nginx_binary(),
+        let settings = test_settings(
+            &instance,
+            berth::source::SourceConfig::Dir(specs.path().to_path_buf()),
         );
-        let settings = Settings {
-            source: berth::source::SourceConfig::Dir(specs.path().to_path_buf()),
-            interval: Duration::from_secs(1),
-            network: instance.clone(),
-            parallel_apps: 4,
-            host_env: BTreeMap::new(),
-            stop_timeout_seconds: 2,
-            deletion_budget: Default::default(),
-            history: Default::default(),
-        };
+        let ctl = docker_controller(&instance, None, state.path(), port, settings).await;
         Harness {
             specs,
             _state: state,
-            ctl: Controller::new(runtime, proxy, store, settings),
+            ctl,
             port,
             _nginx: NginxGuard {
                 prefix: nginx_prefix,

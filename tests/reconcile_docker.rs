@@ -6,17 +6,18 @@
 mod support;
 
 use berth::plan::{Health, Step};
-use berth::proxy::{Proxy, ProxyError};
+use berth::proxy::ProxyError;
 use berth::reconcile::{self, Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
 use berth::runtime::{ContainerRuntime, ContainerState};
-use berth::store::{AppStatus, EventQuery, EventType, Store};
+use berth::store::{AppStatus, EventQuery, EventType};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    ensure_images, free_port, http_get, nginx_binary, unique_name, DockerCleanup, NginxGuard,
+    docker_controller, ensure_images, free_port, http_get, test_settings, unique_name,
+    DockerCleanup, NginxGuard,
 };
 
 /// Fields drop in order: nginx stops (its pid file is in `_state`) before the state dir
@@ -39,27 +40,20 @@ impl Harness {
         let specs = tempfile::tempdir().unwrap();
         let state = tempfile::tempdir().unwrap();
         let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
         let nginx_prefix = state.path().join("nginx");
-        let store = Store::open(&state.path().join("berth.db")).await.unwrap();
-        let runtime = DockerRuntime::connect(Some(instance.clone()))
-            .await
-            .expect("the Docker engine must be reachable for these tests");
-        let proxy = Proxy::private(nginx_prefix.clone(), listen, nginx_binary());
         let settings = Settings {
-            source: berth::source::SourceConfig::Dir(specs.path().to_path_buf()),
-            interval: Duration::from_secs(1),
             network,
-            parallel_apps: 4,
             host_env: BTreeMap::from([("SECRET_TOKEN".to_string(), "s3cr3t".to_string())]),
-            stop_timeout_seconds: 2,
-            deletion_budget: Default::default(),
-            history: Default::default(),
+            ..test_settings(
+                &instance,
+                berth::source::SourceConfig::Dir(specs.path().to_path_buf()),
+            )
         };
+        let ctl = docker_controller(&instance, None, state.path(), port, settings).await;
         Harness {
             specs,
             _state: state,
-            ctl: Controller::new(runtime, proxy, store, settings),
+            ctl,
             port,
             _nginx: NginxGuard {
                 prefix: nginx_prefix,

@@ -8,20 +8,19 @@
 
 mod support;
 
-use berth::plan::prune::{DeletionBudget, PruneVerdict};
-use berth::proxy::Proxy;
+use berth::plan::prune::PruneVerdict;
 use berth::reconcile::{self, Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
 use berth::runtime::{ContainerRuntime, ContainerState, ObservedContainer};
 use berth::source::{webhook, GitConfig, SourceConfig};
-use berth::store::{AppStatus, EventQuery, EventRow, EventType, Store};
-use std::collections::BTreeMap;
+use berth::store::{AppStatus, EventQuery, EventRow, EventType};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    ensure_images, free_port, http_get, nginx_binary, unique_name, DockerCleanup, NginxGuard,
+    docker_controller, ensure_images, free_port, http_get, test_settings, unique_name,
+    DockerCleanup, NginxGuard,
 };
 
 /// A bare "remote" plus a work clone to commit from (git CLI).
@@ -121,16 +120,10 @@ impl Harness {
         };
         let port = free_port();
         let settings = Settings {
-            source,
             interval: Duration::from_secs(3600),
-            network: instance.clone(),
-            parallel_apps: 4,
-            host_env: BTreeMap::new(),
-            stop_timeout_seconds: 2,
-            deletion_budget: DeletionBudget::default(),
-            history: Default::default(),
+            ..test_settings(&instance, source)
         };
-        let ctl = controller(&instance, &state_path, port, settings.clone()).await;
+        let ctl = docker_controller(&instance, None, &state_path, port, settings.clone()).await;
         Harness {
             dir,
             ctl,
@@ -260,24 +253,6 @@ impl Drop for ServeGuard {
         }
         self.task.abort();
     }
-}
-
-async fn controller(
-    instance: &str,
-    state: &Path,
-    port: u16,
-    settings: Settings,
-) -> Arc<Controller<DockerRuntime>> {
-    let store = Store::open(&state.join("berth.db")).await.unwrap();
-    let runtime = DockerRuntime::connect(Some(instance.to_string()))
-        .await
-        .expect("the Docker engine must be reachable for these tests");
-    let proxy = Proxy::private(
-        state.join("nginx"),
-        format!("127.0.0.1:{port}"),
-        nginx_binary(),
-    );
-    Controller::new(runtime, proxy, store, settings)
 }
 
 fn http_spec(name: &str, image: &str) -> String {
@@ -674,7 +649,7 @@ async fn deleting_five_of_six_files_is_refused_and_an_unparseable_file_keeps_its
     let mut settings = h.settings.clone();
     settings.deletion_budget.allow_mass_prune = true;
     let instance = h._cleanup.instance.clone();
-    let allowed = controller(&instance, &h.state_path, h.port, settings).await;
+    let allowed = docker_controller(&instance, None, &h.state_path, h.port, settings).await;
     let report = reconcile::run_pass(&allowed, "test").await.unwrap();
     assert_eq!(report.steps_failed, 0, "{report:?}");
     for app in &apps[..5] {

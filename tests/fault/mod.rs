@@ -10,15 +10,13 @@
 #![allow(dead_code)]
 
 use crate::support::{
-    ensure_images, free_port, http_status, nginx_binary, path_with_sbin, unique_name,
-    DockerCleanup, NginxGuard,
+    docker_controller, ensure_images, free_port, http_status, path_with_sbin, test_settings,
+    unique_name, DockerCleanup, NginxGuard,
 };
-use berth::proxy::Proxy;
 use berth::reconcile::{Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
 use berth::runtime::{ContainerRuntime, ContainerState, ObservedContainer};
 use berth::source::SourceConfig;
-use berth::store::Store;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -79,28 +77,21 @@ impl Scene {
 
     /// An in-process controller for this scene (through `docker_host` when given).
     pub async fn controller(&self, docker_host: Option<&str>) -> Arc<Controller<DockerRuntime>> {
-        let store = Store::open(&self.state.path().join("berth.db"))
-            .await
-            .unwrap();
-        let runtime = DockerRuntime::connect_to(docker_host, Some(self.instance.clone()))
-            .await
-            .expect("the Docker engine must be reachable for the fault scenarios");
-        let proxy = Proxy::private(
-            self.state.path().join("nginx"),
-            format!("127.0.0.1:{}", self.port),
-            nginx_binary(),
-        );
         let settings = Settings {
-            source: SourceConfig::Dir(self.specs.path().to_path_buf()),
-            interval: Duration::from_secs(1),
-            network: self.instance.clone(),
-            parallel_apps: 4,
-            host_env: BTreeMap::new(),
             stop_timeout_seconds: 1,
-            deletion_budget: Default::default(),
-            history: Default::default(),
+            ..test_settings(
+                &self.instance,
+                SourceConfig::Dir(self.specs.path().to_path_buf()),
+            )
         };
-        Controller::new(runtime, proxy, store, settings)
+        docker_controller(
+            &self.instance,
+            docker_host,
+            self.state.path(),
+            self.port,
+            settings,
+        )
+        .await
     }
 
     pub fn write(&self, app: &str, image: &str, replicas: u32) {

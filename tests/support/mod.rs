@@ -351,3 +351,52 @@ pub fn path_with_sbin() -> String {
         std::env::var("PATH").unwrap_or_default()
     )
 }
+
+/// The settings the Docker tests start from: a 1 s timer, 4 apps in parallel, a 2 s stop
+/// timeout, the network named after the instance, no host env, the default deletion budget
+/// and history limits. Change fields with struct update syntax.
+pub fn test_settings(
+    instance: &str,
+    source: berth::source::SourceConfig,
+) -> berth::reconcile::Settings {
+    berth::reconcile::Settings {
+        source,
+        interval: Duration::from_secs(1),
+        network: instance.to_string(),
+        parallel_apps: 4,
+        host_env: Default::default(),
+        stop_timeout_seconds: 2,
+        deletion_budget: Default::default(),
+        history: Default::default(),
+    }
+}
+
+/// A controller on the real engine (through `docker_host` when given, else `DOCKER_HOST` or
+/// the default socket) managing the
+/// `instance` label: its store at `<state>/berth.db`, its private nginx under
+/// `<state>/nginx` listening on 127.0.0.1:`port`. Panics when the engine is unreachable.
+pub async fn docker_controller(
+    instance: &str,
+    docker_host: Option<&str>,
+    state: &std::path::Path,
+    port: u16,
+    settings: berth::reconcile::Settings,
+) -> std::sync::Arc<berth::reconcile::Controller<berth::runtime::docker::DockerRuntime>> {
+    let store = berth::store::Store::open(&state.join("berth.db"))
+        .await
+        .expect("open the store");
+    let instance_label = Some(instance.to_string());
+    let runtime = match docker_host {
+        Some(host) => {
+            berth::runtime::docker::DockerRuntime::connect_to(Some(host), instance_label).await
+        }
+        None => berth::runtime::docker::DockerRuntime::connect(instance_label).await,
+    }
+    .expect("the Docker engine must be reachable");
+    let proxy = berth::proxy::Proxy::private(
+        state.join("nginx"),
+        format!("127.0.0.1:{port}"),
+        nginx_binary(),
+    );
+    berth::reconcile::Controller::new(runtime, proxy, store, settings)
+}
