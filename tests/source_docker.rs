@@ -365,13 +365,20 @@ async fn dir_drop_edit_burst_of_saves_and_delete() {
     }
     h.wait_body("/web/", 404, "", Duration::from_secs(30)).await;
     assert_eq!(h.running("keep").await.len(), 1);
-    let removed = h.events(Some("web"), EventType::Removed).await;
-    assert!(
-        removed
+    // The route goes first (proxy phase), the containers next, and the app-level event
+    // naming the file is recorded after the pass has removed them: wait for it.
+    let from_file = |events: &[EventRow]| {
+        events
             .iter()
-            .any(|e| e.source_file.as_deref() == Some("web.yaml")),
-        "{removed:?}"
-    );
+            .any(|e| e.source_file.as_deref() == Some("web.yaml"))
+    };
+    let recorded = Instant::now();
+    let mut removed = h.events(Some("web"), EventType::Removed).await;
+    while !from_file(&removed) && recorded.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        removed = h.events(Some("web"), EventType::Removed).await;
+    }
+    assert!(from_file(&removed), "{removed:?}");
     assert!(h.ctl.store.app("web").await.unwrap().is_none());
 }
 
