@@ -35,7 +35,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use support::{
     cpu_seconds, docker_controller, ensure_images, free_port, http_status, nginx_binary,
-    test_settings, DockerCleanup, NginxGuard,
+    test_settings, DockerCleanup, NginxGuard, Scene,
 };
 
 const IMAGE: &str = "berth-demo:v1";
@@ -85,34 +85,11 @@ fn wait_all(targets: Vec<(u16, String)>, started: Instant) -> Duration {
     }
 }
 
-/// One berth instance: spec dir, state dir, private nginx port, label-scoped containers.
-/// Fields drop in order: nginx stops before the state dir holding its pid file is deleted;
-/// containers and the network go last.
-struct Env {
-    _nginx: NginxGuard,
-    instance: String,
-    specs: tempfile::TempDir,
-    state: tempfile::TempDir,
-    port: u16,
-    _cleanup: DockerCleanup,
+fn env(tag: &str) -> Scene {
+    Scene::new(&format!("bench-cmp-{tag}"))
 }
 
-fn env(tag: &str) -> Env {
-    let instance = format!("bench-cmp-{tag}-{}", std::process::id());
-    let state = tempfile::tempdir().unwrap();
-    Env {
-        _nginx: NginxGuard {
-            prefix: state.path().join("nginx"),
-        },
-        _cleanup: DockerCleanup::new(&instance),
-        instance,
-        specs: tempfile::tempdir().unwrap(),
-        state,
-        port: free_port(),
-    }
-}
-
-async fn controller(env: &Env) -> std::sync::Arc<Controller<DockerRuntime>> {
+async fn controller(env: &Scene) -> std::sync::Arc<Controller<DockerRuntime>> {
     let settings = Settings {
         interval: Duration::from_secs(5),
         parallel_apps: PARALLEL,

@@ -12,10 +12,7 @@ use berth::reconcile::{self, Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::{
-    cpu_seconds, docker_controller, free_port, http_status, test_settings, DockerCleanup,
-    NginxGuard,
-};
+use support::{cpu_seconds, docker_controller, http_status, test_settings, Scene};
 
 fn app_spec(name: &str, kind: &str) -> String {
     let route = if kind == "http" {
@@ -28,18 +25,7 @@ fn app_spec(name: &str, kind: &str) -> String {
     )
 }
 
-/// Fields drop in order: nginx stops before the state dir holding its pid file is deleted;
-/// containers and the network go last.
-struct Env {
-    _nginx: NginxGuard,
-    instance: String,
-    specs: tempfile::TempDir,
-    state: tempfile::TempDir,
-    port: u16,
-    _cleanup: DockerCleanup,
-}
-
-async fn controller(env: &Env) -> std::sync::Arc<Controller<DockerRuntime>> {
+async fn controller(env: &Scene) -> std::sync::Arc<Controller<DockerRuntime>> {
     let settings = Settings {
         interval: Duration::from_secs(5),
         parallel_apps: 8,
@@ -51,19 +37,8 @@ async fn controller(env: &Env) -> std::sync::Arc<Controller<DockerRuntime>> {
     docker_controller(&env.instance, None, env.state.path(), env.port, settings).await
 }
 
-fn env(tag: &str) -> Env {
-    let instance = format!("bench-{tag}-{}", std::process::id());
-    let state = tempfile::tempdir().unwrap();
-    Env {
-        _nginx: NginxGuard {
-            prefix: state.path().join("nginx"),
-        },
-        _cleanup: DockerCleanup::new(&instance),
-        instance,
-        specs: tempfile::tempdir().unwrap(),
-        state,
-        port: free_port(),
-    }
+fn env(tag: &str) -> Scene {
+    Scene::new(&format!("bench-{tag}"))
 }
 
 fn write(dir: &Path, name: &str, text: &str) {

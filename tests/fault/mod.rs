@@ -3,16 +3,15 @@
 //! Include next to the shared support module: `mod support; mod fault;` (the bench uses
 //! `#[path]` for both).
 //!
-//! Owns: the [`Scene`] a fault runs in (instance label and network, state dir with the
-//! private nginx, spec dir, nginx port), the `berth serve` child killed with SIGKILL, the
+//! Owns: what a fault does with the shared `support::Scene` (instance label and network,
+//! state dir with the private nginx, spec dir, nginx port), the `berth serve` child killed
+//! with SIGKILL, the
 //! kill-rounds scenario with its convergence check, and the cuttable Docker socket.
 //! Must not touch: anything outside the scene's instance label, network and temp dirs.
 #![allow(dead_code)]
 
-use crate::support::{
-    docker_controller, ensure_images, free_port, http_status, path_with_sbin, test_settings,
-    unique_name, DockerCleanup, NginxGuard,
-};
+pub use crate::support::Scene;
+use crate::support::{docker_controller, path_with_sbin, test_settings};
 use berth::reconcile::{Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
 use berth::runtime::{ContainerRuntime, ContainerState, ObservedContainer};
@@ -46,35 +45,9 @@ spec:
     )
 }
 
-/// What every fault starts from: an instance label (and network), a state dir with the
-/// private nginx, a spec dir and a free nginx port. Fields drop in order: nginx stops
-/// before the state dir holding its pid file is deleted; containers are removed last.
-pub struct Scene {
-    _nginx: NginxGuard,
-    pub instance: String,
-    pub state: tempfile::TempDir,
-    pub specs: tempfile::TempDir,
-    pub port: u16,
-    _cleanup: DockerCleanup,
-}
-
+/// The fault scenarios' use of the shared [`Scene`]: a controller with short timers, their
+/// app spec, and `berth serve` as a child process.
 impl Scene {
-    pub fn new(prefix: &str) -> Scene {
-        ensure_images();
-        let instance = unique_name(prefix);
-        let state = tempfile::tempdir().unwrap();
-        Scene {
-            _nginx: NginxGuard {
-                prefix: state.path().join("nginx"),
-            },
-            _cleanup: DockerCleanup::new(&instance),
-            instance,
-            state,
-            specs: tempfile::tempdir().unwrap(),
-            port: free_port(),
-        }
-    }
-
     /// An in-process controller for this scene (through `docker_host` when given).
     pub async fn controller(&self, docker_host: Option<&str>) -> Arc<Controller<DockerRuntime>> {
         let settings = Settings {
@@ -100,11 +73,6 @@ impl Scene {
             app_spec(app, image, replicas),
         )
         .unwrap();
-    }
-
-    /// Status of `GET path` through the scene's nginx; 0 when nothing answered.
-    pub fn get(&self, path: &str) -> u16 {
-        http_status(self.port, path).unwrap_or(0)
     }
 
     pub fn serve_log(&self) -> PathBuf {

@@ -400,3 +400,40 @@ pub async fn docker_controller(
     );
     berth::reconcile::Controller::new(runtime, proxy, store, settings)
 }
+
+/// What a Docker test or bench runs in: an instance label (and network), a state dir for
+/// the store and the private nginx, a spec dir and a free nginx port. Fields drop in order:
+/// nginx stops before the state dir holding its pid file is deleted; containers and the
+/// network are removed last.
+pub struct Scene {
+    _nginx: NginxGuard,
+    pub instance: String,
+    pub state: tempfile::TempDir,
+    pub specs: tempfile::TempDir,
+    pub port: u16,
+    _cleanup: DockerCleanup,
+}
+
+impl Scene {
+    /// A scene whose instance is `unique_name(prefix)`; builds the demo images first.
+    pub fn new(prefix: &str) -> Scene {
+        ensure_images();
+        let instance = unique_name(prefix);
+        let state = tempfile::tempdir().expect("create the state dir");
+        Scene {
+            _nginx: NginxGuard {
+                prefix: state.path().join("nginx"),
+            },
+            _cleanup: DockerCleanup::new(&instance),
+            instance,
+            state,
+            specs: tempfile::tempdir().expect("create the spec dir"),
+            port: free_port(),
+        }
+    }
+
+    /// Status of `GET path` through the scene's nginx; 0 when nothing answered.
+    pub fn get(&self, path: &str) -> u16 {
+        http_status(self.port, path).unwrap_or(0)
+    }
+}
