@@ -15,8 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{
-    docker_controller, ensure_images, free_port, http_get, test_settings, unique_name,
-    DockerCleanup, NginxGuard,
+    docker_controller, ensure_images, http_get, test_settings, unique_name, DockerCleanup, Scene,
 };
 
 /// Autoscaler tick of this test (the default is 15 s).
@@ -28,45 +27,32 @@ const LOAD_RPS: u32 = 40;
 const LOAD_MAX_REQUESTS: u64 = 2_000;
 const LOAD_MAX_TIME: Duration = Duration::from_secs(40);
 
-/// Fields drop in order: nginx stops (its pid file is in `_state`) before the state dir
-/// is deleted, containers are removed last.
+/// A controller on its own [`Scene`] (which stops nginx and removes the containers).
 struct Harness {
-    _nginx: NginxGuard,
-    specs: tempfile::TempDir,
-    _state: tempfile::TempDir,
     ctl: Arc<Controller<DockerRuntime>>,
-    port: u16,
-    _cleanup: DockerCleanup,
+    scene: Scene,
 }
 
 impl Harness {
     async fn new(prefix: &str) -> Harness {
-        ensure_images();
-        let instance = unique_name(prefix);
-        let cleanup = DockerCleanup::new(&instance);
-        let specs = tempfile::tempdir().unwrap();
-        let state = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let nginx_prefix = state.path().join("nginx");
+        let scene = Scene::new(prefix);
         let settings = test_settings(
-            &instance,
-            berth::source::SourceConfig::Dir(specs.path().to_path_buf()),
+            &scene.instance,
+            berth::source::SourceConfig::Dir(scene.specs.path().to_path_buf()),
         );
-        let ctl = docker_controller(&instance, None, state.path(), port, settings).await;
-        Harness {
-            specs,
-            _state: state,
-            ctl,
-            port,
-            _nginx: NginxGuard {
-                prefix: nginx_prefix,
-            },
-            _cleanup: cleanup,
-        }
+        let ctl = docker_controller(
+            &scene.instance,
+            None,
+            scene.state.path(),
+            scene.port,
+            settings,
+        )
+        .await;
+        Harness { ctl, scene }
     }
 
     fn write(&self, file: &str, text: &str) {
-        std::fs::write(self.specs.path().join(file), text).unwrap();
+        std::fs::write(self.scene.specs.path().join(file), text).unwrap();
     }
 
     async fn running(&self, app: &str) -> usize {
@@ -228,7 +214,7 @@ async fn load_scales_out_within_two_ticks_and_back_to_min_after_cooldown() {
     wait_for("one ready replica", Duration::from_secs(60), || async {
         h.ready("web") == 1
             && matches!(
-                http_get(&format!("127.0.0.1:{}", h.port), "/web/", None),
+                http_get(&format!("127.0.0.1:{}", h.scene.port), "/web/", None),
                 Ok((200, _))
             )
     })
@@ -236,7 +222,7 @@ async fn load_scales_out_within_two_ticks_and_back_to_min_after_cooldown() {
     assert_eq!(h.override_of("web").await, None);
 
     // Load: 40 requests/s against a target of 5 per replica.
-    let load = Load::start(h.port);
+    let load = Load::start(h.scene.port);
     let load_started = Instant::now();
     let decided = wait_for("a scale-out override", 4 * TICK, || async {
         h.override_of("web").await.unwrap_or(1) > 1

@@ -15,55 +15,37 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{
-    docker_controller, ensure_images, free_port, http_get, test_settings, unique_name,
-    DockerCleanup, NginxGuard,
-};
+use support::{docker_controller, http_get, test_settings, unique_name, Scene};
 
-/// Fields drop in order: nginx stops (its pid file is in `_state`) before the state dir
-/// is deleted, containers are removed last.
+/// A controller on its own [`Scene`] (which stops nginx and removes the containers).
 struct Harness {
-    _nginx: NginxGuard,
-    specs: tempfile::TempDir,
-    _state: tempfile::TempDir,
     ctl: Arc<Controller<DockerRuntime>>,
-    port: u16,
-    _cleanup: DockerCleanup,
+    scene: Scene,
 }
 
 impl Harness {
     async fn new(prefix: &str) -> Harness {
-        ensure_images();
-        let instance = unique_name(prefix);
-        let network = instance.clone();
-        let cleanup = DockerCleanup::new(&instance);
-        let specs = tempfile::tempdir().unwrap();
-        let state = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let nginx_prefix = state.path().join("nginx");
+        let scene = Scene::new(prefix);
         let settings = Settings {
-            network,
             host_env: BTreeMap::from([("SECRET_TOKEN".to_string(), "s3cr3t".to_string())]),
             ..test_settings(
-                &instance,
-                berth::source::SourceConfig::Dir(specs.path().to_path_buf()),
+                &scene.instance,
+                berth::source::SourceConfig::Dir(scene.specs.path().to_path_buf()),
             )
         };
-        let ctl = docker_controller(&instance, None, state.path(), port, settings).await;
-        Harness {
-            specs,
-            _state: state,
-            ctl,
-            port,
-            _nginx: NginxGuard {
-                prefix: nginx_prefix,
-            },
-            _cleanup: cleanup,
-        }
+        let ctl = docker_controller(
+            &scene.instance,
+            None,
+            scene.state.path(),
+            scene.port,
+            settings,
+        )
+        .await;
+        Harness { ctl, scene }
     }
 
     fn write(&self, file: &str, text: &str) {
-        std::fs::write(self.specs.path().join(file), text).unwrap();
+        std::fs::write(self.scene.specs.path().join(file), text).unwrap();
     }
 
     async fn pass(&self) -> reconcile::PassReport {
@@ -82,11 +64,12 @@ impl Harness {
     }
 
     fn get(&self, path: &str) -> (u16, String) {
-        http_get(&format!("127.0.0.1:{}", self.port), path, None).unwrap_or((0, String::new()))
+        http_get(&format!("127.0.0.1:{}", self.scene.port), path, None)
+            .unwrap_or((0, String::new()))
     }
 
     fn get_host(&self, host: &str, path: &str) -> (u16, String) {
-        http_get(&format!("127.0.0.1:{}", self.port), path, Some(host))
+        http_get(&format!("127.0.0.1:{}", self.scene.port), path, Some(host))
             .unwrap_or((0, String::new()))
     }
 }
@@ -250,7 +233,7 @@ async fn scales_one_to_three_to_one() {
         h.write("web.yaml", &web_spec("berth-demo:v1", replicas));
         // Scaling out and in happens under load: no request may fail.
         let stop = Arc::new(AtomicBool::new(false));
-        let load = load_loop(h.port, stop.clone());
+        let load = load_loop(h.scene.port, stop.clone());
         let report = h.pass().await;
         stop.store(true, Ordering::Relaxed);
         let (_, failed, bodies) = load.join().unwrap();
@@ -306,7 +289,7 @@ async fn rolling_update_under_load_has_no_failed_requests_and_a_broken_version_r
     assert_eq!(h.get("/web/").1, "v1\n");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let load = load_loop(h.port, stop.clone());
+    let load = load_loop(h.scene.port, stop.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
     h.write("web.yaml", &web_spec("berth-demo:v2", 2));
     let report = h.pass().await;
