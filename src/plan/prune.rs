@@ -113,24 +113,11 @@ mod tests {
     use super::*;
     use crate::plan::DesiredApp;
     use crate::runtime::{ContainerState, ObservedContainer};
-    use crate::spec::{AppSpec, AppType, Resources, SourceRef, Termination};
+    use crate::spec::{AppSpec, SourceRef};
     use std::collections::BTreeMap;
 
     fn spec(name: &str) -> AppSpec {
-        AppSpec {
-            name: name.into(),
-            app_type: AppType::Worker,
-            image: "img".into(),
-            command: None,
-            ports: vec![],
-            health: None,
-            resources: Resources::default(),
-            replicas: Some(1),
-            scaling: None,
-            env: vec![],
-            termination: Termination { drain_seconds: 0 },
-            route: None,
-        }
+        crate::spec::model::test_worker(name, "img")
     }
 
     fn desired(apps: &[&str], held: &[&str]) -> Desired {

@@ -180,24 +180,10 @@ fn quarantine(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{AppType, Resources, Termination};
     use std::path::PathBuf;
 
     fn spec(name: &str, image: &str) -> AppSpec {
-        AppSpec {
-            name: name.into(),
-            app_type: AppType::Worker,
-            image: image.into(),
-            command: None,
-            ports: vec![],
-            health: None,
-            resources: Resources::default(),
-            replicas: Some(1),
-            scaling: None,
-            env: vec![],
-            termination: Termination { drain_seconds: 0 },
-            route: None,
-        }
+        crate::spec::model::test_worker(name, image)
     }
 
     fn loaded(apps: &[(&str, &str, &str)], issues: Vec<SpecIssue>) -> LoadedSpecs {

@@ -5,6 +5,25 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+/// Unit-test fixture: a one-replica worker on `image`, every other field at its default.
+#[cfg(test)]
+pub(crate) fn test_worker(name: &str, image: &str) -> AppSpec {
+    AppSpec {
+        name: name.into(),
+        app_type: AppType::Worker,
+        image: image.into(),
+        command: None,
+        ports: vec![],
+        health: None,
+        resources: Resources::default(),
+        replicas: Some(1),
+        scaling: None,
+        env: vec![],
+        termination: Termination { drain_seconds: 0 },
+        route: None,
+    }
+}
+
 /// A validated application spec. Every field already has its default applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppSpec {
