@@ -17,6 +17,7 @@ use berth::api::{self, ApiConfig};
 use berth::plan::{self, Desired, DesiredApp, Health, Observed, Overrides};
 use berth::proxy::Proxy;
 use berth::reconcile::{Controller, LastPass, Settings};
+use berth::runtime::ContainerObserver;
 use berth::spec::SourceRef;
 use berth::store::{AppDesiredRecord, AppStatus, Store};
 use std::collections::BTreeMap;
@@ -128,7 +129,7 @@ async fn populate(ctl: &Controller<api_support::FakeRuntime>) {
         } else {
             AppStatus::Synced
         };
-        ctl.store
+        ctl.store()
             .upsert_app_desired(&AppDesiredRecord {
                 name: name.clone(),
                 spec_json: serde_json::to_string(&app.spec).unwrap(),
@@ -140,7 +141,7 @@ async fn populate(ctl: &Controller<api_support::FakeRuntime>) {
             .await
             .unwrap();
         let error = (status == AppStatus::Degraded).then_some("1 of 3 containers unhealthy");
-        ctl.store
+        ctl.store()
             .set_app_status(&name, status, error, PASS_AT)
             .await
             .unwrap();
@@ -161,9 +162,10 @@ async fn populate(ctl: &Controller<api_support::FakeRuntime>) {
         containers,
         proxy_files: BTreeMap::new(),
         heal: BTreeMap::new(),
+        retry: BTreeMap::new(),
     };
     let plan = plan::plan(&desired, &observed, &Overrides::default(), PASS_AT);
-    *ctl.last.lock().unwrap() = Some(LastPass {
+    ctl.publish_last_pass(LastPass {
         at: PASS_AT,
         trigger: "bench".into(),
         desired,
@@ -292,7 +294,7 @@ fn main() {
                 row.body_bytes as f64 / 1024.0,
             );
         }
-        let calls = *ctl.runtime.calls.lock().unwrap();
+        let calls = ctl.runtime().calls();
         assert_eq!(
             calls.mutating(),
             0,

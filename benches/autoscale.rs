@@ -15,7 +15,8 @@ use berth::autoscale::policy::{self, AppState, Input, Metrics, PolicyConfig};
 use berth::proxy::Proxy;
 use berth::runtime::docker::DockerRuntime;
 use berth::runtime::{
-    ContainerRequest, ContainerRuntime, LABEL_APP, LABEL_REVISION, LABEL_SPEC_HASH,
+    ContainerObserver, ContainerRequest, ContainerRuntime, LABEL_APP, LABEL_REVISION,
+    LABEL_SPEC_HASH,
 };
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};

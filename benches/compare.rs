@@ -24,6 +24,7 @@ mod support;
 
 use berth::reconcile::{self, Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
+use berth::runtime::ContainerObserver;
 use bollard::container::{Config, CreateContainerOptions, StartContainerOptions};
 use bollard::models::{HostConfig, PortBinding};
 use bollard::Docker;
@@ -139,7 +140,7 @@ async fn berth_converge(n: usize, run: usize) -> (f64, f64) {
     }
     let ctl = controller(&env).await;
     // nginx is already up in a running berth; start it outside the measurement.
-    ctl.proxy.ensure_running().await.unwrap();
+    ctl.ensure_proxy_running().await.unwrap();
     let started = Instant::now();
     let pass = tokio::spawn({
         let ctl = ctl.clone();
@@ -407,7 +408,7 @@ async fn noop() -> String {
     let report = reconcile::run_pass(&ctl, "bench").await.unwrap();
     assert_eq!(report.steps_failed, 0, "{report:?}");
     let runs = 20;
-    let before = ctl.runtime.calls();
+    let before = ctl.runtime().calls();
     let mut walls = Vec::new();
     let mut cpu = 0.0;
     for _ in 0..runs {
@@ -418,7 +419,7 @@ async fn noop() -> String {
         cpu += cpu_seconds() - c;
         assert!(!r.changed);
     }
-    let calls = ctl.runtime.calls().since(&before);
+    let calls = ctl.runtime().calls().since(&before);
     let per = |v: u64| v as f64 / runs as f64;
     let _ = writeln!(
             md,

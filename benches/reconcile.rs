@@ -10,6 +10,7 @@ mod support;
 
 use berth::reconcile::{self, Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
+use berth::runtime::ContainerObserver;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use support::{cpu_seconds, docker_controller, http_status, test_settings, Scene};
@@ -69,7 +70,7 @@ async fn main() {
         write(env.specs.path(), "web", &app_spec("web", "http"));
         let ctl = controller(&env).await;
         // Start nginx first so the measurement is about the app, as in a running berth.
-        ctl.proxy.ensure_running().await.unwrap();
+        ctl.ensure_proxy_running().await.unwrap();
         let started = Instant::now();
         let pass = tokio::spawn({
             let ctl = ctl.clone();
@@ -105,7 +106,7 @@ async fn main() {
     assert_eq!(report.steps_failed, 0, "{report:?}");
     let mut walls = Vec::new();
     let mut cpus = Vec::new();
-    let before = ctl.runtime.calls();
+    let before = ctl.runtime().calls();
     let runs = 20;
     for _ in 0..runs {
         let cpu = cpu_seconds();
@@ -115,7 +116,7 @@ async fn main() {
         cpus.push((cpu_seconds() - cpu) * 1000.0);
         assert!(!r.changed);
     }
-    let calls = ctl.runtime.calls().since(&before);
+    let calls = ctl.runtime().calls().since(&before);
 
     println!();
     println!("| measurement | median | runs |");

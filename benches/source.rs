@@ -10,7 +10,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use berth::reconcile::{self, Controller, Settings};
+use berth::reconcile::{Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
 use berth::source::{git::DEFAULT_POLL, webhook, GitConfig, SourceConfig};
 use std::io::{Read, Write};
@@ -144,17 +144,15 @@ async fn git_path(tag: &str, runs: usize, with_webhook: bool) -> Vec<f64> {
     let ctl = controller(&env, SourceConfig::Git(config)).await;
     let hook = if with_webhook {
         Some(
-            webhook::spawn("127.0.0.1:0", SECRET.to_vec(), ctl.source.clone())
+            webhook::bind("127.0.0.1:0", SECRET.to_vec(), ctl.source().clone())
                 .await
+                .map(|(addr, task)| (addr, tokio::spawn(task)))
                 .unwrap(),
         )
     } else {
         None
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serve = tokio::spawn(reconcile::serve(ctl.clone(), async move {
-        let _ = stopped.await;
-    }));
+    let served = support::Served::start(&ctl, None);
     let port = env.port;
     tokio::task::spawn_blocking(move || first_200(port, "base", Instant::now()))
         .await
@@ -181,8 +179,7 @@ async fn git_path(tag: &str, runs: usize, with_webhook: bool) -> Vec<f64> {
         // Land the next push at a different point of the poll cycle.
         tokio::time::sleep(Duration::from_millis(1700 + 2300 * run as u64 % 7000)).await;
     }
-    let _ = stop.send(());
-    let _ = serve.await;
+    served.stop().await;
     if let Some((_, task)) = hook {
         task.abort();
     }
@@ -195,10 +192,7 @@ async fn dir_path(runs: usize) -> Vec<f64> {
     std::fs::create_dir_all(&specs).unwrap();
     std::fs::write(specs.join("base.yaml"), app_spec("base")).unwrap();
     let ctl = controller(&env, SourceConfig::Dir(specs.clone())).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serve = tokio::spawn(reconcile::serve(ctl.clone(), async move {
-        let _ = stopped.await;
-    }));
+    let served = support::Served::start(&ctl, None);
     let port = env.port;
     tokio::task::spawn_blocking(move || first_200(port, "base", Instant::now()))
         .await
@@ -214,8 +208,7 @@ async fn dir_path(runs: usize) -> Vec<f64> {
         times.push(ms);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let _ = stop.send(());
-    let _ = serve.await;
+    served.stop().await;
     times
 }
 

@@ -1,7 +1,11 @@
 //! berth: a declarative reconciler for one Docker host. See ARCHITECTURE.md for the code map.
 pub mod api;
 pub mod autoscale;
+pub mod clock;
+pub mod daemon;
 pub mod health;
+pub mod last_pass;
+pub mod metrics;
 pub mod plan;
 pub mod proxy;
 pub mod reconcile;

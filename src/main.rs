@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use berth::api::{self, client::Client, ApiConfig};
 use berth::autoscale::policy::PolicyConfig;
 use berth::autoscale::AutoscaleSettings;
+use berth::daemon::{self, Daemon};
 use berth::plan::display;
 use berth::plan::prune::DeletionBudget;
 use berth::proxy::Proxy;
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -91,6 +93,9 @@ enum Command {
         /// Env var holding the webhook's shared secret (at least 16 bytes).
         #[arg(long, default_value = "BERTH_WEBHOOK_SECRET")]
         webhook_secret_env: String,
+        /// Seconds a stop (SIGTERM, Ctrl-C) waits for the pass in flight to finish.
+        #[arg(long, default_value_t = 30)]
+        shutdown_timeout: u64,
         #[command(flatten)]
         api: ApiServe,
         #[command(flatten)]
@@ -302,8 +307,7 @@ async fn run(command: Command) -> Result<u8> {
         Command::Apply { common, .. } => {
             let ctl = controller(&common, Duration::from_secs(5)).await?;
             let report = reconcile::run_pass(&ctl, "apply --once").await?;
-            let last = ctl.last.lock().expect("last lock").clone();
-            if let Some(last) = last {
+            if let Some(last) = ctl.last_pass() {
                 print!("{}", display::render_text(&last.plan));
             }
             println!(
@@ -317,6 +321,7 @@ async fn run(command: Command) -> Result<u8> {
             interval,
             webhook_listen,
             webhook_secret_env,
+            shutdown_timeout,
             api,
             autoscale,
         } => {
@@ -325,6 +330,7 @@ async fn run(command: Command) -> Result<u8> {
                 interval,
                 webhook_listen,
                 &webhook_secret_env,
+                Duration::from_secs(shutdown_timeout),
                 &api,
                 &autoscale,
             )
@@ -354,6 +360,7 @@ async fn serve(
     interval: u64,
     webhook_listen: Option<String>,
     webhook_secret_env: &str,
+    shutdown_timeout: Duration,
     api_opts: &ApiServe,
     autoscale: &AutoscaleArgs,
 ) -> Result<u8> {
@@ -368,36 +375,34 @@ async fn serve(
         None => None,
     };
     let ctl = controller(common, Duration::from_secs(interval.max(1))).await?;
-    if !autoscale.no_autoscale {
-        if ctl.proxy.access_log().is_none() && autoscale.autoscale_access_log.is_none() {
+    let autoscale = if autoscale.no_autoscale {
+        None
+    } else {
+        if ctl.proxy().access_log().is_none() && autoscale.autoscale_access_log.is_none() {
             tracing::warn!(
                 "autoscaler: no nginx access log in production mode, so no request \
                  rate or latency (CPU and memory only); pass --autoscale-access-log"
             );
         }
-        ctl.enable_autoscale(AutoscaleSettings {
+        Some(AutoscaleSettings {
             tick: Duration::from_secs_f64(autoscale.autoscale_tick),
             policy: PolicyConfig {
                 scale_in_stabilization_seconds: autoscale.autoscale_stabilization,
                 ..PolicyConfig::default()
             },
             access_log: autoscale.autoscale_access_log.clone(),
-        });
-    }
-    let _webhook = match (webhook_listen, secret) {
+        })
+    };
+    let webhook: Option<daemon::Task> = match (webhook_listen, secret) {
         (Some(addr), Some(secret)) => {
             let (bound, task) =
-                source::webhook::spawn(&addr, secret.into_bytes(), ctl.source.clone()).await?;
+                source::webhook::bind(&addr, secret.into_bytes(), ctl.source().clone()).await?;
             tracing::info!(addr = %bound, "webhook listener: POST {}", source::webhook::PATH);
-            Some(AbortOnDrop(task))
+            Some(Box::pin(task))
         }
         _ => None,
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let api_task = if api_opts.api_listen == "off" {
+    let api = if api_opts.api_listen == "off" {
         None
     } else {
         let token = api::load_token(
@@ -410,30 +415,33 @@ async fn serve(
             token = token.is_some(),
             "status api listening (read-only)"
         );
-        let router = api::router(ctl.clone(), &ApiConfig { token });
-        Some(tokio::spawn(api::serve(
-            listener,
-            router,
-            stopped(stop_rx.clone()),
-        )))
+        Some((listener, api::router(ctl.clone(), &ApiConfig { token })))
     };
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("stopping: the pass in flight finishes first");
+            shutdown.cancel();
+        }
     });
     tracing::info!(
-        source = %ctl.settings.source.describe(),
+        source = %ctl.settings().source.describe(),
         listen = %common.listen,
         "berth serving; Ctrl-C or SIGTERM stops the loop and leaves containers running"
     );
-    reconcile::serve(ctl, stopped(stop_rx)).await;
-    if let Some(task) = api_task {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!("{e}"),
-            Err(e) => tracing::warn!("the api task failed: {e}"),
-        }
-    }
+    daemon::run(
+        Daemon {
+            controller: ctl,
+            autoscale,
+            api,
+            webhook,
+            shutdown_timeout,
+        },
+        shutdown,
+    )
+    .await?;
     Ok(0)
 }
 
@@ -473,15 +481,6 @@ async fn status(
     };
     println!("{}", text.trim_end());
     Ok(0)
-}
-
-/// Stops a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 async fn shutdown_signal() {
@@ -564,6 +563,9 @@ async fn plan(common: &Common, observed_empty: bool, output: Output) -> Result<u
         (plan, loaded.issues)
     } else {
         let ctl = controller(common, Duration::from_secs(5)).await?;
+        // plan_only never fetches: sync a git source first (a failed sync falls back to
+        // the mirror on disk, or reports why there is nothing to plan from).
+        ctl.source().snapshot().await?;
         reconcile::plan_only(&ctl).await?
     };
     for issue in &issues {

@@ -30,7 +30,7 @@ fn promtool() -> String {
 async fn metrics_pass_promtool_check_metrics() {
     let promtool = promtool();
     let f = fixture().await;
-    let m = &f.ctl.metrics;
+    let m = &f.ctl.counters();
     m.pass_finished(std::time::Duration::from_millis(40), true);
     m.pass_finished(std::time::Duration::from_secs(400), false);
     for kind in ["create", "replace", "remove", "write-proxy", "remove-proxy"] {

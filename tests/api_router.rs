@@ -4,11 +4,12 @@
 mod api_support;
 
 use api_support::{
-    assert_no_secrets, call, empty_controller, fixture, get, Fixture, EVENTS, PASS_AT,
+    assert_no_secrets, call, container, empty_controller, fixture, get, Fixture, EVENTS, PASS_AT,
 };
 use berth::api::{self, ApiConfig, ReadStore, StatusView};
 use berth::plan::{display, Plan};
 use berth::reconcile::LastPass;
+use berth::runtime::ContainerObserver;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -347,7 +348,7 @@ impl<V: StatusView> StatusView for FreshPlan<V> {
     fn probe(&self, id: &str) -> Option<berth::health::ProbeRecord> {
         self.inner.probe(id)
     }
-    fn metrics(&self) -> berth::reconcile::metrics::MetricsSnapshot {
+    fn metrics(&self) -> berth::metrics::MetricsSnapshot {
         self.inner.metrics()
     }
     async fn pending_plan(&self) -> Result<Plan, String> {
@@ -399,7 +400,7 @@ async fn plan_is_the_same_json_as_berth_plan() {
 #[tokio::test]
 async fn fresh_plan_reads_the_source_and_observes_without_mutating() {
     let f = empty_controller(Vec::new()).await;
-    let berth::source::SourceConfig::Dir(specs) = &f.ctl.settings.source else {
+    let berth::source::SourceConfig::Dir(specs) = &f.ctl.settings().source else {
         unreachable!("the fixture reads a directory")
     };
     std::fs::create_dir_all(specs).unwrap();
@@ -426,16 +427,62 @@ async fn fresh_plan_reads_the_source_and_observes_without_mutating() {
         .filter(|s| s["step"] == "create" && s["app"] == "web")
         .count();
     assert_eq!(creates, 2);
-    let calls = *f.ctl.runtime.calls.lock().unwrap();
+    let calls = f.ctl.runtime().calls();
     assert_eq!(calls.list, 2, "one list call per plan: {calls:?}");
     assert_eq!(calls.mutating() + calls.inspect, 0, "{calls:?}");
+    assert!(f.ctl.last_pass().is_none(), "planning is not a pass");
     assert!(
-        f.ctl.last.lock().unwrap().is_none(),
-        "planning is not a pass"
-    );
-    assert!(
-        f.ctl.store.apps().await.unwrap().is_empty(),
+        f.ctl.store().apps().await.unwrap().is_empty(),
         "nothing recorded"
+    );
+}
+
+/// Regression: a fresh plan used to prune and record into the prober's tracker that the
+/// next pass reads, and to fetch a git source that had never synced.
+#[tokio::test]
+async fn fresh_plan_changes_nothing_the_loop_reads() {
+    // A git source that never synced: 503, and nothing fetched into the mirror.
+    let state = tempfile::tempdir().unwrap();
+    let remote = state.path().join("remote.git");
+    let mirror_root = state.path().join("git");
+    let git = berth::source::GitConfig::new(remote.to_str().unwrap(), &mirror_root);
+    let f = api_support::controller_with_source(
+        state,
+        berth::source::SourceConfig::Git(git),
+        Vec::new(),
+    )
+    .await;
+    let answer = get(&router(&f), "/api/v1/plan").await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    let error = answer.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("has not synced yet"), "{error}");
+    assert!(!mirror_root.exists(), "the api fetched into the mirror");
+    assert!(f.ctl.source().status().synced_at.is_none());
+
+    // A container the tracker has never seen is probed into a copy: the loop's tracker
+    // still does not know it.
+    let web = container("web", 1, "h1");
+    let f = empty_controller(vec![web.clone()]).await;
+    let berth::source::SourceConfig::Dir(specs) = &f.ctl.settings().source else {
+        unreachable!("the fixture reads a directory")
+    };
+    std::fs::create_dir_all(specs).unwrap();
+    std::fs::write(
+        specs.join("web.yaml"),
+        "apiVersion: v1\nkind: App\nmetadata:\n  name: web\nspec:\n  type: http\n  image: web:v1\n  ports:\n    - containerPort: 8080\n  health:\n    tcpSocket: { port: 8080 }\n",
+    )
+    .unwrap();
+    let answer = get(&router(&f), "/api/v1/plan").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let plan: Value = answer.json();
+    assert!(
+        plan["apps"]["web"].is_object(),
+        "the plan covers web: {plan}"
+    );
+    assert!(f.ctl.probe_record(&web.id).is_none(), "probe recorded");
+    assert!(
+        f.ctl.source().status().synced_at.is_none(),
+        "source status written"
     );
 }
 
@@ -454,7 +501,7 @@ async fn healthz_and_readyz() {
         not_ready.json()["error"],
         "not ready: the first reconcile pass has not finished yet"
     );
-    *empty.ctl.last.lock().unwrap() = Some(LastPass {
+    empty.ctl.publish_last_pass(LastPass {
         at: PASS_AT,
         ..Default::default()
     });
@@ -463,7 +510,7 @@ async fn healthz_and_readyz() {
     assert_eq!(ready.json()["ready"], true);
     assert_eq!(ready.json()["last_pass_at"], PASS_AT);
 
-    empty.ctl.store.close().await;
+    empty.ctl.store().close().await;
     let closed = get(&r, "/readyz").await;
     assert_eq!(closed.status, 503);
     assert!(closed.json()["error"]
@@ -493,7 +540,7 @@ async fn healthz_and_readyz() {
 #[tokio::test]
 async fn metrics_cover_the_loop_apps_nginx_source_and_autoscaler() {
     let f = fixture().await;
-    let m = &f.ctl.metrics;
+    let m = &f.ctl.counters();
     m.pass_finished(std::time::Duration::from_millis(30), true);
     m.pass_finished(std::time::Duration::from_secs(2), false);
     m.steps_applied("create", 3);
@@ -657,19 +704,19 @@ async fn openapi_documents_exactly_the_routes() {
 async fn serving_every_route_mutates_nothing() {
     let f = fixture().await;
     let r = router(&f);
-    let before = f.ctl.store.events(&Default::default()).await.unwrap();
-    let apps_before = f.ctl.store.apps().await.unwrap();
+    let before = f.ctl.store().events(&Default::default()).await.unwrap();
+    let apps_before = f.ctl.store().apps().await.unwrap();
     for path in PATHS.iter().chain(&["/api/v1/plan", "/api/v1/apps/web"]) {
         let _ = get(&r, path).await;
     }
-    let calls = *f.ctl.runtime.calls.lock().unwrap();
+    let calls = f.ctl.runtime().calls();
     assert_eq!(calls.mutating(), 0, "{calls:?}");
     assert_eq!(calls.inspect, 0);
     assert_eq!(
-        f.ctl.store.events(&Default::default()).await.unwrap(),
+        f.ctl.store().events(&Default::default()).await.unwrap(),
         before
     );
-    assert_eq!(f.ctl.store.apps().await.unwrap(), apps_before);
+    assert_eq!(f.ctl.store().apps().await.unwrap(), apps_before);
 }
 
 /// The invariant in source form: nothing under src/api/ names a mutating call.
@@ -700,7 +747,8 @@ fn api_source_names_no_mutating_call() {
         ".remove(",
         "run_pass",
         "reconcile::apply",
-        "reconcile::serve",
+        "run_loop",
+        "daemon::",
         ".close(",
     ];
     let mut checked = 0;

@@ -6,9 +6,9 @@
 mod support;
 
 use berth::autoscale::AutoscaleSettings;
-use berth::reconcile::{self, Controller};
+use berth::reconcile::Controller;
 use berth::runtime::docker::DockerRuntime;
-use berth::runtime::{ContainerRuntime, ContainerState};
+use berth::runtime::{ContainerObserver, ContainerRuntime, ContainerState};
 use berth::store::ScalingDecisionRow;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,7 +57,7 @@ impl Harness {
 
     async fn running(&self, app: &str) -> usize {
         self.ctl
-            .runtime
+            .runtime()
             .observe()
             .await
             .unwrap()
@@ -69,17 +69,14 @@ impl Harness {
     /// Ready replicas the last pass saw.
     fn ready(&self, app: &str) -> u32 {
         self.ctl
-            .last
-            .lock()
-            .unwrap()
-            .as_ref()
+            .last_pass()
             .and_then(|l| l.plan.apps.get(app).map(|s| s.ready_replicas))
             .unwrap_or(0)
     }
 
     async fn override_of(&self, app: &str) -> Option<u32> {
         self.ctl
-            .store
+            .store()
             .replica_overrides()
             .await
             .unwrap()
@@ -201,14 +198,13 @@ where
 async fn load_scales_out_within_two_ticks_and_back_to_min_after_cooldown() {
     let h = Harness::new("autoscale").await;
     h.write("web.yaml", SPEC);
-    h.ctl.enable_autoscale(AutoscaleSettings {
-        tick: TICK,
-        ..AutoscaleSettings::default()
-    });
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let loop_task = tokio::spawn(reconcile::serve(h.ctl.clone(), async {
-        let _ = stopped.await;
-    }));
+    let served = support::Served::start(
+        &h.ctl,
+        Some(AutoscaleSettings {
+            tick: TICK,
+            ..AutoscaleSettings::default()
+        }),
+    );
 
     // Converges to minReplicas with no override written.
     wait_for("one ready replica", Duration::from_secs(60), || async {
@@ -250,13 +246,12 @@ async fn load_scales_out_within_two_ticks_and_back_to_min_after_cooldown() {
     })
     .await;
 
-    let _ = stop.send(());
-    loop_task.await.unwrap();
+    served.stop().await;
 
     // Every change has a row, and the rows chain from 1 up to 3 and down to 1 again, one
     // replica at a time on the way down, at least a cooldown apart.
     let mut rows: Vec<ScalingDecisionRow> =
-        h.ctl.store.scaling_decisions("web", 100).await.unwrap();
+        h.ctl.store().scaling_decisions("web", 100).await.unwrap();
     rows.reverse();
     let chain: Vec<(u32, u32)> = rows
         .iter()

@@ -105,7 +105,7 @@ async fn killed_nginx_and_a_deleted_proxy_file_are_restored() {
     assert_eq!(scene.get("/web/"), 200);
 
     // SIGKILL the master (its workers are orphaned and keep the port) and delete a file.
-    let pid = ctl.proxy.running_pid().await.unwrap();
+    let pid = ctl.proxy().running_pid().await.unwrap();
     assert!(Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status()
@@ -117,7 +117,7 @@ async fn killed_nginx_and_a_deleted_proxy_file_are_restored() {
         // The killed master's orphaned workers may still answer for a moment: done only
         // when a new master runs and serves the restored files.
         let pass = reconcile::run_pass(&ctl, "test").await;
-        let master = ctl.proxy.running_pid().await;
+        let master = ctl.proxy().running_pid().await;
         if pass.is_ok() && master.is_some_and(|m| m != pid) && scene.get("/web/") == 200 {
             break;
         }
@@ -148,7 +148,7 @@ async fn a_hostile_spec_corpus_is_refused_with_clear_errors_and_disturbs_nothing
     eprintln!("pass with the hostile corpus: {took:?}");
     assert_eq!(report.steps_failed, 0, "{report:?}");
 
-    let last = ctl.last.lock().unwrap().clone().unwrap();
+    let last = ctl.last_pass().unwrap();
     for (file, _) in &corpus {
         assert!(
             last.issues
@@ -225,4 +225,81 @@ async fn duplicate_networks_left_by_racing_berths_are_repaired() {
         .output()
         .unwrap();
     assert!(attach.status.success(), "{attach:?}");
+}
+
+/// Regression: SIGTERM used to cut a pass wherever it was (between writing nginx files and
+/// `nginx -t`, or with a new container created but not yet healthy). Now the pass in flight
+/// finishes and berth exits after it: the rollout completes, nginx's config is valid and no
+/// container is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_a_rollout_waits_on_health_exits_after_the_pass() {
+    let scene = Scene::new("fault-term");
+    let ctl = scene.controller(None).await;
+    scene.write("web", "berth-demo:v1", 1);
+    let mut child = fault::ChildGuard(Some(scene.serve()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while scene.get("/web/") != 200 {
+        assert!(Instant::now() < deadline, "v1 never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // v2 answers its probe only after 2 s: the pass waits on its health gate.
+    let slow = fault::app_spec("web", "berth-demo:v2", 1).replace(
+        "  ports:\n",
+        "  command: [\"/bin/busybox\", \"sh\", \"-c\", \"sleep 2; exec /bin/busybox httpd -f -p 8080 -h /www\"]\n  ports:\n",
+    );
+    std::fs::write(scene.specs.path().join("web.yaml"), slow).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = containers(&ctl).await;
+        if all.iter().any(|c| c.image == "berth-demo:v2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the v2 container was never created"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = child.0.as_ref().unwrap().id();
+    let term = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.as_mut().unwrap().try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(30),
+            "berth did not exit within --shutdown-timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    child.0 = None;
+    assert!(status.success(), "{status:?}");
+    let log = std::fs::read_to_string(scene.serve_log()).unwrap();
+    assert!(
+        log.contains("the pass in flight finishes first"),
+        "no shutdown line in the log:\n{log}"
+    );
+    // The pass finished: exactly one web container, running the new spec, none left over.
+    let all = containers(&ctl).await;
+    assert_eq!(all.len(), 1, "containers after SIGTERM: {all:?}");
+    assert_eq!(all[0].image, "berth-demo:v2", "{all:?}");
+    assert_eq!(all[0].state, ContainerState::Running);
+    // nginx's files pass `nginx -t` and it serves v2.
+    let prefix = scene.state.path().join("nginx");
+    let test = Command::new(support::nginx_binary())
+        .args(berth::proxy::private_args(&prefix, &["-t"]))
+        .output()
+        .unwrap();
+    assert!(
+        test.status.success(),
+        "nginx -t after SIGTERM: {}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+    let (code, body) = http_get(&format!("127.0.0.1:{}", scene.port), "/web/", None).unwrap();
+    assert_eq!((code, body.as_str()), (200, "v2\n"));
 }

@@ -9,7 +9,7 @@ use berth::plan::{Health, Step};
 use berth::proxy::ProxyError;
 use berth::reconcile::{self, Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
-use berth::runtime::{ContainerRuntime, ContainerState};
+use berth::runtime::{ContainerObserver, ContainerState};
 use berth::store::{AppStatus, EventQuery, EventType};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,7 +54,7 @@ impl Harness {
 
     async fn running(&self, app: &str) -> Vec<berth::runtime::ObservedContainer> {
         self.ctl
-            .runtime
+            .runtime()
             .observe()
             .await
             .unwrap()
@@ -141,7 +141,13 @@ async fn converges_from_empty_then_a_second_pass_is_a_no_op() {
     assert!(env.lines().any(|l| l == "SECRET_TOKEN=s3cr3t"), "{env}");
     assert!(env.lines().any(|l| l == "MODE=test"), "{env}");
 
-    let row = h.ctl.store.app("web").await.unwrap().expect("web recorded");
+    let row = h
+        .ctl
+        .store()
+        .app("web")
+        .await
+        .unwrap()
+        .expect("web recorded");
     assert_eq!(
         row.status,
         AppStatus::Progressing,
@@ -149,18 +155,18 @@ async fn converges_from_empty_then_a_second_pass_is_a_no_op() {
     );
     assert_eq!(row.revision, first.revision);
 
-    let before = h.ctl.runtime.calls();
+    let before = h.ctl.runtime().calls();
     let second = h.pass().await;
-    let made = h.ctl.runtime.calls().since(&before);
+    let made = h.ctl.runtime().calls().since(&before);
     assert_eq!(made.list, 1, "a no-op pass lists once: {made:?}");
     assert_eq!(made.mutating(), 0, "a no-op pass mutates nothing: {made:?}");
     assert_eq!(made.inspect, 0, "{made:?}");
     assert_eq!(second.reloads, 0);
     assert!(!second.changed);
-    let row = h.ctl.store.app("web").await.unwrap().unwrap();
+    let row = h.ctl.store().app("web").await.unwrap().unwrap();
     assert_eq!(row.status, AppStatus::Synced, "observed healthy: synced");
     assert_eq!(row.last_good_hash.as_deref(), Some(row.spec_hash.as_str()));
-    let last = h.ctl.last.lock().unwrap().clone().unwrap();
+    let last = h.ctl.last_pass().unwrap();
     assert!(!last.plan.has_changes(), "{:?}", last.plan.steps);
 }
 
@@ -243,7 +249,7 @@ async fn scales_one_to_three_to_one() {
         );
         assert_eq!(report.steps_failed, 0, "{report:?}");
         assert_eq!(h.running("web").await.len(), replicas as usize);
-        let conf = h.ctl.proxy.current_files().await.unwrap()["web.conf"].clone();
+        let conf = h.ctl.proxy().current_files().await.unwrap()["web.conf"].clone();
         assert_eq!(
             conf.matches("    server 127.0.0.1:").count(),
             expected_servers,
@@ -317,9 +323,9 @@ async fn rolling_update_under_load_has_no_failed_requests_and_a_broken_version_r
     v2_ids.sort();
     assert_eq!(ids, v2_ids, "only the v2 containers run");
     assert_eq!(h.get("/web/").1, "v2\n");
-    let failed = h.ctl.store.failed_rollouts().await.unwrap();
+    let failed = h.ctl.store().failed_rollouts().await.unwrap();
     assert!(failed.contains_key("web"), "{failed:?}");
-    let row = h.ctl.store.app("web").await.unwrap().unwrap();
+    let row = h.ctl.store().app("web").await.unwrap().unwrap();
     assert_eq!(row.status, AppStatus::FailedRollout);
     let why = row.last_error.unwrap_or_default();
     assert!(
@@ -328,7 +334,7 @@ async fn rolling_update_under_load_has_no_failed_requests_and_a_broken_version_r
     );
     let events = h
         .ctl
-        .store
+        .store()
         .events(&EventQuery {
             app: Some("web".into()),
             event_type: Some(EventType::RolloutFailed),
@@ -344,11 +350,11 @@ async fn rolling_update_under_load_has_no_failed_requests_and_a_broken_version_r
         .contains("previous containers keep serving"));
 
     // Not retried until the spec changes: the next pass creates nothing.
-    let before = h.ctl.runtime.calls();
+    let before = h.ctl.runtime().calls();
     let again = h.pass().await;
-    assert_eq!(h.ctl.runtime.calls().since(&before).create, 0);
+    assert_eq!(h.ctl.runtime().calls().since(&before).create, 0);
     assert_eq!(again.steps_failed, 0);
-    let last = h.ctl.last.lock().unwrap().clone().unwrap();
+    let last = h.ctl.last_pass().unwrap();
     assert!(last
         .plan
         .steps
@@ -362,12 +368,16 @@ async fn config_rejected_by_nginx_keeps_the_old_config_and_traffic() {
     h.write("web.yaml", &web_spec("berth-demo:v1", 1));
     h.pass().await;
     assert_eq!(h.get("/web/").0, 200);
-    let before = h.ctl.proxy.current_files().await.unwrap();
+    let before = h.ctl.proxy().current_files().await.unwrap();
 
-    // Directly: a broken file is refused and the old one restored.
-    let result = h
-        .ctl
-        .proxy
+    // Directly, through a second handle on the same private nginx (the controller's own
+    // proxy is private to reconcile): a broken file is refused and the old one restored.
+    let proxy = berth::proxy::Proxy::private(
+        h.scene.state.path().join("nginx"),
+        format!("127.0.0.1:{}", h.scene.port),
+        support::nginx_binary(),
+    );
+    let result = proxy
         .apply_files(
             &[("web.conf".to_string(), "upstream broken {".to_string())],
             &[],
@@ -377,7 +387,7 @@ async fn config_rejected_by_nginx_keeps_the_old_config_and_traffic() {
         matches!(result, Err(ProxyError::Rejected { .. })),
         "{result:?}"
     );
-    assert_eq!(h.ctl.proxy.current_files().await.unwrap(), before);
+    assert_eq!(h.ctl.proxy().current_files().await.unwrap(), before);
     assert_eq!(h.get("/web/").0, 200);
 
     // Through specs: a second app claiming the same path (which nginx -t would reject as a
@@ -388,7 +398,7 @@ async fn config_rejected_by_nginx_keeps_the_old_config_and_traffic() {
     h.write("clash.yaml", &clash);
     let report = h.pass().await;
     assert_eq!(report.steps_failed, 0, "{report:?}");
-    let last = h.ctl.last.lock().unwrap().clone().unwrap();
+    let last = h.ctl.last_pass().unwrap();
     assert!(
         last.desired.held.contains_key("clash"),
         "{:?}",
@@ -405,7 +415,7 @@ async fn config_rejected_by_nginx_keeps_the_old_config_and_traffic() {
     assert_eq!((status, body.as_str()), (200, "v1\n"));
     assert!(!h
         .ctl
-        .proxy
+        .proxy()
         .current_files()
         .await
         .unwrap()
@@ -428,7 +438,10 @@ async fn host_routes_and_health_state() {
     assert_eq!(h.get("/").0, 404);
     let container = &h.running("api").await[0];
     assert_eq!(
-        h.ctl.probes.lock().unwrap().health(&container.id),
+        h.ctl
+            .probe_record(&container.id)
+            .and_then(|r| r.health)
+            .unwrap_or(Health::Starting),
         Health::Healthy
     );
 }
@@ -451,10 +464,7 @@ async fn unhealthy_container_is_replaced_by_the_running_loop() {
     h.pass().await;
     let original = h.running("web").await[0].clone();
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let loop_task = tokio::spawn(reconcile::serve(h.ctl.clone(), async {
-        let _ = stopped.await;
-    }));
+    let served = support::Served::start(&h.ctl, None);
     // Break its health endpoint: probes get 404 from now on.
     let broke = std::process::Command::new("docker")
         .args(["exec", &original.id, "/bin/busybox", "rm", "/www/healthz"])
@@ -487,17 +497,16 @@ async fn unhealthy_container_is_replaced_by_the_running_loop() {
     };
     let mut healed = Vec::new();
     for _ in 0..50 {
-        healed = h.ctl.store.events(&query).await.unwrap();
+        healed = h.ctl.store().events(&query).await.unwrap();
         if !healed.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let _ = stop.send(());
-    loop_task.await.unwrap();
+    served.stop().await;
     assert_eq!(h.get("/web/").0, 200);
     assert_eq!(healed.len(), 1, "{healed:?}");
-    let heal = h.ctl.heal.lock().unwrap().get("web").cloned().unwrap();
+    let heal = h.ctl.heal_state("web").unwrap();
     assert_eq!(heal.repairs.len(), 1);
 }
 
@@ -523,7 +532,7 @@ async fn a_missing_image_is_reported_once_and_other_apps_go_on() {
         before_id: None,
         limit: 10,
     };
-    let events = h.ctl.store.events(&query).await.unwrap();
+    let events = h.ctl.store().events(&query).await.unwrap();
     assert_eq!(events.len(), 1, "{events:?}");
     assert!(
         events[0].message.contains("berth-demo:does-not-exist")
@@ -531,16 +540,16 @@ async fn a_missing_image_is_reported_once_and_other_apps_go_on() {
         "{}",
         events[0].message
     );
-    let row = h.ctl.store.app("ghost").await.unwrap().unwrap();
+    let row = h.ctl.store().app("ghost").await.unwrap().unwrap();
     assert_eq!(row.status, AppStatus::Degraded);
     // Retried on the next pass (the image may have been loaded), reported once.
     let second = h.pass().await;
     assert_eq!(second.steps_failed, 1);
-    assert_eq!(h.ctl.store.events(&query).await.unwrap().len(), 1);
+    assert_eq!(h.ctl.store().events(&query).await.unwrap().len(), 1);
     // Not a failed rollout: loading the image is enough, no spec change needed.
     assert!(!h
         .ctl
-        .store
+        .store()
         .failed_rollouts()
         .await
         .unwrap()

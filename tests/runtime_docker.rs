@@ -9,8 +9,8 @@ mod support;
 
 use berth::runtime::docker::DockerRuntime;
 use berth::runtime::{
-    CallCounts, ContainerRequest, ContainerRuntime, ContainerState, RuntimeError, LABEL_APP,
-    LABEL_INSTANCE, LABEL_MANAGED, LABEL_REVISION, LABEL_SPEC_HASH,
+    CallCounts, ContainerObserver, ContainerRequest, ContainerRuntime, ContainerState,
+    RuntimeError, LABEL_APP, LABEL_INSTANCE, LABEL_MANAGED, LABEL_REVISION, LABEL_SPEC_HASH,
 };
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

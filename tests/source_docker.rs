@@ -11,7 +11,7 @@ mod support;
 use berth::plan::prune::PruneVerdict;
 use berth::reconcile::{self, Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
-use berth::runtime::{ContainerRuntime, ContainerState, ObservedContainer};
+use berth::runtime::{ContainerObserver, ContainerState, ObservedContainer};
 use berth::source::{webhook, GitConfig, SourceConfig};
 use berth::store::{AppStatus, EventQuery, EventRow, EventType};
 use std::path::{Path, PathBuf};
@@ -156,7 +156,7 @@ impl Harness {
 
     async fn running(&self, app: &str) -> Vec<ObservedContainer> {
         self.ctl
-            .runtime
+            .runtime()
             .observe()
             .await
             .unwrap()
@@ -185,7 +185,7 @@ impl Harness {
 
     async fn events(&self, app: Option<&str>, event_type: EventType) -> Vec<EventRow> {
         self.ctl
-            .store
+            .store()
             .events(&EventQuery {
                 app: app.map(str::to_string),
                 event_type: Some(event_type),
@@ -228,30 +228,10 @@ impl Harness {
         .unwrap()
     }
 
-    /// Runs `reconcile::serve` in the background until the returned guard drops.
-    fn serve(&self) -> ServeGuard {
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(reconcile::serve(self.ctl.clone(), async move {
-            let _ = rx.await;
-        }));
-        ServeGuard {
-            stop: Some(tx),
-            task,
-        }
-    }
-}
-
-struct ServeGuard {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for ServeGuard {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.abort();
+    /// Runs the daemon (loop, prober, source task) in the background until the returned
+    /// guard drops.
+    fn serve(&self) -> support::Served {
+        support::Served::start(&self.ctl, None)
     }
 }
 
@@ -325,7 +305,7 @@ async fn dir_drop_edit_burst_of_saves_and_delete() {
     h.wait_body("/web/", 200, "v2\n", Duration::from_secs(60))
         .await;
     let web = &h.settled("web", 1).await[0];
-    assert_eq!(web.revision, h.ctl.source.status().revision.unwrap());
+    assert_eq!(web.revision, h.ctl.source().status().revision.unwrap());
 
     // 20 rapid saves (editor churn included) -> one pass.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -349,8 +329,7 @@ async fn dir_drop_edit_burst_of_saves_and_delete() {
     assert_eq!(
         h.ctl.passes("file") - before,
         1,
-        "20 rapid saves give one pass: {:?}",
-        h.ctl.pass_counts.lock().unwrap()
+        "20 rapid saves give one pass"
     );
 
     // Delete the file -> the app is removed (1 of 2 apps: within the budget).
@@ -379,7 +358,7 @@ async fn dir_drop_edit_burst_of_saves_and_delete() {
         removed = h.events(Some("web"), EventType::Removed).await;
     }
     assert!(from_file(&removed), "{removed:?}");
-    assert!(h.ctl.store.app("web").await.unwrap().is_none());
+    assert!(h.ctl.store().app("web").await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,7 +372,7 @@ async fn git_commit_is_served_within_one_poll_then_revert_and_force_push() {
     let _serve = h.serve();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        h.ctl.source.status().revision.as_deref(),
+        h.ctl.source().status().revision.as_deref(),
         Some(first.as_str())
     );
 
@@ -402,7 +381,7 @@ async fn git_commit_is_served_within_one_poll_then_revert_and_force_push() {
     let v1 = repo.commit("web v1");
     let committed = Instant::now();
     let start = Instant::now();
-    while h.ctl.source.status().revision.as_deref() != Some(v1.as_str()) {
+    while h.ctl.source().status().revision.as_deref() != Some(v1.as_str()) {
         assert!(
             start.elapsed() < poll + Duration::from_secs(2),
             "not polled"
@@ -445,7 +424,7 @@ async fn git_commit_is_served_within_one_poll_then_revert_and_force_push() {
     // The pass records the revision's outcome when it ends.
     let start = Instant::now();
     loop {
-        let revisions = h.ctl.store.revisions(20).await.unwrap();
+        let revisions = h.ctl.store().revisions(20).await.unwrap();
         if revisions.iter().any(|r| r.revision == rewritten) {
             break;
         }
@@ -468,8 +447,9 @@ async fn git_webhook_makes_the_poll_immediate() {
     repo.write("apps/keep.yaml", &worker_spec("keep", "berth-demo:v1"));
     repo.commit("keep");
     let secret = b"berth-test-webhook-secret".to_vec();
-    let (addr, hook) = webhook::spawn("127.0.0.1:0", secret.clone(), h.ctl.source.clone())
+    let (addr, hook) = webhook::bind("127.0.0.1:0", secret.clone(), h.ctl.source().clone())
         .await
+        .map(|(addr, task)| (addr, tokio::spawn(task)))
         .unwrap();
     let _serve = h.serve();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -503,7 +483,10 @@ async fn git_webhook_makes_the_poll_immediate() {
         "git webhook: commit -> first 200 in {:?}",
         committed.elapsed()
     );
-    assert_eq!(h.ctl.source.status().revision.as_deref(), Some(v1.as_str()));
+    assert_eq!(
+        h.ctl.source().status().revision.as_deref(),
+        Some(v1.as_str())
+    );
     // The change may have been applied by a pass already running (a confirming pass reads
     // the fresh snapshot too); the webhook's own wake-up still leads to a pass of its own.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -528,14 +511,14 @@ async fn one_broken_spec_among_three_keeps_its_last_good_spec() {
     repo.write("apps/b.yaml", &worker_spec("b", "berth-demo:v1"));
     repo.write("apps/c.yaml", &http_spec("c", "berth-demo:v1"));
     let good = repo.commit("three apps");
-    h.ctl.source.sync().await.unwrap();
+    h.ctl.source().sync().await.unwrap();
     let first = h.pass().await;
     assert_eq!(first.steps_failed, 0, "{first:?}");
     h.pass().await; // converged: records the last good specs
     let c_before = h.running("c").await;
     assert_eq!(c_before.len(), 1);
     assert_eq!(
-        h.ctl.store.app("c").await.unwrap().unwrap().status,
+        h.ctl.store().app("c").await.unwrap().unwrap().status,
         AppStatus::Synced
     );
 
@@ -548,7 +531,7 @@ async fn one_broken_spec_among_three_keeps_its_last_good_spec() {
             .replace("  replicas: 1\n", "  replicas: 1\n  replica: 3\n"),
     );
     let broken = repo.commit("a, b v2; c broken");
-    assert!(h.ctl.source.sync().await.unwrap());
+    assert!(h.ctl.source().sync().await.unwrap());
     let report = h.pass().await;
     assert_eq!(report.steps_failed, 0, "{report:?}");
     assert_eq!(report.revision, broken);
@@ -562,7 +545,7 @@ async fn one_broken_spec_among_three_keeps_its_last_good_spec() {
     assert_eq!(c_after[0].id, c_before[0].id);
     h.wait_body("/c/", 200, "v1\n", Duration::from_secs(5))
         .await;
-    let row = h.ctl.store.app("c").await.unwrap().unwrap();
+    let row = h.ctl.store().app("c").await.unwrap().unwrap();
     assert_eq!(row.status, AppStatus::Quarantined);
     let why = row.last_error.unwrap();
     assert!(why.starts_with("c.yaml:"), "status says file:line: {why}");
@@ -595,12 +578,12 @@ async fn one_broken_spec_among_three_keeps_its_last_good_spec() {
     // Fixed: c updates too, status clears.
     repo.write("apps/c.yaml", &http_spec("c", "berth-demo:v2"));
     repo.commit("c fixed");
-    h.ctl.source.sync().await.unwrap();
+    h.ctl.source().sync().await.unwrap();
     h.pass().await;
     h.wait_body("/c/", 200, "v2\n", Duration::from_secs(5))
         .await;
     h.pass().await;
-    let row = h.ctl.store.app("c").await.unwrap().unwrap();
+    let row = h.ctl.store().app("c").await.unwrap().unwrap();
     assert_eq!(row.status, AppStatus::Synced, "{:?}", row.last_error);
 }
 
@@ -625,7 +608,7 @@ async fn deleting_five_of_six_files_is_refused_and_an_unparseable_file_keeps_its
     let report = h.pass().await;
     assert_eq!(report.steps_failed, 0);
     assert_eq!(h.running("a6").await.len(), 1);
-    let row = h.ctl.store.app("a6").await.unwrap().unwrap();
+    let row = h.ctl.store().app("a6").await.unwrap().unwrap();
     assert_eq!(row.status, AppStatus::Quarantined);
     assert!(row.last_error.unwrap().contains("a6.yaml"));
     h.write("a6.yaml", &worker_spec("a6", "berth-demo:v1"));
@@ -649,7 +632,7 @@ async fn deleting_five_of_six_files_is_refused_and_an_unparseable_file_keeps_its
         refused[0].message
     );
     assert!(refused[0].message.contains("--allow-mass-prune"));
-    let last = h.ctl.last.lock().unwrap().clone().unwrap();
+    let last = h.ctl.last_pass().unwrap();
     assert!(matches!(last.prune, Some(PruneVerdict::Refused { .. })));
 
     // The same host with --allow-mass-prune: the five go.
@@ -677,4 +660,65 @@ async fn an_empty_source_never_prunes_everything() {
         .events(None, EventType::Other("prune-refused".into()))
         .await;
     assert!(refused[0].message.contains("the source has no apps"));
+}
+
+/// Regression: the last good spec was recorded a pass late (only once an app was seen
+/// synced), so breaking web.yaml right after v2 answered quarantined web on v1 and rolled it
+/// back. The last good spec is now the last one that parsed and validated, recorded in the
+/// pass that read it: a quarantined app never moves backwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_edit_right_after_a_rollout_never_rolls_back() {
+    let h = Harness::new("src-noback", Kind::Dir).await;
+    h.write("web.yaml", &http_spec("web", "berth-demo:v1"));
+    let first = h.pass().await;
+    assert_eq!(first.steps_failed, 0, "{first:?}");
+    h.pass().await;
+    h.wait_body("/web/", 200, "v1\n", Duration::from_secs(10))
+        .await;
+
+    // v2, and the pass that rolls it out is the only one before the file breaks.
+    h.write("web.yaml", &http_spec("web", "berth-demo:v2"));
+    let rolled = h.pass().await;
+    assert_eq!(rolled.steps_failed, 0, "{rolled:?}");
+    h.wait_body("/web/", 200, "v2\n", Duration::from_secs(10))
+        .await;
+    let v2_hash = h.ctl.store().app("web").await.unwrap().unwrap().spec_hash;
+    let row = h.ctl.store().app("web").await.unwrap().unwrap();
+    assert_eq!(
+        row.last_good_hash.as_deref(),
+        Some(v2_hash.as_str()),
+        "the pass that read v2 records it as the last good spec"
+    );
+
+    // Broken (unknown field) before any confirming pass.
+    h.write(
+        "web.yaml",
+        &http_spec("web", "berth-demo:v3")
+            .replace("  replicas: 1\n", "  replicas: 1\n  replica: 3\n"),
+    );
+    let v2_ids: Vec<String> = h
+        .settled("web", 1)
+        .await
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    for _ in 0..3 {
+        let report = h.pass().await;
+        assert_eq!(report.steps_failed, 0, "{report:?}");
+    }
+    let running = h.settled("web", 1).await;
+    assert_eq!(
+        running[0].image, "berth-demo:v2",
+        "quarantined on v2, not rolled back"
+    );
+    assert_eq!(
+        running.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+        v2_ids,
+        "the v2 container is untouched"
+    );
+    h.wait_body("/web/", 200, "v2\n", Duration::from_secs(5))
+        .await;
+    let row = h.ctl.store().app("web").await.unwrap().unwrap();
+    assert_eq!(row.status, AppStatus::Quarantined);
+    assert_eq!(row.last_good_hash.as_deref(), Some(v2_hash.as_str()));
 }

@@ -302,7 +302,7 @@ async fn poll_loop_picks_up_a_commit_within_one_interval() {
     let source = Source::new(SourceConfig::Git(config));
     source.snapshot().await.unwrap();
     let (waker, wakes) = counting_waker();
-    let _tasks = source.spawn(waker).unwrap();
+    let _tasks = tokio::spawn(source.task(waker).unwrap());
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(wakes.load(Ordering::SeqCst), 0, "no commit, no wake");
     repo.write("a.yaml", "a: 2\n");
@@ -324,10 +324,11 @@ async fn a_signed_webhook_polls_at_once_and_an_unsigned_one_is_refused() {
     let source = Source::new(SourceConfig::Git(config));
     source.snapshot().await.unwrap();
     let (waker, wakes) = counting_waker();
-    let _tasks = source.spawn(waker).unwrap();
+    let _tasks = tokio::spawn(source.task(waker).unwrap());
     let secret = b"0123456789abcdef-test-secret".to_vec();
-    let (addr, hook) = webhook::spawn("127.0.0.1:0", secret.clone(), source.clone())
+    let (addr, hook) = webhook::bind("127.0.0.1:0", secret.clone(), source.clone())
         .await
+        .map(|(addr, task)| (addr, tokio::spawn(task)))
         .unwrap();
 
     repo.write("a.yaml", "a: 2\n");
@@ -383,10 +384,10 @@ async fn a_signed_webhook_polls_at_once_and_an_unsigned_one_is_refused() {
 #[tokio::test]
 async fn a_short_webhook_secret_is_refused() {
     let source = Source::new(SourceConfig::Dir(PathBuf::from(".")));
-    let err = webhook::spawn("127.0.0.1:0", b"short".to_vec(), source)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = match webhook::bind("127.0.0.1:0", b"short".to_vec(), source).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a short secret was accepted"),
+    };
     assert!(err.contains("shorter than 16 bytes"), "{err}");
 }
 

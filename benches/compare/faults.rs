@@ -150,7 +150,7 @@ async fn nginx(md: &mut String) {
          | cycle | restored, serving 200 (s) |\n|---|---|"
     );
     for cycle in 0..CYCLES {
-        let pid = ctl.proxy.running_pid().await.expect("nginx running");
+        let pid = ctl.proxy().running_pid().await.expect("nginx running");
         assert!(Command::new("kill")
             .args(["-9", &pid.to_string()])
             .status()
@@ -160,7 +160,7 @@ async fn nginx(md: &mut String) {
         let killed = Instant::now();
         loop {
             let pass = reconcile::run_pass(&ctl, "bench").await;
-            let master = ctl.proxy.running_pid().await;
+            let master = ctl.proxy().running_pid().await;
             if pass.is_ok() && master.is_some_and(|m| m != pid) && scene.get("/web/") == 200 {
                 break;
             }
@@ -189,7 +189,7 @@ async fn hostile(md: &mut String) {
     let report = reconcile::run_pass(&ctl, "bench").await.unwrap();
     let took = started.elapsed();
     assert_eq!(report.steps_failed, 0, "{report:?}");
-    let last = ctl.last.lock().unwrap().clone().unwrap();
+    let last = ctl.last_pass().unwrap();
     let after: Vec<String> = containers(&ctl).await.into_iter().map(|c| c.id).collect();
     assert_eq!(after, before, "nothing running was disturbed");
     assert_eq!(scene.get("/web/"), 200);

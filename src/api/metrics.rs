@@ -5,7 +5,7 @@
 //! the store, the runtime, the proxy.
 
 use super::dto::AppSummary;
-use crate::reconcile::metrics::{MetricsSnapshot, PASS_DURATION_BUCKETS};
+use crate::metrics::{MetricsSnapshot, PASS_DURATION_BUCKETS};
 use crate::store::{AppStatus, ReplicaOverrideRow};
 use std::fmt::Write;
 

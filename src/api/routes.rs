@@ -9,7 +9,7 @@ use super::error::ApiError;
 use super::metrics::{self, Scrape};
 use super::redact;
 use super::view::StatusView;
-use crate::reconcile::now_ms;
+use crate::clock::now_ms;
 use crate::store::{EventQuery, EventRow, EventType, MAX_EVENT_PAGE, MAX_SCALING_PAGE};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{OriginalUri, Path, Query, Request, State};

@@ -11,8 +11,8 @@
 //! the source of `src/api/` for calls that would break this.
 
 use crate::health::ProbeRecord;
+use crate::metrics::MetricsSnapshot;
 use crate::plan::Plan;
-use crate::reconcile::metrics::MetricsSnapshot;
 use crate::reconcile::{self, Controller, LastPass};
 use crate::runtime::ContainerRuntime;
 use crate::store::{
@@ -72,8 +72,7 @@ pub trait StatusView: Send + Sync + 'static {
     /// The store, reads only.
     fn store(&self) -> ReadStore<'_>;
 
-    /// Runs `f` on the last pass (None before the first one). Keep `f` short: the loop
-    /// waits for it to publish the next pass.
+    /// Runs `f` on the last pass (None before the first one).
     fn with_last_pass<T>(&self, f: impl FnOnce(Option<&LastPass>) -> T) -> T;
 
     /// The prober's latest record for a container (health, last probe time and error).
@@ -88,24 +87,20 @@ pub trait StatusView: Send + Sync + 'static {
 
 impl<R: ContainerRuntime> StatusView for Controller<R> {
     fn store(&self) -> ReadStore<'_> {
-        ReadStore::new(&self.store)
+        ReadStore::new(Controller::store(self))
     }
 
     fn with_last_pass<T>(&self, f: impl FnOnce(Option<&LastPass>) -> T) -> T {
-        let last = self.last.lock().expect("last lock");
-        f(last.as_ref())
+        let last = self.last_pass();
+        f(last.as_deref())
     }
 
     fn probe(&self, container_id: &str) -> Option<ProbeRecord> {
-        self.probes
-            .lock()
-            .expect("probe lock")
-            .record_of(container_id)
-            .cloned()
+        self.probe_record(container_id)
     }
 
     fn metrics(&self) -> MetricsSnapshot {
-        self.metrics.snapshot()
+        self.counters().snapshot()
     }
 
     async fn pending_plan(&self) -> Result<Plan, String> {

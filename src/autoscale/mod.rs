@@ -5,18 +5,22 @@
 //! reconcile loop. Apps in mode manual, or without a scaling block, get no override (a
 //! stale one is cleared); bounds changed in git clamp an existing override.
 //!
-//! Must not touch: Docker or nginx beyond reading (`ContainerRuntime::stats` and the access
-//! log file; only `reconcile` mutates them), the specs or git. It reads what the last
-//! reconcile pass saw (`Controller::last`) and writes only the store.
+//! Must not touch: Docker or nginx beyond reading (it holds a `ContainerObserver` for stats
+//! and the access log's path; only `reconcile` mutates them), the specs or git. It gets
+//! only what it needs (`AutoscaleDeps`: the store, a stats source, the last pass through a
+//! `watch`, the counters) and a waker; it does not know the reconcile module.
 
 pub mod collector;
 pub mod policy;
 
+use crate::clock::now_ms;
+use crate::last_pass::LastPass;
+use crate::metrics::Metrics as Counters;
 use crate::plan::{effective_replicas, Health};
-use crate::reconcile::{now_ms, Controller};
-use crate::runtime::{ContainerRuntime, ContainerState, RuntimeError};
+use crate::runtime::{ContainerObserver, ContainerState, RuntimeError};
+use crate::source::Waker;
 use crate::spec::{AppSpec, ScalingMode};
-use crate::store::{NewScalingDecision, StoreError};
+use crate::store::{NewScalingDecision, OverrideChange, Store, StoreError};
 use collector::{AccessLog, AccessLogError, CpuTracker, IngestStats, WindowSummary};
 use policy::{AppState, Decision, Input, Metrics, PolicyConfig};
 use serde_json::json;
@@ -24,6 +28,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 /// Default time between two autoscaler ticks.
@@ -56,6 +61,16 @@ impl Default for AutoscaleSettings {
             access_log: None,
         }
     }
+}
+
+/// Everything the autoscaler may use, and nothing more: the store (it writes only replica
+/// overrides and scaling decisions), a read-only runtime for stats, the last reconcile pass,
+/// and the counters behind /metrics.
+pub struct AutoscaleDeps<O: ContainerObserver> {
+    pub store: Store,
+    pub stats: O,
+    pub last_pass: watch::Receiver<Option<Arc<LastPass>>>,
+    pub counters: Arc<Counters>,
 }
 
 /// What one app looked like in the last reconcile pass.
@@ -121,16 +136,17 @@ impl Autoscaler {
     /// One tick at `now` (unix ms). Reads the last pass and the store, collects, decides,
     /// writes overrides and decision rows. Does not wake the loop (`run` does when
     /// `written > 0`).
-    pub async fn tick<R: ContainerRuntime>(
+    pub async fn tick<O: ContainerObserver>(
         &mut self,
-        ctl: &Controller<R>,
+        deps: &AutoscaleDeps<O>,
         now: i64,
     ) -> Result<TickReport, AutoscaleError> {
         let mut report = TickReport::default();
-        let Some(apps) = snapshot_apps(ctl) else {
+        let last = deps.last_pass.borrow().clone();
+        let Some(apps) = last.as_deref().map(snapshot_apps) else {
             return Ok(report);
         };
-        let overrides: BTreeMap<String, u32> = ctl.store.replica_overrides().await?;
+        let overrides: BTreeMap<String, u32> = deps.store.replica_overrides().await?;
 
         // Apps without an autoscaler: no override.
         let mut auto: BTreeMap<String, AppView> = BTreeMap::new();
@@ -143,7 +159,7 @@ impl Autoscaler {
                 _ => {
                     self.states.remove(&name);
                     if let Some(stored) = overrides.get(&name) {
-                        clear_override(ctl, &name, &view.spec, *stored, now).await?;
+                        clear_override(deps, &name, &view.spec, *stored, now).await?;
                         report.cleared += 1;
                     }
                 }
@@ -169,7 +185,7 @@ impl Autoscaler {
             self.cpu.update(&[]);
             HashMap::new()
         } else {
-            match ctl.runtime.stats(&ids).await {
+            match deps.stats.stats(&ids).await {
                 Ok(samples) => {
                     self.clear_warning("stats");
                     self.cpu.update(&samples)
@@ -190,7 +206,7 @@ impl Autoscaler {
             let state = match self.states.get_mut(name) {
                 Some(state) => state,
                 None => {
-                    let state = seeded_state(ctl, name).await?;
+                    let state = seeded_state(&deps.store, name).await?;
                     self.states.entry(name.clone()).or_insert(state)
                 }
             };
@@ -212,7 +228,7 @@ impl Autoscaler {
             };
             if decision.changes() {
                 let metrics_json = metrics_json(view, &metrics, summary, sampled, current, stored);
-                write_decision(ctl, name, &decision, metrics_json, now).await?;
+                write_decision(deps, name, &decision, metrics_json, now).await?;
                 report.written += 1;
             } else {
                 debug!(app = %name, replicas = current, "autoscaler holds: {}", decision.reason);
@@ -264,11 +280,9 @@ impl Autoscaler {
     }
 }
 
-/// Per-app view of the last pass; `None` before the first pass. Held apps (invalid spec)
-/// are not in `desired.apps`, so the autoscaler leaves them alone.
-fn snapshot_apps<R: ContainerRuntime>(ctl: &Controller<R>) -> Option<BTreeMap<String, AppView>> {
-    let last = ctl.last.lock().expect("last lock");
-    let last = last.as_ref()?;
+/// Per-app view of the last pass. Held apps (invalid spec) are not in `desired.apps`, so
+/// the autoscaler leaves them alone.
+fn snapshot_apps(last: &LastPass) -> BTreeMap<String, AppView> {
     let mut out = BTreeMap::new();
     for (name, app) in &last.desired.apps {
         let ready_containers = last
@@ -297,16 +311,12 @@ fn snapshot_apps<R: ContainerRuntime>(ctl: &Controller<R>) -> Option<BTreeMap<St
             },
         );
     }
-    Some(out)
+    out
 }
 
 /// Cooldown survives a restart: the last change recorded in the store starts it.
-async fn seeded_state<R: ContainerRuntime>(
-    ctl: &Controller<R>,
-    app: &str,
-) -> Result<AppState, AutoscaleError> {
-    let last_change_at = ctl
-        .store
+async fn seeded_state(store: &Store, app: &str) -> Result<AppState, AutoscaleError> {
+    let last_change_at = store
         .scaling_decisions(app, crate::store::DECISIONS_KEPT_PER_APP)
         .await?
         .into_iter()
@@ -407,27 +417,29 @@ fn metrics_json(
     })
 }
 
-async fn write_decision<R: ContainerRuntime>(
-    ctl: &Controller<R>,
+async fn write_decision<O: ContainerObserver>(
+    deps: &AutoscaleDeps<O>,
     app: &str,
     decision: &Decision,
     metrics: serde_json::Value,
     now: i64,
 ) -> Result<(), AutoscaleError> {
-    ctl.store
-        .set_replica_override(app, decision.to, &decision.reason, now)
+    deps.store
+        .record_scaling_change(
+            OverrideChange::Set(decision.to),
+            &NewScalingDecision {
+                app: app.to_string(),
+                at: now,
+                from_replicas: decision.from,
+                to_replicas: decision.to,
+                reason: decision.reason.clone(),
+                metrics,
+                factors: decision.factors_json(),
+            },
+        )
         .await?;
-    ctl.store
-        .record_scaling_decision(&NewScalingDecision {
-            app: app.to_string(),
-            at: now,
-            from_replicas: decision.from,
-            to_replicas: decision.to,
-            reason: decision.reason.clone(),
-            metrics,
-            factors: decision.factors_json(),
-        })
-        .await?;
+    deps.counters
+        .scaling_decision(app, decision.from, decision.to);
     info!(
         app,
         from = decision.from,
@@ -440,8 +452,8 @@ async fn write_decision<R: ContainerRuntime>(
 
 /// Mode manual or no scaling block: the override is dropped (the plan ignores it already;
 /// a later switch back to auto starts from the spec, not from a stale count).
-async fn clear_override<R: ContainerRuntime>(
-    ctl: &Controller<R>,
+async fn clear_override<O: ContainerObserver>(
+    deps: &AutoscaleDeps<O>,
     app: &str,
     spec: &AppSpec,
     stored: u32,
@@ -455,27 +467,36 @@ async fn clear_override<R: ContainerRuntime>(
     let reason = format!(
         "{why}: the autoscaler's override ({stored}) is dropped, the spec's count ({effective}) applies"
     );
-    ctl.store.clear_replica_override(app).await?;
-    ctl.store
-        .record_scaling_decision(&NewScalingDecision {
-            app: app.to_string(),
-            at: now,
-            from_replicas: stored,
-            to_replicas: effective,
-            reason: reason.clone(),
-            metrics: json!({ "override": stored, "replicas": effective }),
-            factors: json!({ "action": "clear" }),
-        })
+    deps.store
+        .record_scaling_change(
+            OverrideChange::Clear,
+            &NewScalingDecision {
+                app: app.to_string(),
+                at: now,
+                from_replicas: stored,
+                to_replicas: effective,
+                reason: reason.clone(),
+                metrics: json!({ "override": stored, "replicas": effective }),
+                factors: json!({ "action": "clear" }),
+            },
+        )
         .await?;
+    deps.counters.scaling_decision(app, stored, effective);
     info!(app, "autoscaler: {reason}");
     Ok(())
 }
 
-/// Runs ticks forever (the caller aborts the task): decide, write, and wake the reconcile
-/// loop when an override was written.
-pub async fn run<R: ContainerRuntime>(ctl: Arc<Controller<R>>, settings: AutoscaleSettings) {
+/// Runs ticks until the task is aborted (the composition root owns it): decide, write, and
+/// wake the reconcile loop through `wake` when an override changed. `default_log` is the
+/// private nginx's access log.
+pub async fn run<O: ContainerObserver>(
+    deps: AutoscaleDeps<O>,
+    settings: AutoscaleSettings,
+    default_log: Option<PathBuf>,
+    wake: Waker,
+) {
     let tick = settings.tick.max(Duration::from_millis(100));
-    let mut scaler = Autoscaler::new(settings, ctl.proxy.access_log());
+    let mut scaler = Autoscaler::new(settings, default_log);
     info!(
         tick_ms = tick.as_millis() as u64,
         "autoscaler started (apps with scaling.policy.mode: auto)"
@@ -484,10 +505,10 @@ pub async fn run<R: ContainerRuntime>(ctl: Arc<Controller<R>>, settings: Autosca
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
-        match scaler.tick(&ctl, now_ms()).await {
+        match scaler.tick(&deps, now_ms()).await {
             Ok(report) => {
                 if report.written + report.cleared > 0 {
-                    ctl.wake_with("autoscale");
+                    wake("autoscale");
                 }
             }
             Err(e) => warn!("{e}"),

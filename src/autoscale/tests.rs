@@ -3,9 +3,8 @@
 
 use super::*;
 use crate::plan::{Health, Observed, Overrides};
-use crate::proxy::Proxy;
-use crate::reconcile::{desired_from, LastPass, Settings};
-use crate::runtime::{ContainerRequest, ContainerStats, ObservedContainer};
+use crate::reconcile::desired_from;
+use crate::runtime::{ContainerStats, ObservedContainer, Observer};
 use crate::store::Store;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,27 +15,19 @@ struct FakeRuntime {
     stats_ids: Mutex<Vec<String>>,
 }
 
-impl ContainerRuntime for FakeRuntime {
+/// Implements only the observer half: a mutating call from the autoscaler would not compile.
+impl ContainerObserver for FakeRuntime {
     async fn observe(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
         panic!("the autoscaler reads the last pass, it does not observe");
-    }
-    async fn create(&self, _: &ContainerRequest) -> Result<String, RuntimeError> {
-        panic!("the autoscaler must not create containers");
-    }
-    async fn start(&self, _: &str) -> Result<(), RuntimeError> {
-        panic!("the autoscaler must not start containers");
-    }
-    async fn stop(&self, _: &str, _: u32) -> Result<(), RuntimeError> {
-        panic!("the autoscaler must not stop containers");
-    }
-    async fn remove(&self, _: &str) -> Result<(), RuntimeError> {
-        panic!("the autoscaler must not remove containers");
     }
     async fn inspect(&self, _: &str) -> Result<Option<ObservedContainer>, RuntimeError> {
         panic!("the autoscaler does not inspect");
     }
-    async fn ensure_network(&self, _: &str) -> Result<(), RuntimeError> {
-        panic!("the autoscaler must not create networks");
+    fn calls(&self) -> crate::runtime::CallCounts {
+        crate::runtime::CallCounts {
+            stats: self.stats_calls.load(Ordering::Relaxed),
+            ..Default::default()
+        }
     }
     async fn stats(&self, ids: &[String]) -> Result<Vec<ContainerStats>, RuntimeError> {
         let n = self.stats_calls.fetch_add(1, Ordering::Relaxed) + 1;
@@ -84,43 +75,46 @@ spec:
 
 struct Setup {
     _dir: tempfile::TempDir,
-    ctl: Arc<Controller<FakeRuntime>>,
+    store: Store,
+    runtime: Arc<FakeRuntime>,
+    last: watch::Sender<Option<Arc<LastPass>>>,
+    deps: AutoscaleDeps<Observer<FakeRuntime>>,
     log: PathBuf,
 }
 
 const NOW: i64 = 1_700_000_100_000;
 
-/// A controller whose last pass saw `ready` healthy containers of `yaml`.
+/// Autoscaler dependencies whose last pass saw `ready` healthy containers of `yaml`.
 async fn setup(yaml: &str, ready: u16) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let proxy = Proxy::private(
-        dir.path().join("nginx"),
-        "127.0.0.1:1".into(),
-        "nginx".into(),
-    );
-    let log = proxy.access_log().unwrap();
+    let log = dir.path().join("nginx/logs/access.log");
     std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-    let settings = Settings {
-        source: crate::source::SourceConfig::Dir(dir.path().to_path_buf()),
-        interval: Duration::from_secs(1),
-        network: "test".into(),
-        parallel_apps: 1,
-        host_env: BTreeMap::new(),
-        stop_timeout_seconds: 1,
-        deletion_budget: Default::default(),
-        history: Default::default(),
-    };
     let store = Store::open_in_memory().await.unwrap();
-    let ctl = Controller::new(FakeRuntime::default(), proxy, store, settings);
-    set_last_pass(&ctl, yaml, ready).await;
+    let runtime = Arc::new(FakeRuntime::default());
+    let last = watch::Sender::new(None);
+    let deps = AutoscaleDeps {
+        store: store.clone(),
+        stats: Observer::new(runtime.clone()),
+        last_pass: last.subscribe(),
+        counters: Arc::new(Counters::default()),
+    };
+    set_last_pass(&store, &last, yaml, ready).await;
     Setup {
         _dir: dir,
-        ctl,
+        store,
+        runtime,
+        last,
+        deps,
         log,
     }
 }
 
-async fn set_last_pass(ctl: &Controller<FakeRuntime>, yaml: &str, ready: u16) {
+async fn set_last_pass(
+    store: &Store,
+    last: &watch::Sender<Option<Arc<LastPass>>>,
+    yaml: &str,
+    ready: u16,
+) {
     let loaded = crate::spec::load_files(&[(PathBuf::from("web.yaml"), yaml.to_string())]);
     assert!(loaded.issues.is_empty(), "{:?}", loaded.issues);
     let desired = desired_from(
@@ -150,11 +144,11 @@ async fn set_last_pass(ctl: &Controller<FakeRuntime>, yaml: &str, ready: u16) {
         observed.containers.push(c);
     }
     let overrides = Overrides {
-        replicas: ctl.store.replica_overrides().await.unwrap(),
+        replicas: store.replica_overrides().await.unwrap(),
         ..Overrides::default()
     };
     let plan = crate::plan::plan(&desired, &observed, &overrides, NOW);
-    *ctl.last.lock().unwrap() = Some(LastPass {
+    last.send_replace(Some(Arc::new(LastPass {
         at: NOW,
         trigger: "test".into(),
         desired,
@@ -163,7 +157,7 @@ async fn set_last_pass(ctl: &Controller<FakeRuntime>, yaml: &str, ready: u16) {
         issues: Vec::new(),
         duration_ms: 1,
         ..LastPass::default()
-    });
+    })));
 }
 
 /// `rps` requests per second for `app` over the `seconds` before `now`, round-robin over
@@ -197,9 +191,9 @@ async fn load_above_target_writes_an_override_and_a_decision_row() {
     let s = setup(&spec_yaml("auto", 1, 4, None), 1).await;
     write_load(&s.log, "web", 30, 20, NOW, &[30000]);
     write_load(&s.log, "other", 100, 20, NOW, &[40000]);
-    let mut scaler = Autoscaler::new(AutoscaleSettings::default(), s.ctl.proxy.access_log());
+    let mut scaler = Autoscaler::new(AutoscaleSettings::default(), Some(s.log.clone()));
     // A first tick only takes a CPU baseline; the load is already above target.
-    let report = scaler.tick(&s.ctl, NOW).await.unwrap();
+    let report = scaler.tick(&s.deps, NOW).await.unwrap();
     assert_eq!(report.written, 1, "{:?}", report.decisions);
     assert_eq!(
         report.ingest.ignored, 2000,
@@ -207,8 +201,8 @@ async fn load_above_target_writes_an_override_and_a_decision_row() {
     );
     let d = &report.decisions["web"];
     assert_eq!((d.from, d.to), (1, 4), "{}", d.reason);
-    assert_eq!(s.ctl.store.replica_overrides().await.unwrap()["web"], 4);
-    let rows = s.ctl.store.scaling_decisions("web", 10).await.unwrap();
+    assert_eq!(s.store.replica_overrides().await.unwrap()["web"], 4);
+    let rows = s.store.scaling_decisions("web", 10).await.unwrap();
     assert_eq!(rows.len(), 1);
     let row = &rows[0];
     assert_eq!((row.from_replicas, row.to_replicas, row.at), (1, 4, NOW));
@@ -233,16 +227,23 @@ async fn load_above_target_writes_an_override_and_a_decision_row() {
     assert_eq!(row.factors["rps"], 3.0);
     assert_eq!(row.factors["max_metric"], "rps");
     assert_eq!(row.factors["action"], "scale-out");
+    // The decision is counted for /metrics (berth_autoscaler_decisions_total).
+    let counted = s.deps.counters.snapshot().scaling_decisions;
+    assert_eq!(
+        counted.get(&("web".to_string(), "out")).copied(),
+        Some(1),
+        "{counted:?}"
+    );
     // Stats were asked for the ready container only, through the read-only call.
     assert_eq!(
-        *s.ctl.runtime.stats_ids.lock().unwrap(),
+        *s.runtime.stats_ids.lock().unwrap(),
         vec!["id0".to_string()]
     );
 
     // Next tick: 4 replicas share the load (the three new ones count although the last
     // pass has not seen them ready yet), and CPU now has two samples: 0.1 core of a 0.5
     // limit = 20%.
-    let report = scaler.tick(&s.ctl, NOW + 1000).await.unwrap();
+    let report = scaler.tick(&s.deps, NOW + 1000).await.unwrap();
     assert_eq!(report.written, 0);
     let d = &report.decisions["web"];
     assert_eq!(d.basis, 4);
@@ -261,17 +262,16 @@ async fn load_above_target_writes_an_override_and_a_decision_row() {
 #[tokio::test]
 async fn manual_mode_and_missing_scaling_clear_a_stale_override() {
     let s = setup(&spec_yaml("manual", 1, 4, Some(2)), 2).await;
-    s.ctl
-        .store
+    s.store
         .set_replica_override("web", 4, "old", 1)
         .await
         .unwrap();
     let mut scaler = Autoscaler::new(AutoscaleSettings::default(), None);
-    let report = scaler.tick(&s.ctl, NOW).await.unwrap();
+    let report = scaler.tick(&s.deps, NOW).await.unwrap();
     assert_eq!((report.cleared, report.written), (1, 0));
     assert!(report.decisions.is_empty());
-    assert!(s.ctl.store.replica_overrides().await.unwrap().is_empty());
-    let rows = s.ctl.store.scaling_decisions("web", 10).await.unwrap();
+    assert!(s.store.replica_overrides().await.unwrap().is_empty());
+    let rows = s.store.scaling_decisions("web", 10).await.unwrap();
     assert_eq!((rows[0].from_replicas, rows[0].to_replicas), (4, 2));
     assert!(
         rows[0].reason.contains("mode is manual"),
@@ -279,54 +279,44 @@ async fn manual_mode_and_missing_scaling_clear_a_stale_override() {
         rows[0].reason
     );
     // Nothing stored, nothing to do: a second tick writes no row.
-    let report = scaler.tick(&s.ctl, NOW + 1000).await.unwrap();
+    let report = scaler.tick(&s.deps, NOW + 1000).await.unwrap();
     assert_eq!(report.cleared, 0);
-    assert_eq!(
-        s.ctl
-            .store
-            .scaling_decisions("web", 10)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(s.store.scaling_decisions("web", 10).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn bounds_lowered_in_git_clamp_the_override() {
     let s = setup(&spec_yaml("auto", 1, 3, None), 3).await;
-    s.ctl
-        .store
+    s.store
         .set_replica_override("web", 7, "old", 1)
         .await
         .unwrap();
-    set_last_pass(&s.ctl, &spec_yaml("auto", 1, 3, None), 3).await;
+    set_last_pass(&s.store, &s.last, &spec_yaml("auto", 1, 3, None), 3).await;
     let mut scaler = Autoscaler::new(AutoscaleSettings::default(), None);
-    let report = scaler.tick(&s.ctl, NOW).await.unwrap();
+    let report = scaler.tick(&s.deps, NOW).await.unwrap();
     assert_eq!(report.written, 1);
-    assert_eq!(s.ctl.store.replica_overrides().await.unwrap()["web"], 3);
-    let rows = s.ctl.store.scaling_decisions("web", 10).await.unwrap();
+    assert_eq!(s.store.replica_overrides().await.unwrap()["web"], 3);
+    let rows = s.store.scaling_decisions("web", 10).await.unwrap();
     assert_eq!((rows[0].from_replicas, rows[0].to_replicas), (7, 3));
     assert_eq!(rows[0].factors["action"], "clamp");
     // No log and no load: holds afterwards.
-    let report = scaler.tick(&s.ctl, NOW + 1000).await.unwrap();
+    let report = scaler.tick(&s.deps, NOW + 1000).await.unwrap();
     assert_eq!(report.written, 0);
 }
 
 #[tokio::test]
 async fn nothing_happens_before_the_first_pass_or_without_metrics() {
     let s = setup(&spec_yaml("auto", 1, 4, None), 1).await;
-    *s.ctl.last.lock().unwrap() = None;
-    let mut scaler = Autoscaler::new(AutoscaleSettings::default(), s.ctl.proxy.access_log());
-    let report = scaler.tick(&s.ctl, NOW).await.unwrap();
+    s.last.send_replace(None);
+    let mut scaler = Autoscaler::new(AutoscaleSettings::default(), Some(s.log.clone()));
+    let report = scaler.tick(&s.deps, NOW).await.unwrap();
     assert!(report.decisions.is_empty());
-    assert_eq!(s.ctl.runtime.stats_calls.load(Ordering::Relaxed), 0);
-    set_last_pass(&s.ctl, &spec_yaml("auto", 1, 4, None), 1).await;
+    assert_eq!(s.runtime.stats_calls.load(Ordering::Relaxed), 0);
+    set_last_pass(&s.store, &s.last, &spec_yaml("auto", 1, 4, None), 1).await;
     // No access log file yet (nginx not started): memory only, within thresholds.
-    let report = scaler.tick(&s.ctl, NOW).await.unwrap();
+    let report = scaler.tick(&s.deps, NOW).await.unwrap();
     assert_eq!(report.written, 0);
     assert!(s
-        .ctl
         .store
         .scaling_decisions("web", 10)
         .await
@@ -337,8 +327,7 @@ async fn nothing_happens_before_the_first_pass_or_without_metrics() {
 #[tokio::test]
 async fn cooldown_survives_a_restart_through_the_store() {
     let s = setup(&spec_yaml("auto", 1, 4, None), 1).await;
-    s.ctl
-        .store
+    s.store
         .record_scaling_decision(&NewScalingDecision {
             app: "web".into(),
             at: NOW - 5_000,
@@ -351,13 +340,13 @@ async fn cooldown_survives_a_restart_through_the_store() {
         .await
         .unwrap();
     write_load(&s.log, "web", 30, 20, NOW, &[30000]);
-    let mut scaler = Autoscaler::new(AutoscaleSettings::default(), s.ctl.proxy.access_log());
-    let report = scaler.tick(&s.ctl, NOW).await.unwrap();
+    let mut scaler = Autoscaler::new(AutoscaleSettings::default(), Some(s.log.clone()));
+    let report = scaler.tick(&s.deps, NOW).await.unwrap();
     assert_eq!(report.written, 0);
     assert!(report.decisions["web"]
         .reason
         .contains("cooldown: 25s left"));
     write_load(&s.log, "web", 30, 20, NOW + 25_000, &[30000]);
-    let report = scaler.tick(&s.ctl, NOW + 25_000).await.unwrap();
+    let report = scaler.tick(&s.deps, NOW + 25_000).await.unwrap();
     assert_eq!(report.written, 1, "{:?}", report.decisions["web"].reason);
 }

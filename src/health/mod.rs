@@ -101,7 +101,7 @@ pub struct ProbeRecord {
 }
 
 /// Health by container id, driven by probe results and the app's thresholds.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ProbeTracker {
     records: HashMap<String, ProbeRecord>,
 }
@@ -164,6 +164,14 @@ impl ProbeTracker {
             None => true,
             Some(r) => now - r.last_probe_at >= i64::from(spec.interval_seconds) * 1000,
         }
+    }
+
+    /// When (unix ms) the next probe of this container is due; `None` when it never was
+    /// probed (due now).
+    pub fn next_due(&self, id: &str, spec: &HealthSpec) -> Option<i64> {
+        self.records
+            .get(id)
+            .map(|r| r.last_probe_at + i64::from(spec.interval_seconds) * 1000)
     }
 
     /// Forget containers that no longer exist.

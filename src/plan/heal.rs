@@ -1,6 +1,10 @@
-//! Self-heal backoff and quarantine rules (pure; time is a parameter). The reconcile loop
-//! keeps one `HealState` per app and calls `after_repair` each time it replaces a broken
-//! container; `plan` asks `blocked_reason` before planning another repair.
+//! Backoff rules (pure; time is a parameter). Self-heal: the reconcile loop keeps one
+//! `HealState` per app and calls `after_repair` each time it replaces a broken container;
+//! `plan` asks `blocked_reason` before planning another repair. Failing apps: the loop keeps
+//! a `RetryState` per app whose steps failed (a missing image, a refused create) and calls
+//! `after_failure`; `plan` asks `retry_blocked_reason` and holds that app's steps until its
+//! retry time, so one broken app is retried with backoff instead of on every pass.
+//! `next_due` says when the next of these backoffs ends (the loop's requeue time).
 
 use serde::Serialize;
 
@@ -76,6 +80,58 @@ pub fn after_repair(state: Option<&HealState>, hash: &str, now: i64) -> HealStat
     }
 }
 
+/// A failing app's retry backoff: its last apply failed `failures` times in a row for this
+/// spec hash; its steps wait until `retry_at`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RetryState {
+    pub hash: String,
+    pub failures: u32,
+    /// Unix ms before which the app's steps are held.
+    pub retry_at: i64,
+    /// The last failure, for the plan's reason.
+    pub error: String,
+}
+
+/// The retry state after one more failed apply at `now` (a new spec hash starts over).
+pub fn after_failure(state: Option<&RetryState>, hash: &str, error: &str, now: i64) -> RetryState {
+    let failures = state.filter(|s| s.hash == hash).map_or(0, |s| s.failures) + 1;
+    let exponent = (failures - 1).min(16);
+    let delay = (BACKOFF_BASE_MS << exponent).min(BACKOFF_MAX_MS);
+    RetryState {
+        hash: hash.to_string(),
+        failures,
+        retry_at: now + delay,
+        error: error.to_string(),
+    }
+}
+
+/// Why a failing app's steps must wait, or None when they may be tried now.
+pub fn retry_blocked_reason(state: Option<&RetryState>, hash: &str, now: i64) -> Option<String> {
+    let state = state.filter(|s| s.hash == hash && s.retry_at > now)?;
+    Some(format!(
+        "retrying in {} s after {} failed attempt{}: {}",
+        (state.retry_at - now + 999) / 1000,
+        state.failures,
+        if state.failures == 1 { "" } else { "s" },
+        state.error
+    ))
+}
+
+/// When the earliest self-heal or retry backoff after `now` ends: the next pass is due then
+/// even if nothing wakes the loop.
+pub fn next_due<'a>(
+    heal: impl IntoIterator<Item = &'a HealState>,
+    retry: impl IntoIterator<Item = &'a RetryState>,
+    now: i64,
+) -> Option<i64> {
+    let heal = heal
+        .into_iter()
+        .filter(|h| h.quarantined_since.is_none())
+        .filter_map(|h| h.next_allowed_at(now));
+    let retry = retry.into_iter().map(|r| r.retry_at).filter(|at| *at > now);
+    heal.chain(retry).min()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +168,39 @@ mod tests {
             later.next_allowed_at(REPAIR_WINDOW_MS + 1),
             Some(REPAIR_WINDOW_MS + 1 + BACKOFF_BASE_MS)
         );
+    }
+
+    #[test]
+    fn a_failing_app_backs_off_and_a_new_spec_starts_over() {
+        let first = after_failure(None, "h", "image x is not present", 1_000);
+        assert_eq!((first.failures, first.retry_at), (1, 3_000));
+        let reason = retry_blocked_reason(Some(&first), "h", 1_500).unwrap();
+        assert_eq!(
+            reason,
+            "retrying in 2 s after 1 failed attempt: image x is not present"
+        );
+        assert_eq!(retry_blocked_reason(Some(&first), "h", 3_000), None);
+        assert_eq!(retry_blocked_reason(Some(&first), "other", 1_500), None);
+        let second = after_failure(Some(&first), "h", "again", 3_000);
+        assert_eq!((second.failures, second.retry_at), (2, 7_000));
+        let fresh = after_failure(Some(&second), "new", "e", 3_000);
+        assert_eq!(fresh.failures, 1);
+        let mut capped = second;
+        for _ in 0..20 {
+            capped = after_failure(Some(&capped), "h", "e", 0);
+        }
+        assert_eq!(capped.retry_at, BACKOFF_MAX_MS);
+    }
+
+    #[test]
+    fn next_due_is_the_earliest_backoff_end() {
+        let heal = after_repair(None, "h", 10_000); // next repair allowed at 12_000
+        let retry = after_failure(None, "h", "e", 10_500); // retry at 12_500
+        assert_eq!(next_due([&heal], [&retry], 11_000), Some(12_000));
+        assert_eq!(next_due([&heal], [&retry], 12_100), Some(12_500));
+        assert_eq!(next_due([&heal], [&retry], 13_000), None);
+        let mut quarantined = heal.clone();
+        quarantined.quarantined_since = Some(10_000);
+        assert_eq!(next_due([&quarantined], [], 11_000), None);
     }
 }

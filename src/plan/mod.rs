@@ -16,7 +16,7 @@ use crate::spec::{AppSpec, AppType, ScalingMode, SourceRef};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-pub use heal::HealState;
+pub use heal::{HealState, RetryState};
 
 /// Drain for containers of an app that left the source (its spec, and so its
 /// `drainSeconds`, is gone): the same as the spec default.
@@ -81,6 +81,8 @@ pub struct Observed {
     pub proxy_files: BTreeMap<String, String>,
     /// Per-app self-heal history (kept by the reconcile loop).
     pub heal: BTreeMap<String, HealState>,
+    /// Per-app retry backoff of apps whose last apply failed (kept by the reconcile loop).
+    pub retry: BTreeMap<String, RetryState>,
 }
 
 impl Observed {
@@ -459,6 +461,22 @@ fn plan_app(
         }
     }
     let ready = keep.iter().filter(|(_, h)| *h == Health::Healthy).count() as u32;
+
+    // Retry gate: an app whose last apply failed waits for its backoff, changing nothing.
+    if let Some(reason) =
+        heal::retry_blocked_reason(observed.retry.get(name.as_str()), &app.hash, now)
+    {
+        steps.push(Step::NoOp {
+            app: name.clone(),
+            reason,
+        });
+        let members = healthy_members(keep.iter().chain(stale.iter()));
+        return AppOutcome {
+            steps,
+            members,
+            ready,
+        };
+    }
 
     // Self-heal gate: while backing off (or quarantined), an app with broken containers is
     // left exactly as it is, so a crash loop cannot turn into a create/remove loop.

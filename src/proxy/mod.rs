@@ -116,6 +116,36 @@ http {
 }
 "#;
 
+/// The read-only face of a [`Proxy`]: what holders other than `reconcile` may use (the
+/// files on disk, the access log's path, the running master's pid, the reload count).
+/// Nothing reachable from it writes a file or signals nginx.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyReader<'a> {
+    proxy: &'a Proxy,
+}
+
+impl ProxyReader<'_> {
+    pub fn listen(&self) -> &str {
+        self.proxy.listen()
+    }
+
+    pub fn access_log(&self) -> Option<PathBuf> {
+        self.proxy.access_log()
+    }
+
+    pub async fn current_files(&self) -> Result<BTreeMap<String, String>, ProxyError> {
+        self.proxy.current_files().await
+    }
+
+    pub async fn running_pid(&self) -> Option<u32> {
+        self.proxy.running_pid().await
+    }
+
+    pub fn reloads(&self) -> u64 {
+        self.proxy.reloads()
+    }
+}
+
 impl Proxy {
     pub fn private(prefix: PathBuf, listen: String, binary: PathBuf) -> Self {
         // Seeded from the clock so a restarted berth never reuses a live generation.
@@ -157,6 +187,11 @@ impl Proxy {
             flushing: Default::default(),
             reloads: Default::default(),
         }
+    }
+
+    /// The read-only face of this proxy.
+    pub fn reader(&self) -> ProxyReader<'_> {
+        ProxyReader { proxy: self }
     }
 
     pub fn listen(&self) -> &str {

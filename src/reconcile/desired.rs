@@ -5,12 +5,13 @@
 //! says came from it; a file that disappeared removes them (subject to the deletion budget).
 //! Must not touch: I/O of any kind, the clock (callers hand in store rows and observations).
 
+pub use crate::last_pass::Quarantine;
 use crate::plan::{Desired, DesiredApp};
 use crate::spec::{AppSpec, LoadedSpecs, SourceRef, SpecIssue};
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// The last spec of an app that rolled out healthy, as kept in the store.
+/// The last spec of an app that parsed and validated, as kept in the store (recorded in the
+/// pass that read it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LastGoodSpec {
     pub spec: AppSpec,
@@ -24,18 +25,6 @@ pub struct KnownApp {
     /// The file its spec came from last time it was valid.
     pub source_file: String,
     pub last_good: Option<LastGoodSpec>,
-}
-
-/// Why an app is quarantined and what it runs meanwhile.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Quarantine {
-    /// `file:line:column: field: message` of the problem.
-    pub reason: String,
-    /// The file at fault.
-    pub file: String,
-    /// Revision of the last good spec it keeps running; `None` when berth has none (the
-    /// app is then held exactly as it runs).
-    pub last_good_revision: Option<String>,
 }
 
 /// `Desired` plus what the loop reports about it.

@@ -1,35 +1,47 @@
-//! The reconcile loop and `apply`: the ONLY code that mutates Docker (through
-//! `ContainerRuntime`) or nginx (through `Proxy`). Each pass reads the source snapshot,
-//! observes (one labelled list call), builds `Desired` with per-app isolation (`desired`,
-//! pure), checks the deletion budget (`plan::prune`, pure), plans from scratch, applies, and
-//! records events, statuses and the revision in the store. Triggers (file events, git polls,
-//! webhooks, the prober, the timer) only wake the loop; they never decide what to do.
+//! The reconcile controller: the ONLY code that mutates Docker (through
+//! `ContainerRuntime`) or nginx (through `Proxy`). Each pass (`pass.rs`) reads the source
+//! snapshot, observes (one labelled list call), builds `Desired` with per-app isolation
+//! (`desired`, pure), checks the deletion budget (`plan::prune`, pure), plans from scratch,
+//! applies (`apply.rs`), and records events, statuses and the revision in the store
+//! (`records.rs`). `run.rs` is the loop that runs passes until cancelled; `prober.rs` the
+//! background health prober. Triggers (file events, git polls, webhooks, the prober, the
+//! autoscaler, the timer) only wake the loop; they never decide what to do.
+//!
+//! This module starts no task of its own: the composition root (`crate::daemon`) starts
+//! the loop, the prober and everything else. Its fields are private; other modules get
+//! read-only faces (`runtime()` is a `ContainerObserver`, `proxy()` a `ProxyReader`, the
+//! last pass through a `watch` of `Arc<LastPass>`).
 
 mod apply;
 pub mod desired;
-pub mod metrics;
+mod pass;
 mod prober;
+mod records;
+mod run;
 
+pub use crate::clock::now_ms;
+pub use crate::last_pass::LastPass;
+pub use crate::metrics::{self, Metrics};
 pub use apply::apply;
 pub use desired::{desired_from, DesiredState, KnownApp, LastGoodSpec, Quarantine};
-pub use metrics::Metrics;
+pub use pass::{known_apps, observe, plan_only, read_desired, read_overrides, run_pass};
+pub use prober::run as run_prober;
+pub use run::{run_loop, PROXY_LOG_MAX_BYTES};
 
-use crate::health::ProbeTracker;
-use crate::plan::prune::{self, DeletionBudget, PruneVerdict};
-use crate::plan::{self, render, Desired, HealState, Observed, Overrides, Plan};
-use crate::proxy::{Proxy, ProxyError};
-use crate::runtime::{ContainerRuntime, ObservedContainer, RuntimeError};
-use crate::source::{Source, SourceConfig, SourceError, SourceStatus, SourceTasks, Waker};
-use crate::spec::{self, AppSpec, SpecIssue};
+use crate::health::{ProbeRecord, ProbeTracker};
+use crate::plan::prune::DeletionBudget;
+use crate::plan::{HealState, RetryState};
+use crate::proxy::{Proxy, ProxyError, ProxyReader};
+use crate::runtime::{ContainerObserver, ContainerRuntime, Observer, RuntimeError};
+use crate::source::{Source, SourceConfig, SourceError, Waker};
 use crate::store::{
-    AppStatus, EventType, HistoryLimits, NewEvent, NewRevision, RevisionSource, RevisionStatus,
-    Store, StoreError,
+    AppStatus, EventType, HistoryLimits, NewEvent, RevisionStatus, Store, StoreError,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::Notify;
-use tracing::{info, info_span, warn, Instrument};
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -60,63 +72,9 @@ pub struct Settings {
     pub stop_timeout_seconds: u32,
     /// How many apps one pass may remove (`--max-prune`, `--allow-mass-prune`).
     pub deletion_budget: DeletionBudget,
-    /// How much event, scaling and revision history `serve` keeps (`--history-days`,
+    /// How much event, scaling and revision history the daemon keeps (`--history-days`,
     /// `--history-rows`).
     pub history: HistoryLimits,
-}
-
-/// How often `serve` deletes history beyond `Settings::history`.
-pub const HISTORY_PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
-/// The private nginx's access and error logs are rotated (one old generation kept) when
-/// they grow past this; at 500 req/s the access log grows ~100 KB/s.
-pub const PROXY_LOG_MAX_BYTES: u64 = 64 * 1024 * 1024;
-
-/// Rotates the private nginx's logs past [`PROXY_LOG_MAX_BYTES`] (logged, never fatal).
-pub async fn rotate_proxy_logs<R: ContainerRuntime>(ctl: &Controller<R>) {
-    match ctl.proxy.rotate_logs(PROXY_LOG_MAX_BYTES).await {
-        Ok(rotated) if !rotated.is_empty() => {
-            info!(files = ?rotated, "rotated the private nginx's logs")
-        }
-        Ok(_) => {}
-        Err(e) => warn!("cannot rotate the private nginx's logs: {e}"),
-    }
-}
-
-/// Deletes events, scaling decisions and revisions beyond `settings.history` (logged, never
-/// fatal: a failed prune is retried next time).
-pub async fn prune_history<R: ContainerRuntime>(ctl: &Controller<R>) {
-    match ctl
-        .store
-        .prune_history(ctl.settings.history, now_ms())
-        .await
-    {
-        Ok(pruned) if pruned.total() > 0 => info!(
-            events = pruned.events,
-            scaling_decisions = pruned.scaling_decisions,
-            revisions = pruned.revisions,
-            "pruned history beyond the retention limits"
-        ),
-        Ok(_) => {}
-        Err(e) => warn!("cannot prune history: {e}"),
-    }
-}
-
-/// What the last pass saw and decided (read by the API and the prober).
-#[derive(Debug, Clone, Default)]
-pub struct LastPass {
-    pub at: i64,
-    pub trigger: String,
-    pub desired: Desired,
-    pub observed: Observed,
-    pub plan: Plan,
-    pub issues: Vec<SpecIssue>,
-    /// Apps running on their last good spec (or held), and why.
-    pub quarantined: BTreeMap<String, Quarantine>,
-    /// The deletion budget's answer for this pass.
-    pub prune: Option<PruneVerdict>,
-    pub source: SourceStatus,
-    pub duration_ms: u128,
 }
 
 /// Summary of one pass.
@@ -127,51 +85,69 @@ pub struct PassReport {
     pub steps_failed: usize,
     pub reloads: usize,
     pub changed: bool,
+    /// When (unix ms) the next pass is due because a self-heal or retry backoff ends; the
+    /// loop runs then even if nothing wakes it and the timer has not fired.
+    pub requeue_at: Option<i64>,
+}
+
+/// What was last written for an app: (status, last error, spec hash).
+type WrittenStatus = (AppStatus, Option<String>, String);
+
+/// Wakes the loop early, with the reason the next pass records as its trigger. Shared
+/// (behind an `Arc`) by the controller and the wakers handed to other tasks, which hold no
+/// reference to the controller itself.
+#[derive(Debug, Default)]
+struct LoopWake {
+    notify: Notify,
+    reason: Mutex<Option<&'static str>>,
+}
+
+impl LoopWake {
+    fn wake(&self, reason: &'static str) {
+        *self.reason.lock().expect("wake lock") = Some(reason);
+        self.notify.notify_one();
+    }
+
+    fn take_reason(&self) -> Option<&'static str> {
+        self.reason.lock().expect("wake lock").take()
+    }
 }
 
 /// The controller: adapters plus the little in-memory state the loop keeps between passes.
+/// Fields are private: only this module's code reaches the mutating adapters.
 pub struct Controller<R: ContainerRuntime> {
-    pub runtime: R,
-    pub proxy: Proxy,
-    pub store: Store,
-    pub settings: Settings,
-    /// The spec source (snapshot, status, watcher / poll loop).
-    pub source: Arc<Source>,
+    runtime: Arc<R>,
+    proxy: Proxy,
+    store: Store,
+    settings: Settings,
+    /// The spec source (snapshot, status).
+    source: Arc<Source>,
     /// Passes run, by trigger (`start`, `timer`, `file`, `git`, `webhook`, `wake`, ...).
-    pub pass_counts: Mutex<BTreeMap<String, u64>>,
-    pub probes: Mutex<ProbeTracker>,
-    pub heal: Mutex<BTreeMap<String, HealState>>,
-    /// Set by `enable_autoscale`: `serve` then runs the autoscaler next to the loop.
-    autoscale: Mutex<Option<crate::autoscale::AutoscaleSettings>>,
-    pub last: Mutex<Option<LastPass>>,
-    /// Wakes the loop early (prober saw a health change, a source changed, ...).
-    pub wake: Notify,
+    pass_counts: Mutex<BTreeMap<String, u64>>,
+    probes: Mutex<ProbeTracker>,
+    heal: Mutex<BTreeMap<String, HealState>>,
+    /// Retry backoff of apps whose last apply failed.
+    retry: Mutex<BTreeMap<String, RetryState>>,
+    /// The last pass, published for the API, the prober and the autoscaler.
+    last: watch::Sender<Option<Arc<LastPass>>>,
+    wake: Arc<LoopWake>,
     /// Last error event text per (app, kind), so a persisting error is recorded once.
     reported: Mutex<HashMap<(String, String), String>>,
     /// Per-app status last written to the store, to skip identical writes.
-    written_status: Mutex<HashMap<String, (AppStatus, Option<String>)>>,
-    /// Counters read by the API's /metrics.
-    pub metrics: Metrics,
-    /// Why the loop was last woken (read by `serve` for the pass's trigger).
-    wake_reason: Mutex<Option<&'static str>>,
+    written_status: Mutex<HashMap<String, WrittenStatus>>,
+    /// Counters read by the API's /metrics (shared with the autoscaler).
+    metrics: Arc<Metrics>,
     /// App -> the file behind its current state, for events.
     app_files: Mutex<BTreeMap<String, String>>,
     /// Last (revision, status, message) written to the store's revisions table.
     recorded_revision: Mutex<Option<(String, RevisionStatus, String)>>,
 }
 
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl<R: ContainerRuntime> Controller<R> {
     pub fn new(runtime: R, proxy: Proxy, store: Store, settings: Settings) -> Arc<Self> {
         let source = Source::new(settings.source.clone());
         Arc::new(Self {
-            runtime,
+            runtime: Arc::new(runtime),
             proxy,
             store,
             settings,
@@ -179,22 +155,94 @@ impl<R: ContainerRuntime> Controller<R> {
             pass_counts: Mutex::new(BTreeMap::new()),
             probes: Mutex::new(ProbeTracker::default()),
             heal: Mutex::new(BTreeMap::new()),
-            autoscale: Mutex::new(None),
-            last: Mutex::new(None),
-            wake: Notify::new(),
+            retry: Mutex::new(BTreeMap::new()),
+            last: watch::Sender::new(None),
+            wake: Arc::new(LoopWake::default()),
             reported: Mutex::new(HashMap::new()),
             written_status: Mutex::new(HashMap::new()),
-            metrics: Metrics::default(),
-            wake_reason: Mutex::new(None),
+            metrics: Arc::new(Metrics::default()),
             app_files: Mutex::new(BTreeMap::new()),
             recorded_revision: Mutex::new(None),
         })
     }
 
+    /// The runtime, read-only (observe, inspect, stats, call counts).
+    pub fn runtime(&self) -> &impl ContainerObserver {
+        self.runtime.as_ref()
+    }
+
+    /// A read-only runtime handle another task can own (the autoscaler's stats): it
+    /// implements `ContainerObserver` only.
+    pub fn observer(&self) -> Observer<R> {
+        Observer::new(self.runtime.clone())
+    }
+
+    /// The proxy, read-only (files on disk, access log, master pid, reload count).
+    pub fn proxy(&self) -> ProxyReader<'_> {
+        self.proxy.reader()
+    }
+
+    /// The store handle. The loop and the autoscaler write through it; the API gets a
+    /// `ReadStore` instead.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The spec source (its snapshot and status; its background task is started by the
+    /// composition root).
+    pub fn source(&self) -> &Arc<Source> {
+        &self.source
+    }
+
+    /// The in-process counters.
+    pub fn counters(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The prober's latest record for a container.
+    pub fn probe_record(&self, container_id: &str) -> Option<ProbeRecord> {
+        self.probes
+            .lock()
+            .expect("probe lock")
+            .record_of(container_id)
+            .cloned()
+    }
+
+    /// The self-heal state of an app (backoff, repairs, quarantine).
+    pub fn heal_state(&self, app: &str) -> Option<HealState> {
+        self.heal.lock().expect("heal lock").get(app).cloned()
+    }
+
+    /// The last pass (None before the first one).
+    pub fn last_pass(&self) -> Option<Arc<LastPass>> {
+        self.last.borrow().clone()
+    }
+
+    /// A receiver that sees every pass the loop publishes.
+    pub fn subscribe_last_pass(&self) -> watch::Receiver<Option<Arc<LastPass>>> {
+        self.last.subscribe()
+    }
+
+    /// Publishes `pass` as the last pass (the loop does after each pass; tests of readers
+    /// publish their own).
+    pub fn publish_last_pass(&self, pass: LastPass) {
+        self.last.send_replace(Some(Arc::new(pass)));
+    }
+
     /// Wakes the loop for `reason` (the next pass's trigger).
     pub fn wake_with(&self, reason: &'static str) {
-        *self.wake_reason.lock().expect("wake lock") = Some(reason);
-        self.wake.notify_one();
+        self.wake.wake(reason);
+    }
+
+    /// A waker for another task (a source, the autoscaler): it wakes this loop and holds no
+    /// reference to the controller.
+    pub fn waker(&self) -> Waker {
+        let wake = self.wake.clone();
+        Arc::new(move |reason| wake.wake(reason))
     }
 
     /// Passes run so far for `trigger`.
@@ -207,10 +255,10 @@ impl<R: ContainerRuntime> Controller<R> {
             .unwrap_or(0)
     }
 
-    /// Makes `serve` run the autoscaler (it writes replica overrides into the store and
-    /// wakes this loop; it never touches Docker or nginx itself).
-    pub fn enable_autoscale(&self, settings: crate::autoscale::AutoscaleSettings) {
-        *self.autoscale.lock().expect("autoscale lock") = Some(settings);
+    /// Starts the private nginx when it is not running (the first pass does this too).
+    /// Returns whether it had to start it.
+    pub async fn ensure_proxy_running(&self) -> Result<bool, ProxyError> {
+        self.proxy.ensure_running().await
     }
 
     /// Records an event in the store and the log. Store failures are logged, not fatal:
@@ -315,587 +363,4 @@ impl<R: ContainerRuntime> Controller<R> {
             .expect("reported lock")
             .remove(&(app.to_string(), event_type.to_string()));
     }
-}
-
-/// What the store remembers about every app: its source file and last good spec. A last
-/// good spec that no longer deserialises (an older berth wrote it) counts as none.
-pub async fn known_apps(store: &Store) -> Result<BTreeMap<String, KnownApp>, ReconcileError> {
-    let mut known = BTreeMap::new();
-    for row in store.apps().await? {
-        let last_good = match (&row.last_good_spec_json, &row.last_good_revision) {
-            (Some(json), Some(revision)) => match serde_json::from_str::<AppSpec>(json) {
-                Ok(spec) => Some(LastGoodSpec {
-                    spec,
-                    revision: revision.clone(),
-                    source_file: row
-                        .last_good_source_file
-                        .clone()
-                        .unwrap_or_else(|| row.source_file.clone()),
-                }),
-                Err(e) => {
-                    warn!(app = %row.name, "ignoring the stored last good spec: {e}");
-                    None
-                }
-            },
-            _ => None,
-        };
-        known.insert(
-            row.name.clone(),
-            KnownApp {
-                source_file: row.source_file.clone(),
-                last_good,
-            },
-        );
-    }
-    Ok(known)
-}
-
-/// Apps with containers or proxy files on the host.
-fn present_apps(observed: &Observed) -> BTreeSet<String> {
-    observed
-        .containers
-        .iter()
-        .map(|c| c.app.clone())
-        .chain(
-            observed
-                .proxy_files
-                .keys()
-                .map(|f| render::app_of_file(f).to_string()),
-        )
-        .collect()
-}
-
-/// Loads the snapshot's specs into `Desired` (per-app isolation against the store) and
-/// applies the deletion budget: when it refuses, pruning is off for this pass.
-pub async fn read_desired<R: ContainerRuntime>(
-    ctl: &Controller<R>,
-    revision: &str,
-    files: &[(std::path::PathBuf, String)],
-    observed: &Observed,
-) -> Result<(DesiredState, PruneVerdict), ReconcileError> {
-    let loaded = spec::load_files(files);
-    let known = known_apps(&ctl.store).await?;
-    let mut state = desired_from(
-        &loaded,
-        revision,
-        ctl.proxy.listen(),
-        &known,
-        &present_apps(observed),
-    );
-    let verdict = prune::check(&state.desired, observed, &ctl.settings.deletion_budget);
-    if verdict.is_refused() {
-        state.desired.prune_allowed = false;
-    }
-    Ok((state, verdict))
-}
-
-/// Observes containers (one list call), health, proxy files and heal state.
-pub async fn observe<R: ContainerRuntime>(ctl: &Controller<R>) -> Result<Observed, ReconcileError> {
-    let containers: Vec<ObservedContainer> = ctl.runtime.observe().await?;
-    let proxy_files = ctl.proxy.current_files().await?;
-    let health = {
-        let mut probes = ctl.probes.lock().expect("probe lock");
-        probes.retain(|id| containers.iter().any(|c| c.id == id));
-        probes.snapshot()
-    };
-    let heal = ctl.heal.lock().expect("heal lock").clone();
-    Ok(Observed {
-        containers,
-        health,
-        proxy_files,
-        heal,
-    })
-}
-
-/// Overrides kept in the store: autoscaler replicas and failed rollouts.
-pub async fn read_overrides(store: &Store) -> Result<Overrides, ReconcileError> {
-    Ok(Overrides {
-        replicas: store.replica_overrides().await?,
-        failed_rollouts: store
-            .failed_rollouts()
-            .await?
-            .into_iter()
-            .map(|(app, failed)| (app, failed.spec_hash))
-            .collect(),
-    })
-}
-
-/// What the next pass would do, without doing it (probes are read-only).
-pub async fn plan_only<R: ContainerRuntime>(
-    ctl: &Controller<R>,
-) -> Result<(Plan, Vec<SpecIssue>), ReconcileError> {
-    let snapshot = ctl.source.snapshot().await?;
-    let mut observed = observe(ctl).await?;
-    let (state, _) = read_desired(ctl, &snapshot.revision, &snapshot.files, &observed).await?;
-    let (_, plan, _) = probe_and_plan(ctl, &state.desired, &mut observed).await?;
-    Ok((plan, state.issues))
-}
-
-/// The end of every pass's prologue (a real pass and `plan_only`): probe containers whose
-/// health is unknown, read the replica overrides, plan as of now.
-async fn probe_and_plan<R: ContainerRuntime>(
-    ctl: &Controller<R>,
-    desired: &Desired,
-    observed: &mut Observed,
-) -> Result<(Overrides, Plan, i64), ReconcileError> {
-    prober::probe_unknown(ctl, desired, observed).await;
-    let overrides = read_overrides(&ctl.store).await?;
-    let now = now_ms();
-    let plan = plan::plan(desired, observed, &overrides, now);
-    Ok((overrides, plan, now))
-}
-
-/// One pass: read the source, observe, build desired (isolation + budget), plan, apply,
-/// record.
-pub async fn run_pass<R: ContainerRuntime>(
-    ctl: &Arc<Controller<R>>,
-    trigger: &str,
-) -> Result<PassReport, ReconcileError> {
-    let started = std::time::Instant::now();
-    let timer = ctl.metrics.pass_started();
-    *ctl.pass_counts
-        .lock()
-        .expect("pass counts lock")
-        .entry(trigger.to_string())
-        .or_default() += 1;
-    let snapshot = ctl
-        .source
-        .snapshot()
-        .await
-        .inspect_err(|_| ctl.metrics.source_error())?;
-    let revision = snapshot.revision.clone();
-    let span = info_span!("reconcile_pass", revision = %revision, trigger);
-    async {
-        // Counted at the proxy: apps whose changes shared one reload count it once, and the
-        // reload of an adopted nginx counts too.
-        let reloads_before = ctl.proxy.reloads();
-        report_source(ctl, &revision).await;
-        if ctl.proxy.ensure_running().await? {
-            ctl.event(
-                None,
-                EventType::Other("proxy-started".into()),
-                "started the private nginx".to_string(),
-                &revision,
-                serde_json::Value::Null,
-            )
-            .await;
-        }
-        let mut observed = observe(ctl).await?;
-        let (state, verdict) = read_desired(ctl, &revision, &snapshot.files, &observed).await?;
-        *ctl.app_files.lock().expect("app files lock") = state.files.clone();
-        for issue in &state.issues {
-            let app = issue
-                .app
-                .clone()
-                .unwrap_or_else(|| issue.file.display().to_string());
-            ctl.event_once(&app, EventType::SpecInvalid, issue.to_string(), &revision)
-                .await;
-        }
-        for (app, q) in &state.quarantined {
-            let message = match &q.last_good_revision {
-                Some(good) => format!(
-                    "quarantined: keeps running its last good spec (revision {good}) until the spec is fixed: {}",
-                    q.reason
-                ),
-                None => format!(
-                    "quarantined: berth has no good spec of this app yet, so it is kept exactly as it runs: {}",
-                    q.reason
-                ),
-            };
-            ctl.event_once(app, EventType::Quarantined, message, &revision)
-                .await;
-        }
-        for app in ctl.desired_apps_not_quarantined(&state) {
-            ctl.clear_reported(&app, EventType::Quarantined);
-        }
-        let refusal = match &verdict {
-            PruneVerdict::Refused { reason, .. } => Some(format!("prune refused: {reason}")),
-            PruneVerdict::Allowed { .. } => None,
-        };
-        let details = serde_json::to_value(&verdict).unwrap_or_default();
-        ctl.global_event_once(
-            EventType::Other("prune-refused".into()),
-            refusal,
-            &revision,
-            details,
-        )
-        .await;
-        let desired = &state.desired;
-        let (overrides, plan, now) = probe_and_plan(ctl, desired, &mut observed).await?;
-        let report = apply(ctl, desired, &observed, &plan).await;
-        let reloads = (ctl.proxy.reloads() - reloads_before) as usize;
-        record_statuses(ctl, &state, &plan, &overrides, &report).await;
-        ctl.metrics.nginx_reloads(reloads);
-        forget_removed(ctl, &state, &verdict, &report).await;
-        record_revision(ctl, &state, &verdict, &report).await;
-        let duration_ms = started.elapsed().as_millis();
-        if plan.has_changes() {
-            info!(
-                applied = report.steps_applied,
-                failed = report.steps_failed,
-                reloads,
-                duration_ms,
-                "pass applied changes"
-            );
-        }
-        *ctl.last.lock().expect("last lock") = Some(LastPass {
-            at: now,
-            trigger: trigger.to_string(),
-            desired: desired.clone(),
-            observed,
-            plan,
-            issues: state.issues.clone(),
-            quarantined: state.quarantined.clone(),
-            prune: Some(verdict),
-            source: ctl.source.status(),
-            duration_ms,
-        });
-        timer.ok();
-        Ok(PassReport {
-            revision: revision.clone(),
-            steps_applied: report.steps_applied,
-            steps_failed: report.steps_failed,
-            reloads,
-            changed: report.steps_applied + report.steps_failed > 0,
-        })
-    }
-    .instrument(span)
-    .await
-}
-
-impl<R: ContainerRuntime> Controller<R> {
-    fn desired_apps_not_quarantined(&self, state: &DesiredState) -> Vec<String> {
-        state
-            .desired
-            .apps
-            .keys()
-            .filter(|a| !state.quarantined.contains_key(*a))
-            .cloned()
-            .collect()
-    }
-}
-
-/// Records `source-degraded` once per distinct error and `source-recovered` when it clears.
-async fn report_source<R: ContainerRuntime>(ctl: &Controller<R>, revision: &str) {
-    let status = ctl.source.status();
-    let kind = EventType::Other("source-degraded".into());
-    match &status.degraded {
-        Some(why) => {
-            let message = format!(
-                "source {} is degraded, serving revision {revision} until it recovers: {why}",
-                status.location
-            );
-            ctl.global_event_once(kind, Some(message), revision, serde_json::Value::Null)
-                .await;
-        }
-        None => {
-            if ctl
-                .global_event_once(kind, None, revision, serde_json::Value::Null)
-                .await
-            {
-                ctl.event(
-                    None,
-                    EventType::Other("source-recovered".into()),
-                    format!(
-                        "source {} recovered at revision {revision}",
-                        status.location
-                    ),
-                    revision,
-                    serde_json::Value::Null,
-                )
-                .await;
-            }
-        }
-    }
-}
-
-/// Forgets apps that left the source once they are gone from the host, so a later spec of
-/// the same name never revives their old last good spec.
-async fn forget_removed<R: ContainerRuntime>(
-    ctl: &Controller<R>,
-    state: &DesiredState,
-    verdict: &PruneVerdict,
-    report: &apply::ApplyReport,
-) {
-    if verdict.is_refused() || !state.desired.prune_allowed {
-        return;
-    }
-    let known = match ctl.store.apps().await {
-        Ok(rows) => rows,
-        Err(e) => {
-            warn!("cannot list apps: {e}");
-            return;
-        }
-    };
-    for row in known {
-        let name = &row.name;
-        if state.desired.apps.contains_key(name)
-            || state.desired.held.contains_key(name)
-            || report.errors.contains_key(name)
-        {
-            continue;
-        }
-        match ctl.store.delete_app(name).await {
-            Ok(_) => {
-                ctl.written_status.lock().expect("status lock").remove(name);
-                ctl.app_files
-                    .lock()
-                    .expect("app files lock")
-                    .insert(name.clone(), row.source_file.clone());
-                ctl.event(
-                    Some(name),
-                    EventType::Removed,
-                    format!(
-                        "app removed: its spec left the source ({})",
-                        row.source_file
-                    ),
-                    &state.desired.revision,
-                    serde_json::Value::Null,
-                )
-                .await;
-            }
-            Err(e) => warn!(app = %name, "cannot forget removed app: {e}"),
-        }
-    }
-}
-
-/// Records the outcome of this revision in the store (only when it changed).
-async fn record_revision<R: ContainerRuntime>(
-    ctl: &Controller<R>,
-    state: &DesiredState,
-    verdict: &PruneVerdict,
-    report: &apply::ApplyReport,
-) {
-    let revision = &state.desired.revision;
-    let mut notes = Vec::new();
-    if !state.quarantined.is_empty() {
-        let apps: Vec<&str> = state.quarantined.keys().map(String::as_str).collect();
-        notes.push(format!("quarantined: {}", apps.join(", ")));
-    }
-    if let PruneVerdict::Refused { apps, .. } = verdict {
-        notes.push(format!("prune refused for {}", apps.join(", ")));
-    }
-    if !report.errors.is_empty() {
-        let apps: Vec<&str> = report.errors.keys().map(String::as_str).collect();
-        notes.push(format!("failed: {}", apps.join(", ")));
-    }
-    let status = if report.steps_failed > 0 && report.steps_applied == 0 {
-        RevisionStatus::Failed
-    } else if notes.is_empty() {
-        RevisionStatus::Applied
-    } else {
-        RevisionStatus::Partial
-    };
-    let mut message = format!("{} apps", state.desired.apps.len());
-    for note in notes {
-        message.push_str("; ");
-        message.push_str(&note);
-    }
-    let key = (revision.clone(), status, message.clone());
-    if ctl
-        .recorded_revision
-        .lock()
-        .expect("revision lock")
-        .as_ref()
-        == Some(&key)
-    {
-        return;
-    }
-    let source = match ctl.settings.source {
-        SourceConfig::Dir(_) => RevisionSource::Dir,
-        SourceConfig::Git(_) => RevisionSource::Git,
-    };
-    let record = NewRevision {
-        revision: revision.clone(),
-        source,
-        status,
-        message,
-        at: now_ms(),
-    };
-    match ctl.store.record_revision(&record).await {
-        Ok(()) => *ctl.recorded_revision.lock().expect("revision lock") = Some(key),
-        Err(e) => warn!("cannot record revision: {e}"),
-    }
-}
-
-async fn record_statuses<R: ContainerRuntime>(
-    ctl: &Controller<R>,
-    state: &DesiredState,
-    plan: &Plan,
-    overrides: &Overrides,
-    report: &apply::ApplyReport,
-) {
-    let now = now_ms();
-    let desired: &Desired = &state.desired;
-    for (name, app) in &desired.apps {
-        if state.quarantined.contains_key(name) {
-            // Runs its last good spec: status says why; desired and last-good rows stay.
-            continue;
-        }
-        let error = report.errors.get(name).cloned();
-        let status = if overrides.failed_rollouts.get(name) == Some(&app.hash)
-            || report.failed_rollouts.contains(name)
-        {
-            AppStatus::FailedRollout
-        } else if error.is_some() {
-            AppStatus::Degraded
-        } else if plan.steps_for(name).any(|s| s.touches_containers()) {
-            // Its steps succeeded; the follow-up pass (woken right away) observes the
-            // result and says synced.
-            AppStatus::Progressing
-        } else if plan.apps[name].ready_replicas >= plan.apps[name].desired_replicas {
-            AppStatus::Synced
-        } else if plan
-            .steps_for(name)
-            .any(|s| matches!(s, crate::plan::Step::NoOp { .. }))
-        {
-            // Held back (self-heal backoff, quarantine): it will not fix itself.
-            AppStatus::Degraded
-        } else {
-            // Containers still starting (not yet past their probes).
-            AppStatus::Progressing
-        };
-        let key = (status, error.clone());
-        let unchanged = ctl.written_status.lock().expect("status lock").get(name) == Some(&key);
-        if unchanged {
-            continue;
-        }
-        let spec_json = serde_json::to_string(&app.spec).unwrap_or_default();
-        let record = crate::store::AppDesiredRecord {
-            name: name.clone(),
-            spec_json: spec_json.clone(),
-            spec_hash: app.hash.clone(),
-            source_file: app.source.file.display().to_string(),
-            revision: desired.revision.clone(),
-            at: now,
-        };
-        let result = async {
-            ctl.store.upsert_app_desired(&record).await?;
-            ctl.store
-                .set_app_status(name, status, error.as_deref(), now)
-                .await?;
-            if status == AppStatus::Synced {
-                ctl.store
-                    .record_last_good(
-                        name,
-                        &spec_json,
-                        &app.hash,
-                        &desired.revision,
-                        &record.source_file,
-                        now,
-                    )
-                    .await?;
-            }
-            Ok::<_, StoreError>(())
-        }
-        .await;
-        match result {
-            Ok(()) => {
-                ctl.written_status
-                    .lock()
-                    .expect("status lock")
-                    .insert(name.clone(), key);
-            }
-            Err(e) => warn!(app = %name, "cannot record status: {e}"),
-        }
-    }
-    let quarantined = state
-        .quarantined
-        .iter()
-        .map(|(name, q)| (name, &q.reason))
-        .chain(
-            desired
-                .held
-                .iter()
-                .filter(|(name, _)| !state.quarantined.contains_key(*name)),
-        );
-    for (name, why) in quarantined {
-        let key = (AppStatus::Quarantined, Some(why.clone()));
-        if ctl.written_status.lock().expect("status lock").get(name) == Some(&key) {
-            continue;
-        }
-        if ctl
-            .store
-            .set_app_status(name, AppStatus::Quarantined, Some(why), now)
-            .await
-            .is_ok()
-        {
-            ctl.written_status
-                .lock()
-                .expect("status lock")
-                .insert(name.clone(), key);
-        }
-    }
-}
-
-/// Runs passes until `shutdown` resolves: after each pass it waits for the timer or a
-/// wake-up (the source's watcher or poll loop, the webhook, the prober). History beyond
-/// `settings.history` is pruned by a task of its own at start and every
-/// [`HISTORY_PRUNE_EVERY`]; the private nginx's logs are rotated before every pass once past
-/// [`PROXY_LOG_MAX_BYTES`]. Containers and the private nginx keep running after shutdown.
-pub async fn serve<R: ContainerRuntime + 'static>(
-    ctl: Arc<Controller<R>>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    let prober = tokio::spawn(prober::run(ctl.clone()));
-    let waker: Waker = {
-        let weak = Arc::downgrade(&ctl);
-        Arc::new(move |reason| {
-            if let Some(ctl) = weak.upgrade() {
-                ctl.wake_with(reason);
-            }
-        })
-    };
-    let _source_tasks: Option<SourceTasks> = match ctl.source.spawn(waker) {
-        Ok(tasks) => Some(tasks),
-        Err(e) => {
-            warn!("{e}");
-            None
-        }
-    };
-    let autoscale = ctl.autoscale.lock().expect("autoscale lock").clone();
-    let autoscaler = autoscale.map(|s| tokio::spawn(crate::autoscale::run(ctl.clone(), s)));
-    tokio::pin!(shutdown);
-    let mut trigger = "start".to_string();
-    // Off the loop's path: a first prune of a large database must not delay the first pass.
-    let history = tokio::spawn({
-        let ctl = ctl.clone();
-        async move {
-            loop {
-                prune_history(&ctl).await;
-                tokio::time::sleep(HISTORY_PRUNE_EVERY).await;
-            }
-        }
-    });
-    loop {
-        rotate_proxy_logs(&ctl).await;
-        let pass = run_pass(&ctl, &trigger);
-        tokio::select! {
-            result = pass => match result {
-                // Something changed: observe again right away to confirm (and record
-                // synced). Only successful work re-triggers, so failures cannot spin.
-                Ok(report) if report.steps_applied > 0 => {
-                    trigger = "confirm".to_string();
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => warn!("reconcile pass failed: {e}"),
-            },
-            _ = &mut shutdown => break,
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(ctl.settings.interval) => trigger = "timer".to_string(),
-            _ = ctl.wake.notified() => {
-                let reason = ctl.wake_reason.lock().expect("wake lock").take();
-                trigger = reason.unwrap_or("wake").to_string();
-            }
-            _ = &mut shutdown => break,
-        }
-    }
-    prober.abort();
-    history.abort();
-    if let Some(autoscaler) = autoscaler {
-        autoscaler.abort();
-    }
-    info!("reconcile loop stopped; containers and nginx keep running");
 }

@@ -1,14 +1,15 @@
 //! Background health probing: probes every running container of a desired app on its
 //! interval and feeds the `ProbeTracker`; a health change wakes the loop. Probes read only.
 
-use super::{now_ms, Controller};
-use crate::health::{effective_health, probe_once, probe_port};
+use super::Controller;
+use crate::clock::now_ms;
+use crate::health::{effective_health, probe_once, probe_port, ProbeTracker};
 use crate::plan::{Desired, Health, Observed};
 use crate::runtime::{ContainerRuntime, ContainerState, ObservedContainer};
 use crate::spec::HealthSpec;
 use crate::store::EventType;
 use futures_util::future::join_all;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The host port that reaches `container_port` of this container.
@@ -53,9 +54,10 @@ async fn probe_container(container: &ObservedContainer, spec: &HealthSpec) -> Re
 }
 
 /// Before planning: containers the tracker has never seen (after a berth restart, or made
-/// by hand) get one probe now, so a restart does not empty the upstreams.
-pub(crate) async fn probe_unknown<R: ContainerRuntime>(
-    ctl: &Controller<R>,
+/// by hand) get one probe now, so a restart does not empty the upstreams. The results go
+/// into `probes` (the loop's tracker for a pass, a copy for a read-only plan).
+pub(crate) async fn probe_unknown(
+    probes: &Mutex<ProbeTracker>,
     desired: &Desired,
     observed: &mut Observed,
 ) {
@@ -73,7 +75,7 @@ pub(crate) async fn probe_unknown<R: ContainerRuntime>(
     }))
     .await;
     let now = now_ms();
-    let mut probes = ctl.probes.lock().expect("probe lock");
+    let mut probes = probes.lock().expect("probe lock");
     for ((container, spec), result) in unknown.iter().zip(results) {
         match (spec, result) {
             (Some(spec), Some(result)) => {
@@ -85,56 +87,85 @@ pub(crate) async fn probe_unknown<R: ContainerRuntime>(
     observed.health = probes.snapshot();
 }
 
-/// Runs until aborted: every 500 ms probes what is due, wakes the loop on a change.
-pub(crate) async fn run<R: ContainerRuntime>(ctl: Arc<Controller<R>>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// The longest the prober sleeps without looking at the last pass again (a safety net:
+/// it is woken by every published pass anyway).
+const MAX_IDLE: Duration = Duration::from_secs(60);
+
+/// Runs until aborted: probes what is due, wakes the loop on a health change, then sleeps
+/// until the next probe is due or a new pass is published (no fixed tick: an idle host
+/// with no probes to run costs no wake-ups).
+pub async fn run<R: ContainerRuntime>(ctl: Arc<Controller<R>>) {
+    let mut passes = ctl.subscribe_last_pass();
     loop {
-        tick.tick().await;
-        let Some(last) = ctl.last.lock().expect("last lock").clone() else {
-            continue;
-        };
-        let now = now_ms();
-        let due: Vec<(ObservedContainer, HealthSpec)> = {
-            let probes = ctl.probes.lock().expect("probe lock");
-            targets(&last.desired, &last.observed)
-                .filter_map(|(c, spec)| Some((c.clone(), spec?)))
-                .filter(|(c, spec)| probes.due(&c.id, spec, now))
-                .collect()
-        };
-        if due.is_empty() {
-            continue;
-        }
-        let results = join_all(due.iter().map(|(c, spec)| probe_container(c, spec))).await;
-        let now = now_ms();
-        let mut changes = Vec::new();
-        {
-            let mut probes = ctl.probes.lock().expect("probe lock");
-            for ((container, spec), result) in due.iter().zip(results) {
-                let error = result.as_ref().err().cloned();
-                if let Some(health) = probes.record(&container.id, result, spec, now) {
-                    changes.push((container.clone(), health, error));
-                }
+        let last = passes.borrow_and_update().clone();
+        let mut next_at: Option<i64> = None;
+        if let Some(last) = last {
+            let now = now_ms();
+            let due: Vec<(ObservedContainer, HealthSpec)> = {
+                let probes = ctl.probes.lock().expect("probe lock");
+                targets(&last.desired, &last.observed)
+                    .filter_map(|(c, spec)| Some((c, spec?)))
+                    .filter_map(|(c, spec)| match probes.next_due(&c.id, &spec) {
+                        Some(at) if at > now => {
+                            next_at = Some(next_at.map_or(at, |n: i64| n.min(at)));
+                            None
+                        }
+                        _ => Some((c.clone(), spec)),
+                    })
+                    .collect()
+            };
+            if !due.is_empty() {
+                probe_due(&ctl, &last.desired.revision, &due).await;
+                // Probed: look again right away for the next due time.
+                continue;
             }
         }
-        for (container, health, error) in &changes {
-            if *health == Health::Unhealthy {
-                ctl.event(
-                    Some(&container.app),
-                    EventType::Other("unhealthy".into()),
-                    format!(
-                        "container {} failed its health check: {}",
-                        container.name,
-                        error.as_deref().unwrap_or("probe failed")
-                    ),
-                    &last.desired.revision,
-                    serde_json::Value::Null,
-                )
-                .await;
+        let wait = next_at.map_or(MAX_IDLE, |at| {
+            Duration::from_millis((at - now_ms()).clamp(1, MAX_IDLE.as_millis() as i64) as u64)
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            changed = passes.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Probes `due` at once, records the results, records an event for each container that
+/// became unhealthy and wakes the loop when any health changed.
+async fn probe_due<R: ContainerRuntime>(
+    ctl: &Controller<R>,
+    revision: &str,
+    due: &[(ObservedContainer, HealthSpec)],
+) {
+    let results = join_all(due.iter().map(|(c, spec)| probe_container(c, spec))).await;
+    let now = now_ms();
+    let mut changes = Vec::new();
+    {
+        let mut probes = ctl.probes.lock().expect("probe lock");
+        for ((container, spec), result) in due.iter().zip(results) {
+            let error = result.as_ref().err().cloned();
+            if let Some(health) = probes.record(&container.id, result, spec, now) {
+                changes.push((container.clone(), health, error));
             }
         }
-        if !changes.is_empty() {
-            ctl.wake_with("health");
+    }
+    for (container, health, error) in &changes {
+        if *health == Health::Unhealthy {
+            ctl.event(
+                Some(&container.app),
+                EventType::Other("unhealthy".into()),
+                format!(
+                    "container {} failed its health check: {}",
+                    container.name,
+                    error.as_deref().unwrap_or("probe failed")
+                ),
+                revision,
+                serde_json::Value::Null,
+            )
+            .await;
         }
+    }
+    if !changes.is_empty() {
+        ctl.wake_with("health");
     }
 }

@@ -13,9 +13,9 @@
 //! images, never touches nginx or the store, and never logs env values.
 
 use super::{
-    CallCounts, ContainerRequest, ContainerRuntime, ContainerState, ContainerStats,
-    ObservedContainer, RuntimeError, LABEL_APP, LABEL_INSTANCE, LABEL_MANAGED, LABEL_PORT,
-    LABEL_REVISION, LABEL_SPEC_HASH,
+    CallCounts, ContainerObserver, ContainerRequest, ContainerRuntime, ContainerState,
+    ContainerStats, ObservedContainer, RuntimeError, LABEL_APP, LABEL_INSTANCE, LABEL_MANAGED,
+    LABEL_PORT, LABEL_REVISION, LABEL_SPEC_HASH,
 };
 use bollard::container::{
     Config, CreateContainerOptions, InspectContainerOptions, ListContainersOptions,
@@ -278,21 +278,6 @@ impl DockerRuntime {
     /// The `berth.instance` label this runtime is scoped to, if any.
     pub fn instance(&self) -> Option<&str> {
         self.instance.as_deref()
-    }
-
-    /// A snapshot of the engine API calls made so far.
-    pub fn calls(&self) -> CallCounts {
-        let c = &self.counters;
-        CallCounts {
-            list: c.list.load(Ordering::Relaxed),
-            inspect: c.inspect.load(Ordering::Relaxed),
-            create: c.create.load(Ordering::Relaxed),
-            start: c.start.load(Ordering::Relaxed),
-            stop: c.stop.load(Ordering::Relaxed),
-            remove: c.remove.load(Ordering::Relaxed),
-            network: c.network.load(Ordering::Relaxed),
-            stats: c.stats.load(Ordering::Relaxed),
-        }
     }
 
     /// True when the labels say this runtime owns the container.
@@ -744,7 +729,7 @@ impl DockerRuntime {
     }
 }
 
-impl ContainerRuntime for DockerRuntime {
+impl ContainerObserver for DockerRuntime {
     async fn observe(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
         let mut wanted = vec![format!("{LABEL_MANAGED}=true")];
         if let Some(instance) = &self.instance {
@@ -770,6 +755,47 @@ impl ContainerRuntime for DockerRuntime {
         Ok(observed)
     }
 
+    async fn inspect(&self, id: &str) -> Result<Option<ObservedContainer>, RuntimeError> {
+        Ok(self.owned("inspect", id).await?.map(observed_from_inspect))
+    }
+
+    async fn stats(&self, ids: &[String]) -> Result<Vec<ContainerStats>, RuntimeError> {
+        use futures_util::{stream, StreamExt};
+        let calls: Vec<_> = ids
+            .iter()
+            .cloned()
+            .map(|id| async move { self.stats_one(&id).await })
+            .collect();
+        let results: Vec<Result<Option<ContainerStats>, RuntimeError>> = stream::iter(calls)
+            .buffer_unordered(STATS_CONCURRENCY)
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(results.len());
+        for result in results {
+            if let Some(stats) = result? {
+                out.push(stats);
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    fn calls(&self) -> CallCounts {
+        let c = &self.counters;
+        CallCounts {
+            list: c.list.load(Ordering::Relaxed),
+            inspect: c.inspect.load(Ordering::Relaxed),
+            create: c.create.load(Ordering::Relaxed),
+            start: c.start.load(Ordering::Relaxed),
+            stop: c.stop.load(Ordering::Relaxed),
+            remove: c.remove.load(Ordering::Relaxed),
+            network: c.network.load(Ordering::Relaxed),
+            stats: c.stats.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl ContainerRuntime for DockerRuntime {
     async fn create(&self, request: &ContainerRequest) -> Result<String, RuntimeError> {
         let labels = self.labels_for(request);
         let mut cpu = self.cpu_limit(request.cpu_millis);
@@ -950,31 +976,6 @@ impl ContainerRuntime for DockerRuntime {
         }
         tracing::info!(container = %id, "removed container");
         Ok(())
-    }
-
-    async fn inspect(&self, id: &str) -> Result<Option<ObservedContainer>, RuntimeError> {
-        Ok(self.owned("inspect", id).await?.map(observed_from_inspect))
-    }
-
-    async fn stats(&self, ids: &[String]) -> Result<Vec<ContainerStats>, RuntimeError> {
-        use futures_util::{stream, StreamExt};
-        let calls: Vec<_> = ids
-            .iter()
-            .cloned()
-            .map(|id| async move { self.stats_one(&id).await })
-            .collect();
-        let results: Vec<Result<Option<ContainerStats>, RuntimeError>> = stream::iter(calls)
-            .buffer_unordered(STATS_CONCURRENCY)
-            .collect()
-            .await;
-        let mut out = Vec::with_capacity(results.len());
-        for result in results {
-            if let Some(stats) = result? {
-                out.push(stats);
-            }
-        }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(out)
     }
 
     async fn ensure_network(&self, name: &str) -> Result<(), RuntimeError> {

@@ -1,7 +1,8 @@
-//! The container runtime boundary: the `ContainerRuntime` trait, the observed-state types
-//! it returns, and the ownership labels. `docker.rs` is the only code that talks to the
-//! Docker Engine (bollard). Callers other than `reconcile` may only use the read-only
-//! methods `observe` and `stats` (the autoscaler's collector uses `stats`).
+//! The container runtime boundary: the read-only `ContainerObserver` trait and the mutating
+//! `ContainerRuntime` trait on top of it, the observed-state types they return, and the
+//! ownership labels. `docker.rs` is the only code that talks to the Docker Engine (bollard).
+//! Only `reconcile` holds a `ContainerRuntime`; the API, the prober and the autoscaler get
+//! observers.
 //! Must not touch: nginx, the store, or any container without `berth.managed=true`.
 
 pub mod docker;
@@ -181,11 +182,33 @@ pub enum RuntimeError {
     Engine { operation: String, message: String },
 }
 
-/// The runtime boundary. Every method is idempotent: "already exists", "already stopped"
-/// and "already gone" are `Ok`.
-pub trait ContainerRuntime: Send + Sync + 'static {
+/// The read-only half of a backend: what the API, the autoscaler and the prober may hold.
+/// Nothing here changes a container, a network or the engine's state, so a holder of only
+/// this trait cannot mutate the host (the compiler enforces "only reconcile mutates").
+/// Backend-neutral: a container here is a Docker container or, for a cluster backend, a task.
+pub trait ContainerObserver: Send + Sync + 'static {
     /// One list call filtered on the ownership label (and instance label when set).
     fn observe(&self) -> impl Future<Output = Result<Vec<ObservedContainer>, RuntimeError>> + Send;
+    /// Inspects one berth-owned container: state and published host port; None when gone.
+    fn inspect(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<ObservedContainer>, RuntimeError>> + Send;
+    /// One one-shot stats call per id (ids come from `observe`, so they are berth's), a
+    /// bounded number in flight at once. Containers that are gone or not running are left
+    /// out; any other failure fails the whole call.
+    fn stats(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<ContainerStats>, RuntimeError>> + Send;
+    /// Engine API calls made so far, by kind (tests and benchmarks prove no-op passes with it).
+    fn calls(&self) -> CallCounts;
+}
+
+/// The mutating half, on top of the observer: only `reconcile` holds a value of a type
+/// that implements it. Every method is idempotent: "already exists", "already stopped" and
+/// "already gone" are `Ok`.
+pub trait ContainerRuntime: ContainerObserver {
     /// Creates (but does not start) a container; returns its id. An existing container with
     /// the same name and berth's label is returned as is.
     fn create(
@@ -199,18 +222,51 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         timeout_seconds: u32,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
-    /// Inspects one berth-owned container: state and published host port; None when gone.
+    /// Makes sure the dedicated network exists.
+    fn ensure_network(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+}
+
+/// A runtime seen through its read-only half only: a task that owns an `Observer` can
+/// observe, inspect and read stats, and nothing else (the inner runtime is private).
+#[derive(Debug)]
+pub struct Observer<R> {
+    runtime: std::sync::Arc<R>,
+}
+
+impl<R> Observer<R> {
+    pub fn new(runtime: std::sync::Arc<R>) -> Self {
+        Self { runtime }
+    }
+}
+
+impl<R> Clone for Observer<R> {
+    fn clone(&self) -> Self {
+        Self {
+            runtime: self.runtime.clone(),
+        }
+    }
+}
+
+impl<R: ContainerObserver> ContainerObserver for Observer<R> {
+    fn observe(&self) -> impl Future<Output = Result<Vec<ObservedContainer>, RuntimeError>> + Send {
+        self.runtime.observe()
+    }
+
     fn inspect(
         &self,
         id: &str,
-    ) -> impl Future<Output = Result<Option<ObservedContainer>, RuntimeError>> + Send;
-    /// Makes sure the dedicated network exists.
-    fn ensure_network(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
-    /// Read-only: one one-shot stats call per id (ids come from `observe`, so they are
-    /// berth's), a bounded number in flight at once. Containers that are gone or not running
-    /// are left out; any other failure fails the whole call.
+    ) -> impl Future<Output = Result<Option<ObservedContainer>, RuntimeError>> + Send {
+        self.runtime.inspect(id)
+    }
+
     fn stats(
         &self,
         ids: &[String],
-    ) -> impl Future<Output = Result<Vec<ContainerStats>, RuntimeError>> + Send;
+    ) -> impl Future<Output = Result<Vec<ContainerStats>, RuntimeError>> + Send {
+        self.runtime.stats(ids)
+    }
+
+    fn calls(&self) -> CallCounts {
+        self.runtime.calls()
+    }
 }

@@ -9,13 +9,14 @@ pub mod git;
 pub mod watch;
 pub mod webhook;
 
+use crate::clock::now_ms;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use git::GitConfig;
@@ -45,6 +46,8 @@ pub enum SourceError {
         path: PathBuf,
         revision: String,
     },
+    #[error("the git source {location} has not synced yet: wait for the first sync (see `berth status` for its errors)")]
+    NotSynced { location: String },
     #[error(
         "cannot listen for webhooks on {addr}: {message}; pick a free address for --webhook-listen"
     )]
@@ -97,7 +100,8 @@ pub struct SourceStatus {
 pub type Waker = Arc<dyn Fn(&'static str) + Send + Sync>;
 
 /// One source at run time: its configuration, the last snapshot (git) and its status.
-/// Cheap to share (`Arc<Source>`); `spawn` starts the watcher or the poll loop.
+/// Cheap to share (`Arc<Source>`); `task` is the watcher or the poll loop, for the
+/// composition root to run.
 pub struct Source {
     config: SourceConfig,
     latest: Mutex<Option<Snapshot>>,
@@ -106,26 +110,6 @@ pub struct Source {
     poll_now: Notify,
     /// Serialises git fetches (poll loop, pass, webhook).
     git_lock: tokio::sync::Mutex<git::GitState>,
-}
-
-/// Background tasks of a source; dropping it stops them.
-pub struct SourceTasks {
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Drop for SourceTasks {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl Source {
@@ -180,6 +164,34 @@ impl Source {
                     .expect("latest lock")
                     .clone()
                     .expect("set by sync"))
+            }
+        }
+    }
+
+    /// The snapshot a pass would work from, without changing anything: a directory is read
+    /// (its status is not touched), a git source returns its last synced commit and never
+    /// fetches (`NotSynced` before the first sync). For read-only callers (the API's plan).
+    pub async fn peek(&self) -> Result<Snapshot, SourceError> {
+        match &self.config {
+            SourceConfig::Dir(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || dir::read_snapshot(&path))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(SourceError::Read {
+                            path: PathBuf::new(),
+                            message: format!("the read task failed: {e}"),
+                        })
+                    })
+            }
+            SourceConfig::Git(_) => {
+                self.latest
+                    .lock()
+                    .expect("latest lock")
+                    .clone()
+                    .ok_or_else(|| SourceError::NotSynced {
+                        location: self.config.describe(),
+                    })
             }
         }
     }
@@ -260,18 +272,23 @@ impl Source {
         self.poll_now.notify_one();
     }
 
-    /// Starts the background work: the directory watcher, or the git poll loop. `wake` is
-    /// called when a new snapshot is there.
-    pub fn spawn(self: &Arc<Self>, wake: Waker) -> Result<SourceTasks, SourceError> {
+    /// The source's background work, for the composition root to run: the directory
+    /// watcher, or the git poll loop. `wake` is called when a new snapshot is there. Errors
+    /// setting up a watch are returned at once (the timer pass still reads the directory).
+    pub fn task(
+        self: &Arc<Self>,
+        wake: Waker,
+    ) -> Result<Pin<Box<dyn Future<Output = ()> + Send + 'static>>, SourceError> {
         match &self.config {
-            SourceConfig::Dir(path) => {
-                let task = watch::spawn(path.clone(), watch::WatchTiming::default(), wake)?;
-                Ok(SourceTasks { tasks: vec![task] })
-            }
+            SourceConfig::Dir(path) => Ok(Box::pin(watch::watch(
+                path.clone(),
+                watch::WatchTiming::default(),
+                wake,
+            )?)),
             SourceConfig::Git(config) => {
                 let source = self.clone();
                 let poll = config.poll;
-                let task = tokio::spawn(async move {
+                Ok(Box::pin(async move {
                     loop {
                         let failures = source.status().failures;
                         let delay = git::retry_delay(poll, failures);
@@ -287,8 +304,7 @@ impl Source {
                             });
                         }
                     }
-                });
-                Ok(SourceTasks { tasks: vec![task] })
+                }))
             }
         }
     }

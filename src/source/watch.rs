@@ -1,4 +1,4 @@
-//! Directory watcher (notify + notify-debouncer-full): turns an editor's burst of saves,
+//! Directory watcher (notify): turns an editor's burst of saves,
 //! renames and temp files into one wake-up of the reconcile loop. Every relevant file event
 //! (hidden and temp names included: a ConfigMap swap renames `..data`) starts a settle
 //! window; when events stop for `settle` (or `max_delay` passed), the directory is re-read
@@ -7,19 +7,16 @@
 //! Must not touch: Docker, nginx, the store; it never decides what to reconcile.
 
 use super::{dir, SourceError, Waker};
-use notify::{EventKind, RecursiveMode};
-use notify_debouncer_full::{new_debouncer, DebounceEventResult};
+use notify::{Event, EventKind, RecursiveMode, Watcher};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 /// Timing of the watcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WatchTiming {
-    /// notify-debouncer-full's per-path debounce.
-    pub debounce: Duration,
     /// Quiet time after the last event before the directory is re-read.
     pub settle: Duration,
     /// Longest a steady stream of events can delay the re-read.
@@ -29,7 +26,6 @@ pub struct WatchTiming {
 impl Default for WatchTiming {
     fn default() -> Self {
         WatchTiming {
-            debounce: Duration::from_millis(100),
             settle: Duration::from_millis(250),
             max_delay: Duration::from_secs(2),
         }
@@ -41,61 +37,60 @@ fn relevant(path: &Path, root: &Path) -> bool {
     path.starts_with(root)
 }
 
-/// Watches `root` and calls `wake("file")` once per settled burst that changed the specs.
-pub fn spawn(
+/// Sets up the watch on `root` and returns the task (for the caller to run) that calls
+/// `wake("file")` once per settled burst that changed the specs. Errors setting up the
+/// watch are returned at once.
+pub fn watch(
     root: PathBuf,
     timing: WatchTiming,
     wake: Waker,
-) -> Result<JoinHandle<()>, SourceError> {
+) -> Result<impl Future<Output = ()> + Send + 'static, SourceError> {
     let root = std::path::absolute(&root).map_err(|e| SourceError::Watch {
         path: root.clone(),
         message: e.to_string(),
     })?;
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let filter_root = root.clone();
-    let mut debouncer =
-        new_debouncer(
-            timing.debounce,
-            None,
-            move |result: DebounceEventResult| match result {
-                Ok(events) => {
-                    // Access events (open/close, berth's own reads among them) change
-                    // nothing; counting them would make each re-read trigger the next.
-                    if events.iter().any(|e| {
-                        !matches!(e.kind, EventKind::Access(_))
-                            && e.paths.iter().any(|p| relevant(p, &filter_root))
-                    }) {
-                        let _ = tx.send(());
-                    }
-                }
-                Err(errors) => {
-                    for e in errors {
-                        warn!("file watcher: {e}");
-                    }
+    // A plain watcher, not notify-debouncer-full: the debouncer's thread ticks every
+    // timeout/4 (40 times a second at 100 ms) even when nothing happens; the settle window
+    // below does the same job with no timer while the directory is quiet.
+    let mut watcher = notify::recommended_watcher(move |result: notify::Result<Event>| {
+        match result {
+            // Access events (open/close, berth's own reads among them) change nothing;
+            // counting them would make each re-read trigger the next.
+            Ok(event) => {
+                if !matches!(event.kind, EventKind::Access(_))
+                    && event.paths.iter().any(|p| relevant(p, &filter_root))
+                {
                     let _ = tx.send(());
                 }
-            },
-        )
-        .map_err(|e| SourceError::Watch {
-            path: root.clone(),
-            message: e.to_string(),
-        })?;
+            }
+            Err(e) => {
+                warn!("file watcher: {e}");
+                let _ = tx.send(());
+            }
+        }
+    })
+    .map_err(|e| SourceError::Watch {
+        path: root.clone(),
+        message: e.to_string(),
+    })?;
     let watch_err = |e: notify::Error| SourceError::Watch {
         path: root.clone(),
         message: e.to_string(),
     };
     if root.is_dir() {
-        debouncer
+        watcher
             .watch(&root, RecursiveMode::Recursive)
             .map_err(watch_err)?;
     }
     if let Some(parent) = root.parent() {
         // Catches a root symlink swapped to a new target, and a single-file source.
-        debouncer
+        watcher
             .watch(parent, RecursiveMode::NonRecursive)
             .map_err(watch_err)?;
     }
-    let task = tokio::spawn(async move {
+    let task = async move {
         let read = |root: PathBuf| async move {
             tokio::task::spawn_blocking(move || dir::read_snapshot(&root))
                 .await
@@ -122,9 +117,9 @@ pub fn spawn(
             let now_target = std::fs::canonicalize(&root).ok();
             if now_target != target {
                 debug!(root = %root.display(), "source root now points elsewhere; re-watching");
-                let _ = debouncer.unwatch(&root);
+                let _ = watcher.unwatch(&root);
                 if root.is_dir() {
-                    if let Err(e) = debouncer.watch(&root, RecursiveMode::Recursive) {
+                    if let Err(e) = watcher.watch(&root, RecursiveMode::Recursive) {
                         warn!("cannot watch {}: {e}", root.display());
                     }
                 }
@@ -142,6 +137,6 @@ pub fn spawn(
                 Err(e) => debug!("{e}"),
             }
         }
-    });
+    };
     Ok(task)
 }

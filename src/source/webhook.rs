@@ -12,10 +12,10 @@ use axum::routing::post;
 use axum::Router;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 /// The only route.
@@ -101,13 +101,13 @@ pub fn router(secret: Vec<u8>, source: Arc<Source>) -> Router {
         .with_state(hook)
 }
 
-/// Binds `addr` and serves the webhook until the task is aborted. Returns the bound address
-/// (useful with port 0).
-pub async fn spawn(
+/// Binds `addr` and returns the bound address (useful with port 0) and the task that serves
+/// the webhook, for the composition root to run (it serves until dropped or aborted).
+pub async fn bind(
     addr: &str,
     secret: Vec<u8>,
     source: Arc<Source>,
-) -> Result<(SocketAddr, JoinHandle<()>), SourceError> {
+) -> Result<(SocketAddr, impl Future<Output = ()> + Send + 'static), SourceError> {
     let fail = |message: String| SourceError::Webhook {
         addr: addr.to_string(),
         message,
@@ -122,11 +122,11 @@ pub async fn spawn(
         .map_err(|e| fail(e.to_string()))?;
     let local = listener.local_addr().map_err(|e| fail(e.to_string()))?;
     let app = router(secret, source);
-    let task = tokio::spawn(async move {
+    let task = async move {
         if let Err(e) = axum::serve(listener, app).await {
             warn!("webhook listener stopped: {e}");
         }
-    });
+    };
     info!(addr = %local, path = PATH, "webhook listener ready");
     Ok((local, task))
 }

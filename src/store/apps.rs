@@ -1,6 +1,6 @@
 //! The `apps` table: one row per app berth knows about, holding the desired spec from the
-//! source, the reconcile status with its last error, and the last spec that rolled out
-//! healthy. Owns the SQL for that table and `delete_app`'s cleanup of per-app state. Must
+//! source, the reconcile status with its last error, and the last spec that parsed and
+//! validated. Owns the SQL for that table and `delete_app`'s cleanup of per-app state. Must
 //! not touch: spec parsing or hashing (specs arrive as JSON text and a ready hash), events
 //! or any other history table.
 
@@ -86,7 +86,7 @@ pub struct AppRow {
     pub last_reconciled_at: Option<i64>,
 }
 
-/// The last spec of an app that rolled out healthy.
+/// The last spec of an app that parsed and validated (what a quarantined app keeps running).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LastGood {
     pub name: String,
@@ -156,8 +156,8 @@ impl Store {
         Ok(())
     }
 
-    /// Remembers the spec that just rolled out healthy, so berth can keep serving it when the
-    /// source later breaks.
+    /// Remembers a spec as the app's last good one (it parsed and validated), so berth can keep
+    /// serving it when the source later breaks.
     pub async fn record_last_good(
         &self,
         name: &str,
@@ -183,6 +183,49 @@ impl Store {
         .await
         .map_err(self.query_error("recording the last good spec of an app"))?;
         found(result.rows_affected(), name)
+    }
+
+    /// What one reconcile pass learned about a valid app, in one statement (atomic): its
+    /// desired spec, its status and last error, and (because the spec parsed and validated)
+    /// its last good spec. Recording the last good spec in the pass that read it means a broken edit
+    /// right after a rollout quarantines the app on the spec it runs, never an older one.
+    pub async fn record_app_pass(
+        &self,
+        record: &AppDesiredRecord,
+        status: AppStatus,
+        last_error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO apps (name, spec_json, spec_hash, source_file, revision, status, \
+                 last_error, last_good_spec_json, last_good_hash, last_good_revision, \
+                 last_good_source_file, last_good_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $2, $3, $5, $4, $8, $8) \
+             ON CONFLICT (name) DO UPDATE SET \
+                 spec_json = excluded.spec_json, \
+                 spec_hash = excluded.spec_hash, \
+                 source_file = excluded.source_file, \
+                 revision = excluded.revision, \
+                 status = excluded.status, \
+                 last_error = excluded.last_error, \
+                 last_good_spec_json = excluded.last_good_spec_json, \
+                 last_good_hash = excluded.last_good_hash, \
+                 last_good_revision = excluded.last_good_revision, \
+                 last_good_source_file = excluded.last_good_source_file, \
+                 last_good_at = excluded.last_good_at, \
+                 updated_at = excluded.updated_at",
+        )
+        .bind(&record.name)
+        .bind(&record.spec_json)
+        .bind(&record.spec_hash)
+        .bind(&record.source_file)
+        .bind(&record.revision)
+        .bind(status.as_str())
+        .bind(last_error)
+        .bind(record.at)
+        .execute(&self.pool)
+        .await
+        .map_err(self.query_error("recording an app's pass"))?;
+        Ok(())
     }
 
     /// Sets the status and replaces the last error (`None` clears it).

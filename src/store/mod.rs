@@ -24,7 +24,7 @@ pub use history::{HistoryLimits, PrunedHistory, DECISIONS_KEPT_PER_APP};
 pub use overrides::ReplicaOverrideRow;
 pub use revisions::{NewRevision, RevisionRow, RevisionSource, RevisionStatus, MAX_REVISION_PAGE};
 pub use rollouts::FailedRollout;
-pub use scaling::{NewScalingDecision, ScalingDecisionRow, MAX_SCALING_PAGE};
+pub use scaling::{NewScalingDecision, OverrideChange, ScalingDecisionRow, MAX_SCALING_PAGE};
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,

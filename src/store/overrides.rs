@@ -4,6 +4,7 @@
 
 use super::{Store, StoreError};
 use serde::Serialize;
+use sqlx::{Executor, Sqlite};
 use std::collections::BTreeMap;
 
 /// One replica override with why and when it was set.
@@ -32,32 +33,18 @@ impl Store {
         reason: &str,
         at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO replica_overrides (app, replicas, reason, updated_at) \
-             VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (app) DO UPDATE SET \
-                 replicas = excluded.replicas, \
-                 reason = excluded.reason, \
-                 updated_at = excluded.updated_at",
-        )
-        .bind(app)
-        .bind(i64::from(replicas))
-        .bind(reason)
-        .bind(at)
-        .execute(&self.pool)
-        .await
-        .map_err(self.query_error("setting a replica override"))?;
+        upsert_override(&self.pool, app, replicas, reason, at)
+            .await
+            .map_err(self.query_error("setting a replica override"))?;
         Ok(())
     }
 
     /// Removes the replica override of `app`. Returns whether there was one.
     pub async fn clear_replica_override(&self, app: &str) -> Result<bool, StoreError> {
-        let result = sqlx::query("DELETE FROM replica_overrides WHERE app = $1")
-            .bind(app)
-            .execute(&self.pool)
+        let deleted = delete_override(&self.pool, app)
             .await
             .map_err(self.query_error("clearing a replica override"))?;
-        Ok(result.rows_affected() > 0)
+        Ok(deleted)
     }
 
     /// Replica override per app, for the planner.
@@ -92,4 +79,41 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Sets (or replaces) one override through `executor` (the pool or a transaction).
+pub(super) async fn upsert_override<'e>(
+    executor: impl Executor<'e, Database = Sqlite>,
+    app: &str,
+    replicas: u32,
+    reason: &str,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO replica_overrides (app, replicas, reason, updated_at) \
+         VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (app) DO UPDATE SET \
+             replicas = excluded.replicas, \
+             reason = excluded.reason, \
+             updated_at = excluded.updated_at",
+    )
+    .bind(app)
+    .bind(i64::from(replicas))
+    .bind(reason)
+    .bind(at)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Drops one override through `executor`; returns whether there was one.
+pub(super) async fn delete_override<'e>(
+    executor: impl Executor<'e, Database = Sqlite>,
+    app: &str,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query("DELETE FROM replica_overrides WHERE app = $1")
+        .bind(app)
+        .execute(executor)
+        .await?;
+    Ok(result.rows_affected() > 0)
 }

@@ -1,10 +1,13 @@
 //! The `scaling_decisions` table: the append-only history of autoscaler decisions with the
-//! metrics and factors behind each. Owns that table's SQL. Must not touch: the replica
-//! override itself (overrides.rs), the policy that decides (autoscale/). Retention (deleting
+//! metrics and factors behind each. Owns that table's SQL, and `record_scaling_change`,
+//! which writes an override change and its decision row in one transaction. Must not
+//! touch: the policy that decides (autoscale/). Retention (deleting
 //! old rows) is history.rs.
 
+use super::overrides::{delete_override, upsert_override};
 use super::{page_limit, Store, StoreError};
 use serde::Serialize;
+use sqlx::{Executor, Sqlite};
 
 /// Largest page `scaling_decisions` returns.
 pub const MAX_SCALING_PAGE: u32 = 1000;
@@ -48,28 +51,56 @@ struct ScalingDecisionRaw {
     factors: String,
 }
 
+/// What a scaling change does to the replica override.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverrideChange {
+    /// Set (or replace) the override to this many replicas.
+    Set(u32),
+    /// Drop the override (the spec's count applies again).
+    Clear,
+}
+
 impl Store {
+    /// Changes the replica override of `decision.app` and appends the decision that explains
+    /// it, in one transaction: either both are stored or neither is. Returns the decision's id.
+    pub async fn record_scaling_change(
+        &self,
+        change: OverrideChange,
+        decision: &NewScalingDecision,
+    ) -> Result<i64, StoreError> {
+        let err = || self.query_error("recording a scaling change");
+        let mut tx = self.pool.begin().await.map_err(err())?;
+        match change {
+            OverrideChange::Set(replicas) => {
+                upsert_override(
+                    &mut *tx,
+                    &decision.app,
+                    replicas,
+                    &decision.reason,
+                    decision.at,
+                )
+                .await
+                .map_err(err())?;
+            }
+            OverrideChange::Clear => {
+                delete_override(&mut *tx, &decision.app)
+                    .await
+                    .map_err(err())?;
+            }
+        }
+        let id = insert_decision(&mut *tx, decision).await.map_err(err())?;
+        tx.commit().await.map_err(err())?;
+        Ok(id)
+    }
+
     /// Appends a scaling decision and returns its id.
     pub async fn record_scaling_decision(
         &self,
         decision: &NewScalingDecision,
     ) -> Result<i64, StoreError> {
-        let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO scaling_decisions \
-                 (app, at, from_replicas, to_replicas, reason, metrics, factors) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             RETURNING id",
-        )
-        .bind(&decision.app)
-        .bind(decision.at)
-        .bind(i64::from(decision.from_replicas))
-        .bind(i64::from(decision.to_replicas))
-        .bind(&decision.reason)
-        .bind(decision.metrics.to_string())
-        .bind(decision.factors.to_string())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(self.query_error("recording a scaling decision"))?;
+        let id = insert_decision(&self.pool, decision)
+            .await
+            .map_err(self.query_error("recording a scaling decision"))?;
         Ok(id)
     }
 
@@ -105,4 +136,27 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Appends one decision row through `executor` (the pool or a transaction).
+async fn insert_decision<'e>(
+    executor: impl Executor<'e, Database = Sqlite>,
+    decision: &NewScalingDecision,
+) -> Result<i64, sqlx::Error> {
+    let (id,): (i64,) = sqlx::query_as(
+        "INSERT INTO scaling_decisions \
+             (app, at, from_replicas, to_replicas, reason, metrics, factors) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         RETURNING id",
+    )
+    .bind(&decision.app)
+    .bind(decision.at)
+    .bind(i64::from(decision.from_replicas))
+    .bind(i64::from(decision.to_replicas))
+    .bind(&decision.reason)
+    .bind(decision.metrics.to_string())
+    .bind(decision.factors.to_string())
+    .fetch_one(executor)
+    .await?;
+    Ok(id)
 }

@@ -12,7 +12,8 @@ use berth::plan::{self, Desired, DesiredApp, Health, Observed, Overrides};
 use berth::proxy::Proxy;
 use berth::reconcile::{Controller, LastPass, Settings};
 use berth::runtime::{
-    CallCounts, ContainerRequest, ContainerRuntime, ContainerState, ObservedContainer, RuntimeError,
+    CallCounts, ContainerObserver, ContainerRequest, ContainerRuntime, ContainerState,
+    ObservedContainer, RuntimeError,
 };
 use berth::spec::{
     AppSpec, AppType, EnvValue, EnvVar, HealthSpec, HttpScaling, Probe, Resources, Scaling,
@@ -46,11 +47,29 @@ fn refused(operation: &str) -> RuntimeError {
     }
 }
 
-impl ContainerRuntime for FakeRuntime {
+impl ContainerObserver for FakeRuntime {
     async fn observe(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
         self.calls.lock().unwrap().list += 1;
         Ok(self.containers.clone())
     }
+    async fn inspect(&self, _id: &str) -> Result<Option<ObservedContainer>, RuntimeError> {
+        self.calls.lock().unwrap().inspect += 1;
+        Ok(None)
+    }
+    async fn stats(
+        &self,
+        _ids: &[String],
+    ) -> Result<Vec<berth::runtime::ContainerStats>, RuntimeError> {
+        // Read-only, but the API never asks for stats: count it like a list call.
+        self.calls.lock().unwrap().stats += 1;
+        Ok(Vec::new())
+    }
+    fn calls(&self) -> CallCounts {
+        *self.calls.lock().unwrap()
+    }
+}
+
+impl ContainerRuntime for FakeRuntime {
     async fn create(&self, _request: &ContainerRequest) -> Result<String, RuntimeError> {
         self.calls.lock().unwrap().create += 1;
         Err(refused("create"))
@@ -67,21 +86,9 @@ impl ContainerRuntime for FakeRuntime {
         self.calls.lock().unwrap().remove += 1;
         Err(refused("remove"))
     }
-    async fn inspect(&self, _id: &str) -> Result<Option<ObservedContainer>, RuntimeError> {
-        self.calls.lock().unwrap().inspect += 1;
-        Ok(None)
-    }
     async fn ensure_network(&self, _name: &str) -> Result<(), RuntimeError> {
         self.calls.lock().unwrap().network += 1;
         Err(refused("network"))
-    }
-    async fn stats(
-        &self,
-        _ids: &[String],
-    ) -> Result<Vec<berth::runtime::ContainerStats>, RuntimeError> {
-        // Read-only, but the API never asks for stats: count it like a list call.
-        self.calls.lock().unwrap().stats += 1;
-        Ok(Vec::new())
     }
 }
 
@@ -177,6 +184,16 @@ pub struct Fixture {
 /// A controller without a last pass, on an in-memory store.
 pub async fn empty_controller(containers: Vec<ObservedContainer>) -> Fixture {
     let state = tempfile::tempdir().unwrap();
+    let source = berth::source::SourceConfig::Dir(state.path().join("no-specs-here"));
+    controller_with_source(state, source, containers).await
+}
+
+/// A controller without a last pass reading `source`, with `state` as its state dir.
+pub async fn controller_with_source(
+    state: tempfile::TempDir,
+    source: berth::source::SourceConfig,
+    containers: Vec<ObservedContainer>,
+) -> Fixture {
     let store = Store::open_in_memory().await.unwrap();
     let proxy = Proxy::private(
         state.path().join("nginx"),
@@ -184,7 +201,7 @@ pub async fn empty_controller(containers: Vec<ObservedContainer>) -> Fixture {
         "/nonexistent/nginx".into(),
     );
     let settings = Settings {
-        source: berth::source::SourceConfig::Dir(state.path().join("no-specs-here")),
+        source,
         interval: Duration::from_secs(5),
         network: "berth-api-test".into(),
         parallel_apps: 1,
@@ -248,6 +265,7 @@ pub async fn fixture() -> Fixture {
         containers,
         proxy_files: BTreeMap::new(),
         heal: BTreeMap::new(),
+        retry: BTreeMap::new(),
     };
     let overrides = Overrides {
         replicas: BTreeMap::from([("api".to_string(), 5)]),
@@ -265,7 +283,7 @@ pub async fn fixture() -> Fixture {
         ..LastPass::default()
     };
 
-    let store = &fixture.ctl.store;
+    let store = &fixture.ctl.store();
     for (name, app, status, error) in [
         ("web", &web, AppStatus::Synced, None),
         (
@@ -374,7 +392,7 @@ pub async fn fixture() -> Fixture {
         })
         .await
         .unwrap();
-    *fixture.ctl.last.lock().unwrap() = Some(last.clone());
+    fixture.ctl.publish_last_pass(last.clone());
     fixture.last = last;
     fixture
 }

@@ -14,7 +14,7 @@ pub use crate::support::Scene;
 use crate::support::{docker_controller, path_with_sbin, test_settings};
 use berth::reconcile::{Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
-use berth::runtime::{ContainerRuntime, ContainerState, ObservedContainer};
+use berth::runtime::{ContainerObserver, ContainerState, ObservedContainer};
 use berth::source::SourceConfig;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -119,7 +119,7 @@ impl Scene {
 }
 
 pub async fn containers(ctl: &Controller<DockerRuntime>) -> Vec<ObservedContainer> {
-    ctl.runtime.observe().await.unwrap()
+    ctl.runtime().observe().await.unwrap()
 }
 
 /// Deterministic pseudo-random numbers (xorshift), so a failing run can be replayed.

@@ -437,3 +437,48 @@ impl Scene {
         http_status(self.port, path).unwrap_or(0)
     }
 }
+
+/// `berth serve` in-process: the composition root (loop, prober, source task, optional
+/// autoscaler) on `ctl` until `stop` is awaited or the guard drops.
+pub struct Served {
+    cancel: tokio_util::sync::CancellationToken,
+    task: Option<tokio::task::JoinHandle<Result<(), berth::daemon::DaemonError>>>,
+}
+
+impl Served {
+    pub fn start(
+        ctl: &std::sync::Arc<berth::reconcile::Controller<berth::runtime::docker::DockerRuntime>>,
+        autoscale: Option<berth::autoscale::AutoscaleSettings>,
+    ) -> Served {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let daemon = berth::daemon::Daemon {
+            controller: ctl.clone(),
+            autoscale,
+            api: None,
+            webhook: None,
+            shutdown_timeout: std::time::Duration::from_secs(30),
+        };
+        let task = tokio::spawn(berth::daemon::run(daemon, cancel.clone()));
+        Served {
+            cancel,
+            task: Some(task),
+        }
+    }
+
+    /// Cancels and waits for the pass in flight to finish; panics if a task failed.
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("daemon task").expect("daemon");
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

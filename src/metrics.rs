@@ -1,8 +1,8 @@
-//! In-process counters of the reconcile loop (atomics, no I/O, no locks on the hot path
-//! except the small per-label maps): passes, pass durations, errors, steps by kind, nginx
-//! reloads and failures, source read errors, events by type, autoscaler decisions. The loop
-//! and `apply` only increment them; `api::metrics` reads a `MetricsSnapshot` and renders the
-//! Prometheus text. Must not touch: the store, Docker, nginx, the wall clock (a pass is
+//! In-process counters of berth's tasks (atomics, no I/O, no locks on the hot path except
+//! the small per-label maps): passes, pass durations, errors, steps by kind, nginx reloads
+//! and failures, source read errors, events by type (the loop and `apply`), autoscaler
+//! decisions (the autoscaler). Writers only increment them; `api::metrics` reads a
+//! `MetricsSnapshot` and renders the Prometheus text. Must not touch: the store, Docker, nginx, the wall clock (a pass is
 //! timed with the monotonic clock only).
 
 use std::collections::BTreeMap;

@@ -1,0 +1,366 @@
+//! One reconcile pass: read the source, observe, build `Desired` (isolation and the
+//! deletion budget), plan, apply, record; and `plan_only`, the same prologue without the
+//! apply, changing nothing the loop reads. Must not touch: the loop's timing (run.rs) or
+//! what is recorded per app (records.rs).
+
+use super::apply::ApplyReport;
+use super::desired::{desired_from, DesiredState, KnownApp, LastGoodSpec};
+use super::records::{forget_removed, record_revision, record_statuses};
+use super::{apply, prober, Controller, LastPass, PassReport, ReconcileError};
+use crate::clock::now_ms;
+use crate::health::ProbeTracker;
+use crate::plan::prune::{self, PruneVerdict};
+use crate::plan::{self, render, Desired, Observed, Overrides, Plan};
+use crate::runtime::{ContainerRuntime, ObservedContainer};
+use crate::spec::{self, AppSpec, SpecIssue};
+use crate::store::{EventType, Store};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use tracing::{info, info_span, warn, Instrument};
+
+/// What the store remembers about every app: its source file and last good spec. A last
+/// good spec that no longer deserialises (an older berth wrote it) counts as none.
+pub async fn known_apps(store: &Store) -> Result<BTreeMap<String, KnownApp>, ReconcileError> {
+    let mut known = BTreeMap::new();
+    for row in store.apps().await? {
+        let last_good = match (&row.last_good_spec_json, &row.last_good_revision) {
+            (Some(json), Some(revision)) => match serde_json::from_str::<AppSpec>(json) {
+                Ok(spec) => Some(LastGoodSpec {
+                    spec,
+                    revision: revision.clone(),
+                    source_file: row
+                        .last_good_source_file
+                        .clone()
+                        .unwrap_or_else(|| row.source_file.clone()),
+                }),
+                Err(e) => {
+                    warn!(app = %row.name, "ignoring the stored last good spec: {e}");
+                    None
+                }
+            },
+            _ => None,
+        };
+        known.insert(
+            row.name.clone(),
+            KnownApp {
+                source_file: row.source_file.clone(),
+                last_good,
+            },
+        );
+    }
+    Ok(known)
+}
+
+/// Apps with containers or proxy files on the host.
+fn present_apps(observed: &Observed) -> BTreeSet<String> {
+    observed
+        .containers
+        .iter()
+        .map(|c| c.app.clone())
+        .chain(
+            observed
+                .proxy_files
+                .keys()
+                .map(|f| render::app_of_file(f).to_string()),
+        )
+        .collect()
+}
+
+/// Loads the snapshot's specs into `Desired` (per-app isolation against the store) and
+/// applies the deletion budget: when it refuses, pruning is off for this pass.
+pub async fn read_desired<R: ContainerRuntime>(
+    ctl: &Controller<R>,
+    revision: &str,
+    files: &[(std::path::PathBuf, String)],
+    observed: &Observed,
+) -> Result<(DesiredState, PruneVerdict), ReconcileError> {
+    let loaded = spec::load_files(files);
+    let known = known_apps(&ctl.store).await?;
+    let mut state = desired_from(
+        &loaded,
+        revision,
+        ctl.proxy.listen(),
+        &known,
+        &present_apps(observed),
+    );
+    let verdict = prune::check(&state.desired, observed, &ctl.settings.deletion_budget);
+    if verdict.is_refused() {
+        state.desired.prune_allowed = false;
+    }
+    Ok((state, verdict))
+}
+
+/// Observes containers (one list call), health, proxy files and heal state. The loop's
+/// probe tracker forgets containers that are gone.
+pub async fn observe<R: ContainerRuntime>(ctl: &Controller<R>) -> Result<Observed, ReconcileError> {
+    observe_with(ctl, &ctl.probes).await
+}
+
+/// `observe` with the health from `probes` (the loop's tracker, or a copy of it).
+async fn observe_with<R: ContainerRuntime>(
+    ctl: &Controller<R>,
+    probes: &Mutex<ProbeTracker>,
+) -> Result<Observed, ReconcileError> {
+    let containers: Vec<ObservedContainer> = ctl.runtime.observe().await?;
+    let proxy_files = ctl.proxy.current_files().await?;
+    let health = {
+        let mut probes = probes.lock().expect("probe lock");
+        probes.retain(|id| containers.iter().any(|c| c.id == id));
+        probes.snapshot()
+    };
+    let heal = ctl.heal.lock().expect("heal lock").clone();
+    let retry = ctl.retry.lock().expect("retry lock").clone();
+    Ok(Observed {
+        containers,
+        health,
+        proxy_files,
+        heal,
+        retry,
+    })
+}
+
+/// Overrides kept in the store: autoscaler replicas and failed rollouts.
+pub async fn read_overrides(store: &Store) -> Result<Overrides, ReconcileError> {
+    Ok(Overrides {
+        replicas: store.replica_overrides().await?,
+        failed_rollouts: store
+            .failed_rollouts()
+            .await?
+            .into_iter()
+            .map(|(app, failed)| (app, failed.spec_hash))
+            .collect(),
+    })
+}
+
+/// What the next pass would do, without doing it. Changes nothing the loop reads: the
+/// source is peeked (a git source is never fetched; before its first sync this fails with
+/// `NotSynced`), probes of unknown containers go into a copy of the tracker, and the store
+/// is only read.
+pub async fn plan_only<R: ContainerRuntime>(
+    ctl: &Controller<R>,
+) -> Result<(Plan, Vec<SpecIssue>), ReconcileError> {
+    let snapshot = ctl.source.peek().await?;
+    let probes = Mutex::new(ctl.probes.lock().expect("probe lock").clone());
+    let mut observed = observe_with(ctl, &probes).await?;
+    let (state, _) = read_desired(ctl, &snapshot.revision, &snapshot.files, &observed).await?;
+    let (_, plan, _) = probe_and_plan(ctl, &probes, &state.desired, &mut observed).await?;
+    Ok((plan, state.issues))
+}
+
+/// The end of every pass's prologue (a real pass and `plan_only`): probe containers whose
+/// health is unknown (into `probes`), read the replica overrides, plan as of now.
+async fn probe_and_plan<R: ContainerRuntime>(
+    ctl: &Controller<R>,
+    probes: &Mutex<ProbeTracker>,
+    desired: &Desired,
+    observed: &mut Observed,
+) -> Result<(Overrides, Plan, i64), ReconcileError> {
+    prober::probe_unknown(probes, desired, observed).await;
+    let overrides = read_overrides(&ctl.store).await?;
+    let now = now_ms();
+    let plan = plan::plan(desired, observed, &overrides, now);
+    Ok((overrides, plan, now))
+}
+
+/// One pass: read the source, observe, build desired (isolation + budget), plan, apply,
+/// record.
+pub async fn run_pass<R: ContainerRuntime>(
+    ctl: &Arc<Controller<R>>,
+    trigger: &str,
+) -> Result<PassReport, ReconcileError> {
+    let started = std::time::Instant::now();
+    let timer = ctl.metrics.pass_started();
+    *ctl.pass_counts
+        .lock()
+        .expect("pass counts lock")
+        .entry(trigger.to_string())
+        .or_default() += 1;
+    let snapshot = ctl
+        .source
+        .snapshot()
+        .await
+        .inspect_err(|_| ctl.metrics.source_error())?;
+    let revision = snapshot.revision.clone();
+    let span = info_span!("reconcile_pass", revision = %revision, trigger);
+    async {
+        // Counted at the proxy: apps whose changes shared one reload count it once, and the
+        // reload of an adopted nginx counts too.
+        let reloads_before = ctl.proxy.reloads();
+        report_source(ctl, &revision).await;
+        if ctl.proxy.ensure_running().await? {
+            ctl.event(
+                None,
+                EventType::Other("proxy-started".into()),
+                "started the private nginx".to_string(),
+                &revision,
+                serde_json::Value::Null,
+            )
+            .await;
+        }
+        let mut observed = observe(ctl).await?;
+        let (state, verdict) = read_desired(ctl, &revision, &snapshot.files, &observed).await?;
+        *ctl.app_files.lock().expect("app files lock") = state.files.clone();
+        for issue in &state.issues {
+            let app = issue
+                .app
+                .clone()
+                .unwrap_or_else(|| issue.file.display().to_string());
+            ctl.event_once(&app, EventType::SpecInvalid, issue.to_string(), &revision)
+                .await;
+        }
+        for (app, q) in &state.quarantined {
+            let message = match &q.last_good_revision {
+                Some(good) => format!(
+                    "quarantined: keeps running its last good spec (revision {good}) until the spec is fixed: {}",
+                    q.reason
+                ),
+                None => format!(
+                    "quarantined: berth has no good spec of this app yet, so it is kept exactly as it runs: {}",
+                    q.reason
+                ),
+            };
+            ctl.event_once(app, EventType::Quarantined, message, &revision)
+                .await;
+        }
+        for app in ctl.desired_apps_not_quarantined(&state) {
+            ctl.clear_reported(&app, EventType::Quarantined);
+        }
+        let refusal = match &verdict {
+            PruneVerdict::Refused { reason, .. } => Some(format!("prune refused: {reason}")),
+            PruneVerdict::Allowed { .. } => None,
+        };
+        let details = serde_json::to_value(&verdict).unwrap_or_default();
+        ctl.global_event_once(
+            EventType::Other("prune-refused".into()),
+            refusal,
+            &revision,
+            details,
+        )
+        .await;
+        let desired = &state.desired;
+        let (overrides, plan, now) =
+            probe_and_plan(ctl, &ctl.probes, desired, &mut observed).await?;
+        let report = apply(ctl, desired, &observed, &plan).await;
+        update_retry(ctl, desired, &plan, &report, now_ms());
+        let reloads = (ctl.proxy.reloads() - reloads_before) as usize;
+        record_statuses(ctl, &state, &plan, &overrides, &report).await;
+        ctl.metrics.nginx_reloads(reloads);
+        forget_removed(ctl, &state, &verdict, &report).await;
+        record_revision(ctl, &state, &verdict, &report).await;
+        let duration_ms = started.elapsed().as_millis();
+        if plan.has_changes() {
+            info!(
+                applied = report.steps_applied,
+                failed = report.steps_failed,
+                reloads,
+                duration_ms,
+                "pass applied changes"
+            );
+        }
+        ctl.publish_last_pass(LastPass {
+            at: now,
+            trigger: trigger.to_string(),
+            desired: desired.clone(),
+            observed,
+            plan,
+            issues: state.issues.clone(),
+            quarantined: state.quarantined.clone(),
+            prune: Some(verdict),
+            source: ctl.source.status(),
+            duration_ms,
+        });
+        timer.ok();
+        let requeue_at = {
+            let heal = ctl.heal.lock().expect("heal lock");
+            let retry = ctl.retry.lock().expect("retry lock");
+            plan::heal::next_due(heal.values(), retry.values(), now_ms())
+        };
+        Ok(PassReport {
+            requeue_at,
+            revision: revision.clone(),
+            steps_applied: report.steps_applied,
+            steps_failed: report.steps_failed,
+            reloads,
+            changed: report.steps_applied + report.steps_failed > 0,
+        })
+    }
+    .instrument(span)
+    .await
+}
+
+impl<R: ContainerRuntime> Controller<R> {
+    fn desired_apps_not_quarantined(&self, state: &DesiredState) -> Vec<String> {
+        state
+            .desired
+            .apps
+            .keys()
+            .filter(|a| !state.quarantined.contains_key(*a))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Records `source-degraded` once per distinct error and `source-recovered` when it clears.
+async fn report_source<R: ContainerRuntime>(ctl: &Controller<R>, revision: &str) {
+    let status = ctl.source.status();
+    let kind = EventType::Other("source-degraded".into());
+    match &status.degraded {
+        Some(why) => {
+            let message = format!(
+                "source {} is degraded, serving revision {revision} until it recovers: {why}",
+                status.location
+            );
+            ctl.global_event_once(kind, Some(message), revision, serde_json::Value::Null)
+                .await;
+        }
+        None => {
+            if ctl
+                .global_event_once(kind, None, revision, serde_json::Value::Null)
+                .await
+            {
+                ctl.event(
+                    None,
+                    EventType::Other("source-recovered".into()),
+                    format!(
+                        "source {} recovered at revision {revision}",
+                        status.location
+                    ),
+                    revision,
+                    serde_json::Value::Null,
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// Per-app retry backoff after apply: an app whose steps failed backs off (doubling from 2 s
+/// up to 5 min, per spec hash); an app whose container steps all succeeded starts clean; an
+/// app that did nothing (held by its backoff, or in sync) keeps its state.
+fn update_retry<R: ContainerRuntime>(
+    ctl: &Controller<R>,
+    desired: &Desired,
+    plan: &Plan,
+    report: &ApplyReport,
+    now: i64,
+) {
+    let mut retry = ctl.retry.lock().expect("retry lock");
+    retry.retain(|app, _| desired.apps.contains_key(app));
+    for (app, error) in &report.errors {
+        if let Some(wanted) = desired.apps.get(app) {
+            let next = plan::heal::after_failure(retry.get(app), &wanted.hash, error, now);
+            warn!(
+                app = %app,
+                failures = next.failures,
+                retry_in_ms = next.retry_at - now,
+                "apply failed; backing off: {error}"
+            );
+            retry.insert(app.clone(), next);
+        }
+    }
+    for app in desired.apps.keys() {
+        if !report.errors.contains_key(app) && plan.steps_for(app).any(|s| s.touches_containers()) {
+            retry.remove(app);
+        }
+    }
+}
