@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what berth needs on a fresh Debian machine (nginx, Debian's static busybox for the
 # demo/test images, OpenSSL headers for git2's https, promtool from the prometheus package
-# for the /metrics test) and builds the local images. Idempotent and quick when all is
-# present.
+# for the /metrics test, a pinned schemathesis in a venv for the API's schema test) and
+# builds the local images. Idempotent and quick when all is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -12,11 +12,22 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # git2 builds against OpenSSL (https) through pkg-config.
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+# python3 with venv support for the schemathesis venv below.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# schemathesis (property-based API tester, tests/api_schemathesis.rs) in its own venv, pinned.
+SCHEMATHESIS_VENV="${BERTH_SCHEMATHESIS_VENV:-/opt/berth-venv}"
+SCHEMATHESIS_VERSION="4.32.5"
+if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  echo "setup: installing schemathesis $SCHEMATHESIS_VERSION into $SCHEMATHESIS_VENV"
+  python3 -m venv "$SCHEMATHESIS_VENV"
+  "$SCHEMATHESIS_VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 if ! docker info >/dev/null 2>&1; then
   echo "setup: the Docker engine is not reachable (docker info failed): start it or set DOCKER_HOST" >&2

@@ -1,15 +1,48 @@
-//! The client side of `berth status`: one HTTP/1.1 GET over a tokio `TcpStream` to the
-//! API (plain HTTP; the API binds loopback by default), answer parsed as JSON. Owns only
-//! that request. Must not touch: anything on the server; it sends GET requests only.
+//! The client side of `berth status`: one HTTP/1.1 GET per answer to the API (reqwest, plain
+//! HTTP, no proxy: the API binds loopback by default), parsed as JSON; and `encode`, the
+//! percent-encoding of a path segment or query value. Owns only those requests. Must not
+//! touch: anything on the server; it sends GET requests only.
 
-use super::ApiError;
+use super::error::ClientError;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde_json::Value;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Largest answer accepted.
-const MAX_ANSWER_BYTES: u64 = 64 * 1024 * 1024;
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Everything but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`) is escaped:
+/// controls, space and the other ASCII punctuation here, non-ASCII bytes always.
+const COMPONENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'!')
+    .add(b'"')
+    .add(b'#')
+    .add(b'$')
+    .add(b'%')
+    .add(b'&')
+    .add(b'\'')
+    .add(b'(')
+    .add(b')')
+    .add(b'*')
+    .add(b'+')
+    .add(b',')
+    .add(b'/')
+    .add(b':')
+    .add(b';')
+    .add(b'<')
+    .add(b'=')
+    .add(b'>')
+    .add(b'?')
+    .add(b'@')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
 
 /// A client for one API address.
 #[derive(Clone)]
@@ -51,125 +84,77 @@ impl Client {
         &self.address
     }
 
-    /// GETs `path` (with its query) and parses the JSON answer; a non-2xx answer is an
-    /// error carrying the API's own message.
-    pub async fn get(&self, path: &str) -> Result<Value, ApiError> {
-        let (status, body) = tokio::time::timeout(self.timeout, self.exchange(path))
-            .await
-            .map_err(|_| ApiError::Connect {
+    /// GETs `path` (with its query, already percent-encoded) and parses the JSON answer; a
+    /// non-2xx answer is an error carrying the API's own message.
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        let url = reqwest::Url::parse(&format!("http://{}{path}", self.address)).map_err(|e| {
+            ClientError::Address {
+                api: self.address.clone(),
+                source: Box::new(e),
+            }
+        })?;
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(self.timeout)
+            .user_agent("berth-status")
+            .build()
+            .map_err(|source| ClientError::Setup {
                 address: self.address.clone(),
-                message: format!("no answer within {} s", self.timeout.as_secs()),
-            })??;
+                source,
+            })?;
+        let mut request = client.get(url).header("accept", "application/json");
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let mut response = request.send().await.map_err(|e| self.failed(e))?;
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.failed(e))? {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(ClientError::TooLarge {
+                    address: self.address.clone(),
+                    limit: MAX_ANSWER_BYTES,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
         let value: Result<Value, _> = serde_json::from_slice(&body);
         if !(200..300).contains(&status) {
             let message = value
                 .ok()
                 .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
-            return Err(ApiError::Status {
+            return Err(ClientError::Status {
                 address: self.address.clone(),
                 status,
                 message,
             });
         }
-        value.map_err(|e| self.protocol(format!("the body is not json: {e}")))
-    }
-
-    fn protocol(&self, message: impl Into<String>) -> ApiError {
-        ApiError::Protocol {
+        value.map_err(|source| ClientError::NotJson {
             address: self.address.clone(),
-            message: message.into(),
-        }
-    }
-
-    async fn exchange(&self, path: &str) -> Result<(u16, Vec<u8>), ApiError> {
-        let connect = |message: String| ApiError::Connect {
-            address: self.address.clone(),
-            message,
-        };
-        let mut stream = TcpStream::connect(&self.address)
-            .await
-            .map_err(|e| connect(e.to_string()))?;
-        let mut request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\nUser-Agent: berth-status\r\nConnection: close\r\n",
-            self.address
-        );
-        if let Some(token) = &self.token {
-            request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| connect(e.to_string()))?;
-        let mut answer = Vec::new();
-        (&mut stream)
-            .take(MAX_ANSWER_BYTES)
-            .read_to_end(&mut answer)
-            .await
-            .map_err(|e| connect(e.to_string()))?;
-        parse_response(&answer).map_err(|m| self.protocol(m))
-    }
-}
-
-/// Percent-encodes a path segment or query value (everything but unreserved characters).
-pub fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Status and (de-chunked) body of a complete HTTP/1.1 answer.
-pub fn parse_response(answer: &[u8]) -> Result<(u16, Vec<u8>), String> {
-    let split = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the answer has no end of headers")?;
-    let head = std::str::from_utf8(&answer[..split]).map_err(|_| "the headers are not utf-8")?;
-    let body = &answer[split + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .filter(|_| status_line.starts_with("HTTP/1."))
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let chunked = lines.any(|line| {
-        line.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("transfer-encoding")
-                && value.trim().eq_ignore_ascii_case("chunked")
+            source,
         })
-    });
-    if !chunked {
-        return Ok((status, body.to_vec()));
     }
-    let mut out = Vec::with_capacity(body.len());
-    let mut rest = body;
-    loop {
-        let line_end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("truncated chunk size")?;
-        let size_text = std::str::from_utf8(&rest[..line_end]).map_err(|_| "bad chunk size")?;
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Ok((status, out));
+
+    fn failed(&self, source: reqwest::Error) -> ClientError {
+        let address = self.address.clone();
+        if source.is_timeout() {
+            ClientError::Timeout {
+                address,
+                seconds: self.timeout.as_secs(),
+            }
+        } else if source.is_connect() || source.is_request() {
+            ClientError::Connect { address, source }
+        } else {
+            ClientError::Body { address, source }
         }
-        if rest.len() < size + 2 {
-            return Err("truncated chunk".to_string());
-        }
-        out.extend_from_slice(&rest[..size]);
-        rest = &rest[size + 2..];
     }
+}
+
+/// Percent-encodes a path segment or query value as UTF-8 (everything but unreserved
+/// characters).
+pub fn encode(value: &str) -> String {
+    utf8_percent_encode(value, COMPONENT).to_string()
 }
 
 #[cfg(test)]
@@ -177,23 +162,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_plain_and_chunked() {
-        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
-        assert_eq!(parse_response(plain).unwrap(), (200, b"{}".to_vec()));
-        let chunked =
-            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n";
-        assert_eq!(
-            parse_response(chunked).unwrap(),
-            (404, b"{\"a\":1}".to_vec())
-        );
-        assert!(parse_response(b"SSH-2.0\r\n\r\n").is_err());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
-    }
-
-    #[test]
     fn encode_escapes_reserved() {
         assert_eq!(encode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
         assert_eq!(encode("rollout-failed"), "rollout-failed");
+        assert_eq!(encode("a.b_c~d"), "a.b_c~d");
+        // Every ASCII byte but the unreserved ones is escaped, as the old hand-written
+        // encoder did.
+        for byte in 0u8..128 {
+            let text = (byte as char).to_string();
+            let unreserved = byte.is_ascii_alphanumeric() || b"-._~".contains(&byte);
+            let expected = if unreserved {
+                text.clone()
+            } else {
+                format!("%{byte:02X}")
+            };
+            assert_eq!(encode(&text), expected, "{byte}");
+        }
     }
 
     #[test]
@@ -206,5 +190,13 @@ mod tests {
         assert_eq!(Client::new("localhost:1", None, t).address(), "localhost:1");
         let debug = format!("{:?}", Client::new("a:1", Some("tok".into()), t));
         assert!(!debug.contains("tok\""), "{debug}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_address_is_a_typed_error() {
+        let client = Client::new("not a host:port", None, Duration::from_secs(1));
+        let error = client.get("/healthz").await.unwrap_err();
+        assert!(matches!(error, ClientError::Address { .. }), "{error:?}");
+        assert!(error.to_string().contains("give host:port"), "{error}");
     }
 }

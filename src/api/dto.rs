@@ -36,7 +36,10 @@ pub struct AppSummary {
     pub last_reconciled_at: Option<i64>,
     pub last_error: Option<String>,
     /// berth-owned containers of the app seen by the last pass (any state, any generation).
-    pub containers: usize,
+    /// Always set in the list; None (absent) in `AppDetail`, whose `containers` is the list
+    /// of those containers itself (one key, one type: see `openapi.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containers: Option<usize>,
     /// False when the app is only in the store (removed from the source, or no pass yet).
     pub in_source: bool,
 }
@@ -99,7 +102,7 @@ pub struct LastGood {
     pub at: Option<i64>,
 }
 
-/// `GET /api/v1/apps/{name}`.
+/// `GET /api/v1/apps/{name}`: the summary's fields (but its container count) and more.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AppDetail {
     #[serde(flatten)]
@@ -141,7 +144,7 @@ fn summary(
     name: &str,
     row: Option<&AppRow>,
     last: Option<&LastPass>,
-    containers: usize,
+    containers: Option<usize>,
 ) -> AppSummary {
     let desired = last.and_then(|l| l.desired.apps.get(name));
     let held = last.is_some_and(|l| l.desired.held.contains_key(name));
@@ -200,7 +203,7 @@ pub fn app_list(rows: &[AppRow], last: Option<&LastPass>) -> AppList {
                     name,
                     by_name.get(name).copied(),
                     last,
-                    containers.get(name).copied().unwrap_or(0),
+                    Some(containers.get(name).copied().unwrap_or(0)),
                 )
             })
             .collect(),
@@ -310,7 +313,7 @@ pub fn app_detail(
         (None, None) => None,
     };
     AppDetail {
-        summary: summary(name, row, last, observed.len()),
+        summary: summary(name, row, last, None),
         replicas: replicas(name, desired.map(|d| &d.spec), last, override_),
         containers,
         held_reason: last.and_then(|l| l.desired.held.get(name).cloned()),

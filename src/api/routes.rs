@@ -1,7 +1,10 @@
-//! The HTTP handlers and the two guards every request passes: `read_only` (anything but
+//! The HTTP handlers, the two guards every request passes: `read_only` (anything but
 //! GET/HEAD answers 405) and `require_token` (when a token is configured, every route needs
-//! `Authorization: Bearer <token>`). Every JSON body goes through `json`, which redacts it
-//! as a whole. Must not touch: anything but the `StatusView` it is handed (reads only).
+//! `Authorization: Bearer <token>`), and `panicked`, the catch-panic answer. Every JSON body
+//! goes through `json`, which redacts it as a whole. Query values are parsed strictly, to
+//! the grammar `openapi.json` declares, without slicing strings at byte offsets (a request
+//! must never panic). Must not touch: anything but the `StatusView` it is handed (reads
+//! only).
 
 use super::client::encode;
 use super::dto;
@@ -11,7 +14,7 @@ use super::redact;
 use super::view::StatusView;
 use crate::clock::now_ms;
 use crate::store::{EventQuery, EventRow, EventType, MAX_EVENT_PAGE, MAX_SCALING_PAGE};
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{OriginalUri, Path, Query, Request, State};
 use axum::http::header::{ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -30,7 +33,18 @@ const DEFAULT_EVENT_PAGE: u32 = 100;
 const DEFAULT_SCALING_PAGE: u32 = 50;
 
 type Handled = Result<Response, ApiError>;
-type RawQuery = Result<Query<BTreeMap<String, String>>, QueryRejection>;
+type RawQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
+type RawPath = Result<Path<String>, PathRejection>;
+
+/// Most digits a `since` number may have (10^15 ms is ~31,700 years).
+const MAX_SINCE_DIGITS: usize = 15;
+/// `since` units and their length in milliseconds.
+const SINCE_UNITS: [(char, i64); 4] = [
+    ('s', 1_000),
+    ('m', 60_000),
+    ('h', 3_600_000),
+    ('d', 86_400_000),
+];
 
 /// Serializes, redacts and answers with `application/json`.
 pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
@@ -44,10 +58,7 @@ pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = json(
-            self.status(),
-            &serde_json::json!({ "error": self.to_string() }),
-        );
+        let mut response = json(self.status(), &serde_json::json!({ "error": self.chain() }));
         let headers = response.headers_mut();
         match self {
             ApiError::Unauthorized => {
@@ -63,6 +74,21 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The catch-panic layer's answer: 500 with the API's JSON error body; the panic message
+/// (redacted) goes to the log, never to the client.
+pub(crate) fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(not a string)");
+    tracing::error!(
+        panic = %redact::redact_text(message),
+        "an api request handler panicked; answered 500 and kept serving"
+    );
+    ApiError::Panicked.into_response()
 }
 
 /// Outermost guard: the API is read-only, so anything but GET and HEAD is 405, on every
@@ -138,22 +164,42 @@ pub(crate) async fn require_token(
     }
 }
 
+/// The query's parameters: each at most once, each one of `allowed`.
 fn query(raw: RawQuery, allowed: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
-    let Query(params) = raw.map_err(|e| ApiError::bad_query("(query string)", e.body_text()))?;
-    if let Some(unknown) = params.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::bad_query(
-            unknown,
-            format!("unknown parameter; allowed: {}", allowed.join(", ")),
-        ));
+    let Query(pairs) = raw.map_err(|e| ApiError::bad_query("(query string)", e.body_text()))?;
+    let mut params = BTreeMap::new();
+    for (name, value) in pairs {
+        if !allowed.contains(&name.as_str()) {
+            return Err(ApiError::bad_query(
+                &name,
+                format!("unknown parameter; allowed: {}", allowed.join(", ")),
+            ));
+        }
+        if params.contains_key(&name) {
+            return Err(ApiError::bad_query(
+                &name,
+                "given more than once; give it once",
+            ));
+        }
+        params.insert(name, value);
     }
     Ok(params)
+}
+
+/// A whole number written as plain ASCII digits (no sign, no spaces), as OpenAPI's
+/// `integer` means it.
+fn digits(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 fn limit(params: &BTreeMap<String, String>, default: u32, max: u32) -> Result<u32, ApiError> {
     match params.get("limit") {
         None => Ok(default),
-        Some(text) => match text.parse::<u32>() {
-            Ok(n) if (1..=max).contains(&n) => Ok(n),
+        Some(text) => match digits(text) {
+            Some(n) if (1..=u64::from(max)).contains(&n) => Ok(n as u32),
             _ => Err(ApiError::bad_query(
                 "limit",
                 format!("must be a whole number from 1 to {max}, got {text:?}"),
@@ -162,31 +208,56 @@ fn limit(params: &BTreeMap<String, String>, default: u32, max: u32) -> Result<u3
     }
 }
 
-/// `since`: unix milliseconds, or a duration back from now (`90s`, `15m`, `2h`, `7d`).
+fn before(params: &BTreeMap<String, String>) -> Result<Option<i64>, ApiError> {
+    params
+        .get("before")
+        .map(|text| {
+            digits(text)
+                .and_then(|id| i64::try_from(id).ok())
+                .filter(|id| *id > 0)
+                .ok_or_else(|| {
+                    ApiError::bad_query("before", format!("must be an event id, got {text:?}"))
+                })
+        })
+        .transpose()
+}
+
+/// `since`: unix milliseconds, or a duration back from now (`90s`, `15m`, `2h`, `7d`): 1 to
+/// 15 ASCII digits and an optional unit, the pattern `openapi.json` declares. A duration
+/// reaching before 1970 means 0. The empty value is "no filter" and never reaches here.
 pub(crate) fn parse_since(text: &str, now_ms: i64) -> Result<i64, ApiError> {
     let bad = || {
         ApiError::bad_query(
             "since",
-            format!("must be unix milliseconds or a duration like 15m, 2h, 7d; got {text:?}"),
+            format!(
+                "must be unix milliseconds or a duration like 90s, 15m, 2h, 7d (at most {MAX_SINCE_DIGITS} digits); got {text:?}"
+            ),
         )
     };
-    if let Ok(ms) = text.parse::<i64>() {
-        return if ms >= 0 { Ok(ms) } else { Err(bad()) };
-    }
-    let split = text.len().checked_sub(1).ok_or_else(bad)?;
-    let (number, unit) = text.split_at(split);
-    let number: i64 = number.parse().map_err(|_| bad())?;
-    let unit_ms = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(bad()),
-    };
-    if number < 0 {
+    // `strip_suffix` with a char never cuts inside a multi-byte character.
+    let (number, unit_ms) = SINCE_UNITS
+        .iter()
+        .find_map(|(unit, ms)| text.strip_suffix(*unit).map(|n| (n, Some(*ms))))
+        .unwrap_or((text, None));
+    if number.len() > MAX_SINCE_DIGITS {
         return Err(bad());
     }
-    Ok(now_ms.saturating_sub(number.saturating_mul(unit_ms)))
+    let number = digits(number)
+        .and_then(|n| i64::try_from(n).ok())
+        .ok_or_else(bad)?;
+    Ok(match unit_ms {
+        None => number,
+        Some(ms) => now_ms.saturating_sub(number.saturating_mul(ms)).max(0),
+    })
+}
+
+/// The app name from the path; a path that does not decode to UTF-8 is a 400 in the API's
+/// JSON, not axum's plain-text rejection.
+fn app_name(raw: RawPath, uri: &axum::http::Uri) -> Result<String, ApiError> {
+    raw.map(|Path(name)| name).map_err(|e| ApiError::BadPath {
+        path: uri.path().to_string(),
+        message: e.body_text(),
+    })
 }
 
 /// A page of events and where the next one starts.
@@ -206,18 +277,13 @@ async fn event_page<S: StatusView>(
     params: &BTreeMap<String, String>,
 ) -> Handled {
     let limit = limit(params, DEFAULT_EVENT_PAGE, MAX_EVENT_PAGE)?;
+    // An empty `since=` is no filter, like an empty `type=` or `app=` (openapi.json says so).
     let since = params
         .get("since")
+        .filter(|s| !s.is_empty())
         .map(|s| parse_since(s, now_ms()))
         .transpose()?;
-    let before_id = params
-        .get("before")
-        .map(|b| {
-            b.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
-                ApiError::bad_query("before", format!("must be an event id, got {b:?}"))
-            })
-        })
-        .transpose()?;
+    let before_id = before(params)?;
     let event_type = params
         .get("type")
         .filter(|t| !t.is_empty())
@@ -277,8 +343,10 @@ pub(crate) async fn list_apps<S: StatusView>(State(view): State<Arc<S>>) -> Hand
 
 pub(crate) async fn app_detail<S: StatusView>(
     State(view): State<Arc<S>>,
-    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    raw_name: RawPath,
 ) -> Handled {
+    let name = app_name(raw_name, &uri)?;
     let store = view.store();
     let row = store.app(&name).await?;
     let override_ = store
@@ -300,10 +368,11 @@ pub(crate) async fn app_detail<S: StatusView>(
 
 pub(crate) async fn app_events<S: StatusView>(
     State(view): State<Arc<S>>,
-    Path(name): Path<String>,
     OriginalUri(uri): OriginalUri,
+    raw_name: RawPath,
     raw: RawQuery,
 ) -> Handled {
+    let name = app_name(raw_name, &uri)?;
     let params = query(raw, &["type", "since", "before", "limit"])?;
     ensure_known(view.as_ref(), &name).await?;
     event_page(view.as_ref(), uri.path(), Some(name), &params).await
@@ -317,9 +386,11 @@ pub(crate) async fn events<S: StatusView>(State(view): State<Arc<S>>, raw: RawQu
 
 pub(crate) async fn app_scaling<S: StatusView>(
     State(view): State<Arc<S>>,
-    Path(name): Path<String>,
+    OriginalUri(uri): OriginalUri,
+    raw_name: RawPath,
     raw: RawQuery,
 ) -> Handled {
+    let name = app_name(raw_name, &uri)?;
     let params = query(raw, &["limit"])?;
     let limit = limit(&params, DEFAULT_SCALING_PAGE, MAX_SCALING_PAGE)?;
     ensure_known(view.as_ref(), &name).await?;
@@ -427,14 +498,56 @@ mod tests {
 
     #[test]
     fn since_accepts_ms_and_durations() {
-        let now = 10_000_000;
+        let now = 10_000_000_000;
         assert_eq!(parse_since("1234", now).unwrap(), 1234);
         assert_eq!(parse_since("90s", now).unwrap(), now - 90_000);
         assert_eq!(parse_since("15m", now).unwrap(), now - 900_000);
         assert_eq!(parse_since("2h", now).unwrap(), now - 7_200_000);
         assert_eq!(parse_since("1d", now).unwrap(), now - 86_400_000);
-        for bad in ["", "x", "5w", "-3", "-3m", "m"] {
-            assert!(parse_since(bad, now).is_err(), "{bad}");
+        assert_eq!(
+            parse_since("999999999999999d", now).unwrap(),
+            0,
+            "before 1970"
+        );
+        assert_eq!(parse_since("0", now).unwrap(), 0);
+        for bad in [
+            "",
+            "x",
+            "5w",
+            "-3",
+            "-3m",
+            "m",
+            "+5",
+            " 5",
+            "5 ",
+            "5\n",
+            "1234567890123456",
+            "\u{d8}",
+            "5\u{d8}",
+            "\u{d8}m",
+            "m\u{d8}",
+            "\u{663}",
+            "1.5h",
+            "5mm",
+        ] {
+            assert!(parse_since(bad, now).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn integers_are_plain_ascii_digits() {
+        assert_eq!(digits("42"), Some(42));
+        assert_eq!(digits("007"), Some(7));
+        for bad in [
+            "",
+            "+1",
+            "-1",
+            " 1",
+            "1.0",
+            "\u{663}",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(digits(bad), None, "{bad:?}");
         }
     }
 

@@ -1,8 +1,9 @@
 //! Shared fixture of the API tests (`mod api_support;`): a real `Controller` with an
 //! in-memory store and a fake container runtime that counts calls and refuses every
 //! mutation, filled with apps, containers, events, scaling decisions and a last pass built
-//! by hand (no spec parsing). Owns nothing outside the test process: no Docker, no nginx,
-//! no files but a temp dir; servers bind 127.0.0.1 only.
+//! by hand (no spec parsing); the store is in memory, or a SQLite file in the fixture's
+//! temp dir (`fixture_on_disk`). Owns nothing outside the test process: no Docker, no
+//! nginx, no files but a temp dir; servers bind 127.0.0.1 only.
 #![allow(dead_code)]
 
 use axum::body::Body;
@@ -183,9 +184,14 @@ pub struct Fixture {
 
 /// A controller without a last pass, on an in-memory store.
 pub async fn empty_controller(containers: Vec<ObservedContainer>) -> Fixture {
+    controller_on(containers, false).await
+}
+
+/// A controller without a last pass; its store is `<temp dir>/berth.db` when `on_disk`.
+async fn controller_on(containers: Vec<ObservedContainer>, on_disk: bool) -> Fixture {
     let state = tempfile::tempdir().unwrap();
     let source = berth::source::SourceConfig::Dir(state.path().join("no-specs-here"));
-    controller_with_source(state, source, containers).await
+    controller_with(state, source, containers, on_disk).await
 }
 
 /// A controller without a last pass reading `source`, with `state` as its state dir.
@@ -194,7 +200,20 @@ pub async fn controller_with_source(
     source: berth::source::SourceConfig,
     containers: Vec<ObservedContainer>,
 ) -> Fixture {
-    let store = Store::open_in_memory().await.unwrap();
+    controller_with(state, source, containers, false).await
+}
+
+async fn controller_with(
+    state: tempfile::TempDir,
+    source: berth::source::SourceConfig,
+    containers: Vec<ObservedContainer>,
+    on_disk: bool,
+) -> Fixture {
+    let store = if on_disk {
+        Store::open(&state.path().join("berth.db")).await.unwrap()
+    } else {
+        Store::open_in_memory().await.unwrap()
+    };
     let proxy = Proxy::private(
         state.path().join("nginx"),
         "127.0.0.1:1".into(),
@@ -224,6 +243,15 @@ pub async fn controller_with_source(
 /// Desired `web` (2 replicas, both healthy) and `api` (autoscaled, one old container), a
 /// held `broken`, a store-only `gone`; events, decisions, an override, a failed rollout.
 pub async fn fixture() -> Fixture {
+    fixture_in(false).await
+}
+
+/// `fixture` on a real SQLite file (`<temp dir>/berth.db`).
+pub async fn fixture_on_disk() -> Fixture {
+    fixture_in(true).await
+}
+
+async fn fixture_in(on_disk: bool) -> Fixture {
     let web = DesiredApp::new(
         spec("web"),
         SourceRef {
@@ -243,7 +271,7 @@ pub async fn fixture() -> Fixture {
         container("web", 2, &web.hash),
         container("api", 3, "0ldhash0ldhash"),
     ];
-    let mut fixture = empty_controller(containers.clone()).await;
+    let mut fixture = controller_on(containers.clone(), on_disk).await;
     let desired = Desired {
         revision: "rev2".into(),
         apps: BTreeMap::from([
