@@ -4,12 +4,13 @@
 //! Force-pushes are followed (the fetch refspec is forced and the mirror has no local
 //! branch to merge into). Remotes must prove who they are (`trust`: ssh host key, https
 //! certificate); a refused or failed fetch becomes a typed `SourceError` naming the remote.
-//! Blocking: call from `spawn_blocking`. Must not touch: Docker, nginx, the store, any working tree (the mirror
+//! After a fetch the mirror is compacted when it grew (`compact`). Blocking: call from
+//! `spawn_blocking`. Must not touch: Docker, nginx, the store, any working tree (the mirror
 //! is bare; the remote is only read).
 
 use super::dir::is_spec_file;
 use super::trust::{Refusal, RemoteTrust};
-use super::{Snapshot, SourceError};
+use super::{compact, Snapshot, SourceError};
 use crate::spec::MAX_FILE_BYTES;
 use git2::{
     AutotagOption, CredentialType, ErrorClass, ErrorCode, FetchOptions, FetchPrune, ObjectType,
@@ -365,7 +366,10 @@ pub fn fetch_snapshot(config: &GitConfig, state: &mut GitState) -> Result<Snapsh
         let offered = offered.lock().expect("offered lock").clone();
         return Err(fetch_error(config, e, trust.refusal(), offered));
     }
-    read_branch(&repo, config)
+    let snapshot = read_branch(&repo, config)?;
+    drop(repo);
+    compact::compact_if_needed(&config.mirror_dir());
+    Ok(snapshot)
 }
 
 /// The snapshot of the branch as the mirror on disk last fetched it (no network).

@@ -4,6 +4,7 @@
 //! wakes the git poll. A new snapshot wakes the reconcile loop through a `Waker`; the loop
 //! still re-plans from scratch. Must not touch: Docker, nginx, the store, the spec parser.
 
+pub mod compact;
 pub mod dir;
 pub mod git;
 pub mod trust;
