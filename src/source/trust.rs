@@ -142,6 +142,7 @@ impl RemoteTrust {
                 }
             },
         };
+        let mut listed = false;
         let mut mismatch = None;
         let mut other_types = Vec::new();
         for (index, line) in text.lines().enumerate() {
@@ -161,15 +162,17 @@ impl RemoteTrust {
             }
             let known = entry.public_key().to_bytes().unwrap_or_default();
             let revoked = matches!(entry.marker(), Some(Marker::Revoked));
+            // A revoked key is refused wherever else it is listed (as OpenSSH does).
+            if known == raw && revoked {
+                return Err(Refusal::HostKeyMismatch {
+                    key,
+                    line: index + 1,
+                    revoked: true,
+                });
+            }
             if known == raw {
-                if revoked {
-                    return Err(Refusal::HostKeyMismatch {
-                        key,
-                        line: index + 1,
-                        revoked: true,
-                    });
-                }
-                return Ok(CertificateCheckStatus::CertificateOk);
+                listed = true;
+                continue;
             }
             if revoked {
                 continue;
@@ -180,6 +183,9 @@ impl RemoteTrust {
             } else if !other_types.contains(&entry_type) {
                 other_types.push(entry_type);
             }
+        }
+        if listed {
+            return Ok(CertificateCheckStatus::CertificateOk);
         }
         Err(match mismatch {
             Some(line) => Refusal::HostKeyMismatch {
@@ -477,6 +483,72 @@ mod tests {
         assert!(host_matches(entry.host_patterns(), "example.org"));
         assert!(!host_matches(entry.host_patterns(), "example.com"));
         assert!(!host_matches(entry.host_patterns(), "[example.org]:2222"));
+    }
+
+    fn blob(public: &str) -> Vec<u8> {
+        ssh_key::PublicKey::from_openssh(public)
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+    }
+
+    const ED: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG1J7gtZTIrVdq682iAe9+dNFuecB/yzfXOhmib+zHQ7";
+    const ECDSA: &str = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBBBppVLAb+0RhHH/sQbxPveedIBiHicwyB4DKhTlEFNhSoG4yYn936C66F0aPPhwepy1Y7ld6k8CLeMlVvIMOXA=";
+
+    fn trust_with(lines: &str) -> (tempfile::TempDir, RemoteTrust) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        std::fs::write(&path, lines).unwrap();
+        let trust = RemoteTrust::new(Some(path), None, "ssh://git@example.org:2222/a.git");
+        (dir, trust)
+    }
+
+    /// The verdict on the ed25519 key presented by example.org (ok is always `CertificateOk`).
+    fn verdict(trust: &RemoteTrust) -> Result<(), Refusal> {
+        trust.check_host_key("example.org", &blob(ED)).map(|_| ())
+    }
+
+    #[test]
+    fn host_key_verdicts() {
+        let host = "[example.org]:2222";
+        let (_d, trust) = trust_with(&format!("{host} {ED}\n"));
+        assert_eq!(verdict(&trust), Ok(()));
+        // Listed on port 22 only: another host as far as OpenSSH is concerned.
+        let (_d, trust) = trust_with(&format!("example.org {ED}\n"));
+        let refused = verdict(&trust).unwrap_err();
+        assert!(
+            matches!(refused, Refusal::UnknownHostKey { .. }),
+            "{refused:?}"
+        );
+        // Revoked, wherever else it is listed.
+        let (_d, trust) = trust_with(&format!("{host} {ED}\n@revoked * {ED}\n"));
+        let refused = verdict(&trust).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                Refusal::HostKeyMismatch {
+                    line: 2,
+                    revoked: true,
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+        // Only an ecdsa key listed, ed25519 presented: unknown, saying what is listed.
+        let (_d, trust) = trust_with(&format!("# comment\n\n{host} {ECDSA}\n"));
+        match verdict(&trust).unwrap_err() {
+            Refusal::UnknownHostKey { key, other_types } => {
+                assert_eq!(key.key_type, "ssh-ed25519");
+                assert_eq!(key.host, host);
+                assert_eq!(other_types, vec!["ecdsa-sha2-nistp256".to_string()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // No file at all: every host is unknown.
+        let trust = RemoteTrust::new(None, None, "ssh://example.org/a.git");
+        let refused = verdict(&trust).unwrap_err();
+        assert!(refused.to_string().contains("example.org"), "{refused}");
     }
 
     #[test]
