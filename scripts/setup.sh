@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what berth needs on a fresh Debian machine (nginx, Debian's static busybox for the
 # demo/test images, OpenSSL headers for git2's https, promtool from the prometheus package
-# for the /metrics test) and builds the local images. Idempotent and quick when all is
-# present.
+# for the /metrics test, git, and for the git transport tests openssh-server (sshd,
+# ssh-keygen, ssh-keyscan), fcgiwrap (git http-backend behind nginx) and the openssl CLI)
+# and builds the local images. Idempotent and quick when all is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -12,12 +13,20 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # git2 builds against OpenSSL (https) through pkg-config.
 dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v git >/dev/null 2>&1 || need+=(git)
+# tests/source_git_remote.rs: a private sshd and git http-backend behind nginx (TLS).
+[ -x /usr/sbin/sshd ] && command -v ssh-keyscan >/dev/null 2>&1 || need+=(openssh-server openssh-client)
+[ -x /usr/sbin/fcgiwrap ] || need+=(fcgiwrap)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# sshd's privilege separation directory (compiled in; /run is emptied at boot). Starting
+# no service: the tests run their own sshd on a free loopback port.
+[ -d /run/sshd ] || { SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"; $SUDO mkdir -p -m 0755 /run/sshd; }
 if ! docker info >/dev/null 2>&1; then
   echo "setup: the Docker engine is not reachable (docker info failed): start it or set DOCKER_HOST" >&2
   exit 1
