@@ -252,6 +252,22 @@ async fn https_token_with_the_ca_syncs_and_a_wrong_token_keeps_the_last_commit()
     std::env::set_var(&env, TOKEN);
     assert!(source.sync().await.unwrap());
     assert_eq!(source.snapshot().await.unwrap().revision, second);
+
+    // Shallow fetches over https keep adding packs; the shallow mirror is compacted too and
+    // goes on fetching.
+    let mirror = server.config(None, TOKEN).mirror_dir();
+    assert!(
+        mirror.join("shallow").exists(),
+        "network fetches are shallow"
+    );
+    for n in 0..MAX_PACKS + 2 {
+        let revision = server.repo.commit(&format!("image: v{}\n", n + 3));
+        assert!(source.sync().await.unwrap());
+        assert_eq!(source.snapshot().await.unwrap().revision, revision);
+        let stats = mirror_stats(&mirror);
+        assert!(stats.packs <= MAX_PACKS, "fetch {n}: {stats:?}");
+    }
+    git(&mirror, &["fsck", "--no-progress", "--connectivity-only"]);
     std::env::remove_var(&env);
 }
 
