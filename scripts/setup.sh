@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what berth needs on a fresh Debian machine (nginx, Debian's static busybox for the
 # demo/test images, OpenSSL headers for git2's https, promtool from the prometheus package
-# for the /metrics test, a pinned schemathesis in a venv for the API's schema test) and
-# builds the local images. Idempotent and quick when all is present.
+# for the /metrics test, a pinned schemathesis in a venv for the API's schema test, git, and
+# for the git transport tests openssh-server (sshd, ssh-keygen, ssh-keyscan), fcgiwrap (git
+# http-backend behind nginx) and the openssl CLI) and builds the local images. Idempotent
+# and quick when all is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -15,6 +17,11 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 # python3 with venv support for the schemathesis venv below.
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+command -v git >/dev/null 2>&1 || need+=(git)
+# tests/source_git_remote.rs: a private sshd and git http-backend behind nginx (TLS).
+[ -x /usr/sbin/sshd ] && command -v ssh-keyscan >/dev/null 2>&1 || need+=(openssh-server openssh-client)
+[ -x /usr/sbin/fcgiwrap ] || need+=(fcgiwrap)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -29,6 +36,9 @@ if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCH
   python3 -m venv "$SCHEMATHESIS_VENV"
   "$SCHEMATHESIS_VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+# sshd's privilege separation directory (compiled in; /run is emptied at boot). Starting
+# no service: the tests run their own sshd on a free loopback port.
+[ -d /run/sshd ] || { SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"; $SUDO mkdir -p -m 0755 /run/sshd; }
 if ! docker info >/dev/null 2>&1; then
   echo "setup: the Docker engine is not reachable (docker info failed): start it or set DOCKER_HOST" >&2
   exit 1

@@ -185,6 +185,15 @@ struct Common {
     /// Private key (no passphrase) for an ssh --git URL.
     #[arg(long, env = "BERTH_GIT_SSH_KEY")]
     git_ssh_key: Option<PathBuf>,
+    /// known_hosts file (OpenSSH format, hashed names allowed) holding the ssh --git
+    /// server's host key (default: ~/.ssh/known_hosts when it exists). An unknown or
+    /// changed host key is refused.
+    #[arg(long, env = "BERTH_GIT_KNOWN_HOSTS")]
+    git_known_hosts: Option<PathBuf>,
+    /// Extra CA (PEM) trusted for an https --git URL, besides the system CAs (for a Gitea or
+    /// GitLab behind a private CA).
+    #[arg(long, env = "BERTH_GIT_CA_FILE")]
+    git_ca_file: Option<PathBuf>,
     /// Most apps one pass may remove; a pass that would remove more removes none and
     /// records a prune-refused event.
     #[arg(long, default_value_t = 2)]
@@ -602,6 +611,22 @@ fn source_config(common: &Common) -> Result<SourceConfig> {
     git.poll = Duration::from_secs(common.poll.max(1));
     git.token_env = Some(common.git_token_env.clone());
     git.ssh_key = common.git_ssh_key.clone();
+    git.known_hosts = common.git_known_hosts.clone();
+    if let Some(path) = &git.known_hosts {
+        if !path.is_file() {
+            bail!(
+                "--git-known-hosts {} is not a file: pass the known_hosts file that lists the server's host key",
+                path.display()
+            );
+        }
+    }
+    if let Some(path) = &common.git_ca_file {
+        // Checked now so a wrong path fails at start, not at the first fetch.
+        if let Err(refusal) = source::trust::load_ca_file(path) {
+            bail!("{refusal}");
+        }
+    }
+    git.ca_file = common.git_ca_file.clone();
     Ok(SourceConfig::Git(git))
 }
 

@@ -2,19 +2,23 @@
 //! it (shallow where the transport allows), and reads the spec files of the fetched commit
 //! (optionally below a sub-path) into a `Snapshot` whose revision is the commit sha.
 //! Force-pushes are followed (the fetch refspec is forced and the mirror has no local
-//! branch to merge into). Blocking: call from `spawn_blocking`. Must not touch: Docker,
-//! nginx, the store, any working tree (the mirror is bare; the remote is only read).
+//! branch to merge into). Remotes must prove who they are (`trust`: ssh host key, https
+//! certificate); a refused or failed fetch becomes a typed `SourceError` naming the remote.
+//! After a fetch the mirror is compacted when it grew (`compact`). Blocking: call from
+//! `spawn_blocking`. Must not touch: Docker, nginx, the store, any working tree (the mirror
+//! is bare; the remote is only read).
 
 use super::dir::is_spec_file;
-use super::{Snapshot, SourceError};
+use super::trust::{Refusal, RemoteTrust};
+use super::{compact, Snapshot, SourceError};
 use crate::spec::MAX_FILE_BYTES;
 use git2::{
-    AutotagOption, CredentialType, FetchOptions, FetchPrune, ObjectType, Oid, RemoteCallbacks,
-    Repository, Tree,
+    AutotagOption, CredentialType, ErrorClass, ErrorCode, FetchOptions, FetchPrune, ObjectType,
+    Oid, RemoteCallbacks, Repository, Tree,
 };
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 /// Poll interval when none is given.
@@ -42,6 +46,11 @@ pub struct GitConfig {
     pub token_env: Option<String>,
     /// Private key for ssh URLs (no passphrase).
     pub ssh_key: Option<PathBuf>,
+    /// known_hosts file for ssh URLs; `None`: `~/.ssh/known_hosts` when it exists. A host
+    /// whose key is not listed is refused.
+    pub known_hosts: Option<PathBuf>,
+    /// Extra CA (PEM) trusted for https URLs, besides the system CAs.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl GitConfig {
@@ -55,7 +64,19 @@ impl GitConfig {
             cache_dir: cache_dir.into(),
             token_env: Some(DEFAULT_TOKEN_ENV.to_string()),
             ssh_key: None,
+            known_hosts: None,
+            ca_file: None,
         }
+    }
+
+    /// The known_hosts file ssh host keys are checked against: `known_hosts`, else
+    /// `$HOME/.ssh/known_hosts` when it exists, else none (every host is unknown).
+    pub fn known_hosts_path(&self) -> Option<PathBuf> {
+        if let Some(path) = &self.known_hosts {
+            return Some(path.clone());
+        }
+        let default = PathBuf::from(std::env::var_os("HOME")?).join(".ssh/known_hosts");
+        default.exists().then_some(default)
     }
 
     /// `url@branch` or `url@branch:path`, without credentials.
@@ -179,21 +200,46 @@ fn tracking_ref(branch: &str) -> String {
     format!("refs/remotes/origin/{branch}")
 }
 
-fn callbacks(config: &GitConfig) -> RemoteCallbacks<'static> {
+/// Which credential the last credentials callback handed out (names the failing one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum Offered {
+    #[default]
+    Nothing,
+    SshKey {
+        user: String,
+    },
+    Token,
+}
+
+fn callbacks(
+    config: &GitConfig,
+    trust: &RemoteTrust,
+    offered: &Arc<Mutex<Offered>>,
+) -> RemoteCallbacks<'static> {
     let token_env = config.token_env.clone();
     let ssh_key = config.ssh_key.clone();
+    let offered = offered.clone();
+    let trust = trust.clone();
     let mut attempts = 0u32;
     let mut callbacks = RemoteCallbacks::new();
+    callbacks.certificate_check(move |cert, host| trust.check(cert, host));
     callbacks.credentials(move |_url, username, allowed| {
         attempts += 1;
         if attempts > 3 {
-            return Err(git2::Error::from_str(
-                "the remote rejected the credentials: check the token or the ssh key",
+            return Err(git2::Error::new(
+                ErrorCode::Auth,
+                ErrorClass::Callback,
+                "the remote rejected the credentials 3 times",
             ));
         }
+        let offer = |what: Offered| *offered.lock().expect("offered lock") = what;
         if allowed.contains(CredentialType::SSH_KEY) {
             if let Some(key) = &ssh_key {
-                return git2::Cred::ssh_key(username.unwrap_or("git"), None, key, None);
+                let user = username.unwrap_or("git");
+                offer(Offered::SshKey {
+                    user: user.to_string(),
+                });
+                return git2::Cred::ssh_key(user, None, key, None);
             }
         }
         if allowed.contains(CredentialType::USERNAME) {
@@ -205,6 +251,7 @@ fn callbacks(config: &GitConfig) -> RemoteCallbacks<'static> {
                 .and_then(|name| std::env::var(name).ok())
                 .filter(|t| !t.is_empty());
             if let Some(token) = token {
+                offer(Offered::Token);
                 return git2::Cred::userpass_plaintext(
                     username.unwrap_or("x-access-token"),
                     &token,
@@ -219,7 +266,13 @@ fn callbacks(config: &GitConfig) -> RemoteCallbacks<'static> {
     callbacks
 }
 
-fn fetch(repo: &Repository, config: &GitConfig, shallow: bool) -> Result<(), git2::Error> {
+fn fetch(
+    repo: &Repository,
+    config: &GitConfig,
+    shallow: bool,
+    trust: &RemoteTrust,
+    offered: &Arc<Mutex<Offered>>,
+) -> Result<(), git2::Error> {
     let mut remote = repo.remote_anonymous(&config.url)?;
     let refspec = format!(
         "+refs/heads/{0}:{1}",
@@ -228,7 +281,7 @@ fn fetch(repo: &Repository, config: &GitConfig, shallow: bool) -> Result<(), git
     );
     let mut options = FetchOptions::new();
     options
-        .remote_callbacks(callbacks(config))
+        .remote_callbacks(callbacks(config, trust, offered))
         .download_tags(AutotagOption::None)
         .prune(FetchPrune::On);
     if shallow {
@@ -237,23 +290,86 @@ fn fetch(repo: &Repository, config: &GitConfig, shallow: bool) -> Result<(), git
     remote.fetch(&[refspec.as_str()], Some(&mut options), None)
 }
 
+/// A failed fetch as the error that says what to fix: the trust check's refusal, a
+/// rejected credential, an untrusted certificate, or the remote's own message.
+fn fetch_error(
+    config: &GitConfig,
+    error: git2::Error,
+    refusal: Option<Refusal>,
+    offered: Offered,
+) -> SourceError {
+    let url = redact_url(&config.url);
+    let certificate_failure =
+        error.code() == ErrorCode::Certificate || error.class() == ErrorClass::Ssl;
+    match refusal {
+        // The extra CA did not verify it, but the system CAs may have: only a failed
+        // certificate check is about this refusal.
+        Some(Refusal::CertificateUntrusted { .. }) if !certificate_failure => {}
+        Some(refusal) => return refusal.into_error(url, error),
+        None => {}
+    }
+    if certificate_failure {
+        let detail = error.message().to_string();
+        return SourceError::CertificateUntrusted {
+            url,
+            detail,
+            source: error,
+        };
+    }
+    if error.code() == ErrorCode::Auth {
+        match offered {
+            Offered::SshKey { user } => {
+                return SourceError::SshAuth {
+                    url,
+                    user,
+                    source: error,
+                }
+            }
+            Offered::Token => {
+                return SourceError::TokenAuth {
+                    url,
+                    token_env: config
+                        .token_env
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_TOKEN_ENV.to_string()),
+                    source: error,
+                }
+            }
+            Offered::Nothing => {}
+        }
+    }
+    config.error(error.message().to_string())
+}
+
 /// Fetches the branch and reads its commit. `state` remembers a transport that refused
 /// shallow fetches.
 pub fn fetch_snapshot(config: &GitConfig, state: &mut GitState) -> Result<Snapshot, SourceError> {
     set_timeouts_once();
     let repo = open_or_init(config)?;
+    let trust = RemoteTrust::new(
+        config.known_hosts_path(),
+        config.ca_file.clone(),
+        &config.url,
+    );
+    let offered = Arc::new(Mutex::new(Offered::Nothing));
     let shallow = !state.shallow_unsupported && transport(&config.url) != Transport::Local;
-    let mut result = fetch(&repo, config, shallow);
+    let mut result = fetch(&repo, config, shallow, &trust, &offered);
     state.last_fetch_shallow = shallow;
     if let Err(e) = &result {
         if shallow && e.message().to_ascii_lowercase().contains("shallow") {
             state.shallow_unsupported = true;
             state.last_fetch_shallow = false;
-            result = fetch(&repo, config, false);
+            result = fetch(&repo, config, false, &trust, &offered);
         }
     }
-    result.map_err(|e| config.error(e.message().to_string()))?;
-    read_branch(&repo, config)
+    if let Err(e) = result {
+        let offered = offered.lock().expect("offered lock").clone();
+        return Err(fetch_error(config, e, trust.refusal(), offered));
+    }
+    let snapshot = read_branch(&repo, config)?;
+    drop(repo);
+    compact::compact_if_needed(&config.mirror_dir());
+    Ok(snapshot)
 }
 
 /// The snapshot of the branch as the mirror on disk last fetched it (no network).

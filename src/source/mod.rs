@@ -4,8 +4,10 @@
 //! wakes the git poll. A new snapshot wakes the reconcile loop through a `Waker`; the loop
 //! still re-plans from scratch. Must not touch: Docker, nginx, the store, the spec parser.
 
+pub mod compact;
 pub mod dir;
 pub mod git;
+pub mod trust;
 pub mod watch;
 pub mod webhook;
 
@@ -40,6 +42,67 @@ pub enum SourceError {
         branch: String,
         message: String,
     },
+    #[error("ssh authentication to {url} failed as user {user}: check --git-ssh-key and that the deploy key is added to the repository")]
+    SshAuth {
+        url: String,
+        user: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("https authentication to {url} failed: check the token in ${token_env} (--git-token-env) and that it may read the repository")]
+    TokenAuth {
+        url: String,
+        token_env: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("refusing to fetch {url}: the ssh host key of {host} is not known ({key_type} {fingerprint}){other}; if that is the server's key, add it to {known_hosts} (ssh-keyscan) or pass --git-known-hosts FILE that lists it",
+        host = .key.host, key_type = .key.key_type, fingerprint = .key.fingerprint, known_hosts = .key.known_hosts)]
+    UnknownHostKey {
+        url: String,
+        key: Box<HostKey>,
+        /// `; the file lists only <types> keys for it` when another algorithm is listed.
+        other: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("refusing to fetch {url}: the ssh host key of {host} ({key_type} {fingerprint}) {what} {known_hosts} line {line} (someone may be intercepting the connection); if the server's key really changed, replace that line",
+        host = .key.host, key_type = .key.key_type, fingerprint = .key.fingerprint, known_hosts = .key.known_hosts)]
+    HostKeyMismatch {
+        url: String,
+        key: Box<HostKey>,
+        /// `does not match the key in` or `is marked @revoked in`.
+        what: &'static str,
+        line: usize,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("cannot read the known_hosts file {path} to check {url}: {message}; fix its permissions or pass --git-known-hosts")]
+    KnownHosts {
+        url: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("the tls certificate of {url} has expired or is not valid yet ({detail}): renew the server's certificate")]
+    CertificateExpired {
+        url: String,
+        detail: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("the tls certificate of {url} is not trusted ({detail}): pass the CA that signed it with --git-ca-file")]
+    CertificateUntrusted {
+        url: String,
+        detail: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("cannot use the CA file {path} for {url}: {message}; pass a PEM file holding the CA certificate to --git-ca-file")]
+    CaFile {
+        url: String,
+        path: PathBuf,
+        message: String,
+    },
     #[error("path {path} does not exist at commit {revision} of {url}: fix --path or commit the directory")]
     SubPath {
         url: String,
@@ -52,6 +115,19 @@ pub enum SourceError {
         "cannot listen for webhooks on {addr}: {message}; pick a free address for --webhook-listen"
     )]
     Webhook { addr: String, message: String },
+}
+
+/// The ssh host key a server presented, and the known_hosts file it was looked up in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostKey {
+    /// The name looked up: `host`, or `[host]:port` on a port other than 22.
+    pub host: String,
+    /// `ssh-ed25519`, `ecdsa-sha2-nistp256`, ...
+    pub key_type: String,
+    /// `SHA256:<base64>`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    /// The file's path, or why there is none.
+    pub known_hosts: String,
 }
 
 /// Where the specs come from.
