@@ -82,7 +82,7 @@ pub fn desired_from(
     let mut state = DesiredState {
         desired: Desired {
             revision: revision.to_string(),
-            prune_allowed: true,
+            prune_blocked: None,
             proxy_listen: proxy_listen.to_string(),
             ..Desired::default()
         },
@@ -250,7 +250,7 @@ mod tests {
         );
         let s = desired_from(&l, "r2", "127.0.0.1:8080", &BTreeMap::new(), &present(&[]));
         assert_eq!(s.desired.apps.len(), 2);
-        assert!(s.desired.prune_allowed);
+        assert_eq!(s.desired.prune_blocked, None);
         assert!(s.quarantined.is_empty());
         assert_eq!(s.files["b"], "b.yaml");
         assert_eq!(s.desired.apps["a"].revision, None);
@@ -278,7 +278,7 @@ mod tests {
         assert_eq!(q.last_good_revision.as_deref(), Some("good-rev"));
         assert_eq!(s.files["c"], "c.yaml");
         assert!(s.desired.held.is_empty());
-        assert!(s.desired.prune_allowed);
+        assert_eq!(s.desired.prune_blocked, None);
     }
 
     #[test]
@@ -312,7 +312,7 @@ mod tests {
         // gone.yaml left the source: its app is neither desired nor held -> removed.
         assert!(!s.desired.apps.contains_key("gone"));
         assert!(!s.desired.held.contains_key("gone"));
-        assert!(s.desired.prune_allowed);
+        assert_eq!(s.desired.prune_blocked, None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub use metrics::Metrics;
 
 use crate::health::ProbeTracker;
 use crate::plan::prune::{self, DeletionBudget, PruneVerdict};
-use crate::plan::{self, render, Desired, HealState, Observed, Overrides, Plan};
+use crate::plan::{self, render, Desired, HealState, Observed, Overrides, Plan, PruneBlocked};
 use crate::proxy::{Proxy, ProxyError};
 use crate::runtime::{ContainerRuntime, ObservedContainer, RuntimeError};
 use crate::source::{Source, SourceConfig, SourceError, SourceStatus, SourceTasks, Waker};
@@ -383,8 +383,10 @@ pub async fn read_desired<R: ContainerRuntime>(
         &present_apps(observed),
     );
     let verdict = prune::check(&state.desired, observed, &ctl.settings.deletion_budget);
-    if verdict.is_refused() {
-        state.desired.prune_allowed = false;
+    if let PruneVerdict::Refused { reason, .. } = &verdict {
+        state.desired.prune_blocked = Some(PruneBlocked::DeletionBudget {
+            reason: reason.clone(),
+        });
     }
     Ok((state, verdict))
 }
@@ -617,7 +619,7 @@ async fn forget_removed<R: ContainerRuntime>(
     verdict: &PruneVerdict,
     report: &apply::ApplyReport,
 ) {
-    if verdict.is_refused() || !state.desired.prune_allowed {
+    if verdict.is_refused() || state.desired.prune_blocked.is_some() {
         return;
     }
     let known = match ctl.store.apps().await {
