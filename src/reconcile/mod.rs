@@ -19,7 +19,9 @@ use crate::plan::prune::{self, DeletionBudget, PruneVerdict};
 use crate::plan::{self, render, Desired, HealState, Observed, Overrides, Plan, PruneBlocked};
 use crate::proxy::{Proxy, ProxyError};
 use crate::runtime::{ContainerRuntime, ObservedContainer, RuntimeError};
-use crate::source::{Source, SourceConfig, SourceError, SourceStatus, SourceTasks, Waker};
+use crate::source::{
+    Snapshot, Source, SourceConfig, SourceError, SourceStatus, SourceTasks, Waker,
+};
 use crate::spec::{self, AppSpec, SpecIssue};
 use crate::store::{
     AppStatus, EventType, HistoryLimits, NewEvent, NewRevision, RevisionSource, RevisionStatus,
@@ -369,11 +371,11 @@ fn present_apps(observed: &Observed) -> BTreeSet<String> {
 /// applies the deletion budget: when it refuses, pruning is off for this pass.
 pub async fn read_desired<R: ContainerRuntime>(
     ctl: &Controller<R>,
-    revision: &str,
-    files: &[(std::path::PathBuf, String)],
+    snapshot: &Snapshot,
     observed: &Observed,
 ) -> Result<(DesiredState, PruneVerdict), ReconcileError> {
-    let loaded = spec::load_files(files);
+    let revision = snapshot.revision.as_str();
+    let loaded = spec::load_source(&snapshot.files, &snapshot.unreadable);
     let known = known_apps(&ctl.store).await?;
     let mut state = desired_from(
         &loaded,
@@ -428,7 +430,7 @@ pub async fn plan_only<R: ContainerRuntime>(
 ) -> Result<(Plan, Vec<SpecIssue>), ReconcileError> {
     let snapshot = ctl.source.snapshot().await?;
     let mut observed = observe(ctl).await?;
-    let (state, _) = read_desired(ctl, &snapshot.revision, &snapshot.files, &observed).await?;
+    let (state, _) = read_desired(ctl, &snapshot, &observed).await?;
     let (_, plan, _) = probe_and_plan(ctl, &state.desired, &mut observed).await?;
     Ok((plan, state.issues))
 }
@@ -483,7 +485,7 @@ pub async fn run_pass<R: ContainerRuntime>(
             .await;
         }
         let mut observed = observe(ctl).await?;
-        let (state, verdict) = read_desired(ctl, &revision, &snapshot.files, &observed).await?;
+        let (state, verdict) = read_desired(ctl, &snapshot, &observed).await?;
         *ctl.app_files.lock().expect("app files lock") = state.files.clone();
         for issue in &state.issues {
             let app = issue
