@@ -151,7 +151,7 @@ async fn populate(ctl: &Controller<api_support::FakeRuntime>) {
         revision: "rev1".into(),
         apps,
         held: BTreeMap::new(),
-        prune_allowed: true,
+        prune_blocked: None,
         proxy_listen: "127.0.0.1:8080".into(),
     };
     let observed = Observed {

@@ -37,7 +37,7 @@ fn world(image: &str) -> (Desired, Observed) {
         revision: "bench".into(),
         apps: BTreeMap::new(),
         held: BTreeMap::new(),
-        prune_allowed: true,
+        prune_blocked: None,
         proxy_listen: "127.0.0.1:8080".into(),
     };
     let mut observed = Observed::default();

@@ -508,6 +508,7 @@ async fn shutdown_signal() {
 
 fn validate(paths: &[PathBuf], output: Output) -> Result<u8> {
     let mut files = Vec::new();
+    let mut unreadable = Vec::new();
     for root in paths {
         let snapshot = source::dir::read_snapshot(root)?;
         let base: &Path = if root.is_dir() {
@@ -521,8 +522,17 @@ fn validate(paths: &[PathBuf], output: Output) -> Result<u8> {
                 .into_iter()
                 .map(|(rel, text)| (base.join(rel), text)),
         );
+        unreadable.extend(
+            snapshot
+                .unreadable
+                .into_iter()
+                .map(|entry| source::UnreadableEntry {
+                    path: base.join(entry.path),
+                    reason: entry.reason,
+                }),
+        );
     }
-    let loaded = spec::load_files(&files);
+    let loaded = spec::load_source(&files, &unreadable);
     let valid = loaded.issues.is_empty() && loaded.unreadable_files.is_empty();
     match output {
         Output::Json => {
@@ -555,7 +565,7 @@ fn validate(paths: &[PathBuf], output: Output) -> Result<u8> {
 async fn plan(common: &Common, observed_empty: bool, output: Output) -> Result<u8> {
     let (plan, issues) = if observed_empty {
         let snapshot = Source::new(source_config(common)?).snapshot().await?;
-        let loaded = spec::load_files(&snapshot.files);
+        let loaded = spec::load_source(&snapshot.files, &snapshot.unreadable);
         let state = reconcile::desired_from(
             &loaded,
             &snapshot.revision,

@@ -1,5 +1,6 @@
-//! The `berth` binary end to end: validate (ok, malformed, hostile), plan exit codes and
-//! output, schema, and `serve` converging then leaving containers running on SIGTERM.
+//! The `berth` binary end to end: validate (ok, malformed, hostile, entries it cannot read),
+//! plan exit codes and output, schema, and `serve` converging then leaving containers
+//! running on SIGTERM.
 
 mod support;
 
@@ -73,6 +74,46 @@ fn validate_rejects_an_alias_bomb() {
     let out = berth(&["validate", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(stdout(&out).contains("bomb.yaml:"), "{}", stdout(&out));
+}
+
+#[test]
+fn validate_fails_on_entries_it_cannot_read() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(format!("{}/web.yaml", examples())).unwrap();
+    std::fs::write(dir.path().join("web.yaml"), &good).unwrap();
+    // A name that is not UTF-8, and a directory past the depth cap (16 levels).
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.yaml");
+    std::fs::write(dir.path().join(odd), "x: 1").unwrap();
+    let deep: std::path::PathBuf = (0..17).map(|_| "d").collect();
+    std::fs::create_dir_all(dir.path().join(&deep)).unwrap();
+    std::fs::write(dir.path().join(&deep).join("lost.yaml"), &good).unwrap();
+
+    let out = berth(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    let root = dir.path().display();
+    assert!(
+        text.contains(&format!(
+            "{root}/caf\u{FFFD}.yaml:1:1: the name is not valid UTF-8"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{root}/{}:1:1: the directory is nested deeper than 16 levels",
+            deep.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("2 problems found"), "{text}");
+
+    let json = berth(&["validate", "-o", "json", dir.path().to_str().unwrap()]);
+    assert_eq!(json.status.code(), Some(1));
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["valid"], false);
+    assert_eq!(value["issues"].as_array().unwrap().len(), 2, "{value}");
+    assert_eq!(value["apps"], serde_json::json!(["web"]));
 }
 
 #[test]

@@ -9,6 +9,7 @@
 mod support;
 
 use berth::plan::prune::PruneVerdict;
+use berth::plan::Step;
 use berth::reconcile::{self, Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
 use berth::runtime::{ContainerObserver, ContainerState, ObservedContainer};
@@ -634,6 +635,16 @@ async fn deleting_five_of_six_files_is_refused_and_an_unparseable_file_keeps_its
     assert!(refused[0].message.contains("--allow-mass-prune"));
     let last = h.ctl.last_pass().unwrap();
     assert!(matches!(last.prune, Some(PruneVerdict::Refused { .. })));
+    // The plan says the true cause for each app it keeps.
+    let kept = last.plan.steps.iter().find_map(|step| match step {
+        Step::NoOp { app, reason } if app == "a1" => Some(reason.clone()),
+        _ => None,
+    });
+    let kept = kept.expect("a no-op step for a1");
+    assert!(
+        kept.starts_with("kept running: the deletion budget refused"),
+        "{kept}"
+    );
 
     // The same host with --allow-mass-prune: the five go.
     let mut settings = h.settings.clone();

@@ -30,11 +30,37 @@ pub struct Desired {
     pub apps: BTreeMap<String, DesiredApp>,
     /// Apps whose current spec is invalid or ambiguous: whatever runs for them is kept.
     pub held: BTreeMap<String, String>,
-    /// False when some file could not be read or parsed far enough to know its apps:
-    /// then nothing is removed at all.
-    pub prune_allowed: bool,
+    /// Why this pass removes no app that left the source; `None` lets the plan remove
+    /// every present app that is neither desired nor held. A file or directory the source
+    /// cannot read (or a file that cannot be parsed) never blocks pruning as a whole: its
+    /// apps are held (`held`, or quarantined in `apps`) by `reconcile::desired`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune_blocked: Option<PruneBlocked>,
     /// nginx `listen` value, e.g. `127.0.0.1:8080` (rendered into host-routed servers).
     pub proxy_listen: String,
+}
+
+/// Why a pass removes none of the apps that left the source. `Display` gives the reason the
+/// plan shows for each app it keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "cause", rename_all = "kebab-case")]
+pub enum PruneBlocked {
+    /// The deletion budget refused this pass's removals (`prune::check`): its reason says
+    /// which apps, why and what to do.
+    DeletionBudget { reason: String },
+}
+
+impl std::fmt::Display for PruneBlocked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PruneBlocked::DeletionBudget { reason } => {
+                write!(
+                    f,
+                    "the deletion budget refused removing apps in this pass: {reason}"
+                )
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -364,11 +390,10 @@ pub fn plan(desired: &Desired, observed: &Observed, overrides: &Overrides, now: 
             });
             continue;
         }
-        if !desired.prune_allowed {
+        if let Some(blocked) = &desired.prune_blocked {
             steps.push(Step::NoOp {
                 app: name.to_string(),
-                reason: "kept running: some spec files could not be read, so nothing is removed"
-                    .to_string(),
+                reason: format!("kept running: {blocked}"),
             });
             continue;
         }
@@ -390,7 +415,7 @@ pub fn plan(desired: &Desired, observed: &Observed, overrides: &Overrides, now: 
         }
         let app = render::app_of_file(file).to_string();
         if desired.held.contains_key(&app)
-            || (!desired.prune_allowed && !desired.apps.contains_key(&app))
+            || (desired.prune_blocked.is_some() && !desired.apps.contains_key(&app))
         {
             continue;
         }

@@ -58,7 +58,7 @@ pub fn removals(desired: &Desired, observed: &Observed) -> (Vec<String>, usize) 
         .map(|c| c.app.as_str())
         .chain(observed.proxy_files.keys().map(|f| render::app_of_file(f)))
         .collect();
-    if !desired.prune_allowed {
+    if desired.prune_blocked.is_some() {
         return (Vec::new(), present.len());
     }
     let removed = present
@@ -137,7 +137,7 @@ mod tests {
                 .iter()
                 .map(|a| (a.to_string(), "broken".to_string()))
                 .collect(),
-            prune_allowed: true,
+            prune_blocked: None,
             proxy_listen: "127.0.0.1:8080".into(),
         }
     }
@@ -275,7 +275,9 @@ mod tests {
         );
         assert_eq!(v, PruneVerdict::Allowed { apps: vec![] });
         let mut off = desired(&[], &[]);
-        off.prune_allowed = false;
+        off.prune_blocked = Some(crate::plan::PruneBlocked::DeletionBudget {
+            reason: "refused".into(),
+        });
         assert_eq!(
             check(&off, &observed(&["a", "b"]), &budget()),
             PruneVerdict::Allowed { apps: vec![] }

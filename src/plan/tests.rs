@@ -55,7 +55,7 @@ fn desired(apps: Vec<AppSpec>) -> Desired {
             })
             .collect(),
         held: BTreeMap::new(),
-        prune_allowed: true,
+        prune_blocked: None,
         proxy_listen: "127.0.0.1:8080".into(),
     }
 }
@@ -251,16 +251,20 @@ no changes: 1 apps in sync",
         desired: held,
     });
 
-    let mut unreadable = d.clone();
-    unreadable.prune_allowed = false;
+    let mut refused = d.clone();
+    refused.prune_blocked = Some(PruneBlocked::DeletionBudget {
+        reason: "this pass would remove 3 apps (gone, x, y), more than the budget of 2: pass \
+                 --allow-mass-prune (or raise --max-prune) to remove them"
+            .into(),
+    });
     cases.push(Case {
-        name: "unreadable file stops all pruning",
+        name: "a deletion-budget refusal says so and removes nothing",
         observed: obs,
         overrides: Overrides::default(),
         expected: "revision rev1
-  = gone: kept running: some spec files could not be read, so nothing is removed
+  = gone: kept running: the deletion budget refused removing apps in this pass: this pass would remove 3 apps (gone, x, y), more than the budget of 2: pass --allow-mass-prune (or raise --max-prune) to remove them
 no changes: 1 apps in sync",
-        desired: unreadable,
+        desired: refused,
     });
 
     let d = desired(vec![http_app("web", "web:v1", 2)]);

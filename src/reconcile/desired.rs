@@ -1,14 +1,16 @@
 //! Per-app isolation (pure): turns loaded specs plus what the store remembers about each app
 //! into `Desired`. A valid app is desired. An app whose spec fails to parse or validate is
 //! *quarantined*: it keeps reconciling on its last good spec (from the store) when there is
-//! one, else it is held as it runs. A file that cannot be parsed keeps the apps the store
-//! says came from it; a file that disappeared removes them (subject to the deletion budget).
+//! one, else it is held as it runs. A file that cannot be parsed, and a source entry that
+//! cannot be read, keep the apps the store says came from it (an unreadable directory: from
+//! any file below it); a file that disappeared removes them (subject to the deletion budget).
 //! Must not touch: I/O of any kind, the clock (callers hand in store rows and observations).
 
 pub use crate::last_pass::Quarantine;
 use crate::plan::{Desired, DesiredApp};
 use crate::spec::{AppSpec, LoadedSpecs, SourceRef, SpecIssue};
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 /// The last spec of an app that parsed and validated, as kept in the store (recorded in the
 /// pass that read it).
@@ -53,8 +55,8 @@ pub fn desired_from(
             named.entry(app.as_str()).or_insert(issue);
         }
     }
-    // Files whose apps cannot all be known: unreadable, or a document that failed before
-    // naming its app.
+    // Files (and directories) whose apps cannot all be known: unreadable, or a document that
+    // failed before naming its app.
     let mut suspect: BTreeMap<String, String> = BTreeMap::new();
     for issue in loaded.issues.iter().filter(|i| i.app.is_none()) {
         suspect
@@ -65,13 +67,13 @@ pub fn desired_from(
         let file = file.display().to_string();
         suspect
             .entry(file.clone())
-            .or_insert_with(|| format!("{file}: cannot be parsed"));
+            .or_insert_with(|| format!("{file}: cannot be read or parsed"));
     }
 
     let mut state = DesiredState {
         desired: Desired {
             revision: revision.to_string(),
-            prune_allowed: true,
+            prune_blocked: None,
             proxy_listen: proxy_listen.to_string(),
             ..Desired::default()
         },
@@ -103,11 +105,18 @@ pub fn desired_from(
         if state.desired.apps.contains_key(name) || state.quarantined.contains_key(name) {
             continue;
         }
-        if let Some(why) = suspect.get(&app.source_file) {
-            let reason = format!(
-                "{} could not be parsed, so its apps keep running as before: {why}",
-                app.source_file
-            );
+        if let Some((path, why)) = suspect_holding(&suspect, &app.source_file) {
+            let reason = if path == app.source_file {
+                format!(
+                    "{path} could not be read or parsed, so its apps keep running as before: {why}"
+                )
+            } else {
+                format!(
+                    "{path} could not be read, so the apps from {} below it keep running as \
+                     before: {why}",
+                    app.source_file
+                )
+            };
             quarantine(&mut state, known, name, reason, app.source_file.clone());
         }
     }
@@ -124,13 +133,27 @@ pub fn desired_from(
                 name.clone(),
                 format!(
                     "berth has no record of the file that defines this app and {} could not be \
-                     parsed; it is kept until they parse",
+                     read or parsed; it is kept until they can",
                     files.join(", ")
                 ),
             );
         }
     }
     state
+}
+
+/// The suspect path that holds `file`: the file itself, or a directory above it.
+fn suspect_holding<'a>(
+    suspect: &'a BTreeMap<String, String>,
+    file: &str,
+) -> Option<(&'a str, &'a str)> {
+    if let Some((path, why)) = suspect.get_key_value(file) {
+        return Some((path.as_str(), why.as_str()));
+    }
+    suspect
+        .iter()
+        .find(|(path, _)| !path.is_empty() && Path::new(file).starts_with(path.as_str()))
+        .map(|(path, why)| (path.as_str(), why.as_str()))
 }
 
 fn quarantine(
@@ -239,7 +262,7 @@ mod tests {
         );
         let s = desired_from(&l, "r2", "127.0.0.1:8080", &BTreeMap::new(), &present(&[]));
         assert_eq!(s.desired.apps.len(), 2);
-        assert!(s.desired.prune_allowed);
+        assert_eq!(s.desired.prune_blocked, None);
         assert!(s.quarantined.is_empty());
         assert_eq!(s.files["b"], "b.yaml");
         assert_eq!(s.desired.apps["a"].revision, None);
@@ -267,7 +290,7 @@ mod tests {
         assert_eq!(q.last_good_revision.as_deref(), Some("good-rev"));
         assert_eq!(s.files["c"], "c.yaml");
         assert!(s.desired.held.is_empty());
-        assert!(s.desired.prune_allowed);
+        assert_eq!(s.desired.prune_blocked, None);
     }
 
     #[test]
@@ -296,12 +319,12 @@ mod tests {
         assert_eq!(s.desired.apps["b1"].spec.image, "img:1");
         assert!(s.quarantined["b1"]
             .reason
-            .starts_with("b.yaml could not be parsed"));
+            .starts_with("b.yaml could not be read or parsed"));
         assert!(s.desired.held.contains_key("b2"));
         // gone.yaml left the source: its app is neither desired nor held -> removed.
         assert!(!s.desired.apps.contains_key("gone"));
         assert!(!s.desired.held.contains_key("gone"));
-        assert!(s.desired.prune_allowed);
+        assert_eq!(s.desired.prune_blocked, None);
     }
 
     #[test]
@@ -348,5 +371,61 @@ mod tests {
         let s = desired_from(&l, "r", "l", &k, &present(&["a"]));
         assert_eq!(s.desired.apps["a"].spec.image, "img:1");
         assert!(s.quarantined.contains_key("a"));
+    }
+
+    #[test]
+    fn an_unreadable_directory_holds_every_app_below_it() {
+        let mut l = loaded(
+            &[("a", "img:2", "a.yaml")],
+            vec![issue("team", 1, None, "the directory cannot be listed")],
+        );
+        l.unreadable_files = vec!["team".into()];
+        let k = known(&[
+            ("a", "a.yaml", Some("img:1")),
+            ("t1", "team/t1.yaml", Some("img:1")),
+            ("t2", "team/deep/t2.yaml", None),
+            // A sibling whose name only starts like the directory is not below it.
+            ("other", "teams/other.yaml", Some("img:1")),
+        ]);
+        let s = desired_from(&l, "r", "l", &k, &present(&["a", "t1", "t2", "other"]));
+        assert_eq!(s.desired.apps["a"].spec.image, "img:2");
+        assert_eq!(
+            s.desired.apps["t1"].spec.image, "img:1",
+            "runs its last good spec"
+        );
+        let q = &s.quarantined["t1"];
+        assert!(
+            q.reason
+                .starts_with("team could not be read, so the apps from team/t1.yaml below it"),
+            "{}",
+            q.reason
+        );
+        assert!(
+            q.reason.contains("the directory cannot be listed"),
+            "{}",
+            q.reason
+        );
+        assert_eq!(q.file, "team/t1.yaml");
+        assert!(s.desired.held["t2"].contains("team could not be read"));
+        assert!(!s.desired.apps.contains_key("other"));
+        assert!(!s.desired.held.contains_key("other"));
+    }
+
+    #[test]
+    fn an_unreadable_file_entry_holds_its_apps() {
+        let l = crate::spec::load_source(
+            &[],
+            &[crate::spec::UnreadableEntry {
+                path: "web.yaml".into(),
+                reason: "is a symlink to `..data/web.yaml` that cannot be followed".into(),
+            }],
+        );
+        let k = known(&[("web", "web.yaml", Some("img:1"))]);
+        let s = desired_from(&l, "r", "l", &k, &present(&["web", "mystery"]));
+        assert_eq!(s.desired.apps["web"].spec.image, "img:1");
+        assert!(s.quarantined["web"].reason.contains("cannot be followed"));
+        assert_eq!(s.issues.len(), 1);
+        assert_eq!(s.issues[0].file, PathBuf::from("web.yaml"));
+        assert!(s.desired.held["mystery"].contains("web.yaml"));
     }
 }

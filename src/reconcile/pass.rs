@@ -10,8 +10,9 @@ use super::{apply, prober, Controller, LastPass, PassReport, ReconcileError};
 use crate::clock::now_ms;
 use crate::health::ProbeTracker;
 use crate::plan::prune::{self, PruneVerdict};
-use crate::plan::{self, render, Desired, Observed, Overrides, Plan};
+use crate::plan::{self, render, Desired, Observed, Overrides, Plan, PruneBlocked};
 use crate::runtime::{ContainerRuntime, ObservedContainer};
+use crate::source::Snapshot;
 use crate::spec::{self, AppSpec, SpecIssue};
 use crate::store::{EventType, Store};
 use std::collections::{BTreeMap, BTreeSet};
@@ -70,11 +71,11 @@ fn present_apps(observed: &Observed) -> BTreeSet<String> {
 /// applies the deletion budget: when it refuses, pruning is off for this pass.
 pub async fn read_desired<R: ContainerRuntime>(
     ctl: &Controller<R>,
-    revision: &str,
-    files: &[(std::path::PathBuf, String)],
+    snapshot: &Snapshot,
     observed: &Observed,
 ) -> Result<(DesiredState, PruneVerdict), ReconcileError> {
-    let loaded = spec::load_files(files);
+    let revision = snapshot.revision.as_str();
+    let loaded = spec::load_source(&snapshot.files, &snapshot.unreadable);
     let known = known_apps(&ctl.store).await?;
     let mut state = desired_from(
         &loaded,
@@ -84,8 +85,10 @@ pub async fn read_desired<R: ContainerRuntime>(
         &present_apps(observed),
     );
     let verdict = prune::check(&state.desired, observed, &ctl.settings.deletion_budget);
-    if verdict.is_refused() {
-        state.desired.prune_allowed = false;
+    if let PruneVerdict::Refused { reason, .. } = &verdict {
+        state.desired.prune_blocked = Some(PruneBlocked::DeletionBudget {
+            reason: reason.clone(),
+        });
     }
     Ok((state, verdict))
 }
@@ -142,7 +145,7 @@ pub async fn plan_only<R: ContainerRuntime>(
     let snapshot = ctl.source.peek().await?;
     let probes = Mutex::new(ctl.probes.lock().expect("probe lock").clone());
     let mut observed = observe_with(ctl, &probes).await?;
-    let (state, _) = read_desired(ctl, &snapshot.revision, &snapshot.files, &observed).await?;
+    let (state, _) = read_desired(ctl, &snapshot, &observed).await?;
     let (_, plan, _) = probe_and_plan(ctl, &probes, &state.desired, &mut observed).await?;
     Ok((plan, state.issues))
 }
@@ -198,7 +201,7 @@ pub async fn run_pass<R: ContainerRuntime>(
             .await;
         }
         let mut observed = observe(ctl).await?;
-        let (state, verdict) = read_desired(ctl, &revision, &snapshot.files, &observed).await?;
+        let (state, verdict) = read_desired(ctl, &snapshot, &observed).await?;
         *ctl.app_files.lock().expect("app files lock") = state.files.clone();
         for issue in &state.issues {
             let app = issue

@@ -22,7 +22,7 @@ pub(super) async fn forget_removed<R: ContainerRuntime>(
     verdict: &PruneVerdict,
     report: &ApplyReport,
 ) {
-    if verdict.is_refused() || !state.desired.prune_allowed {
+    if verdict.is_refused() || state.desired.prune_blocked.is_some() {
         return;
     }
     let known = match ctl.store.apps().await {

@@ -1,91 +1,151 @@
-//! Directory source: reads every `*.yaml` / `*.yml` under a directory (recursively,
-//! following a symlinked root so ConfigMap-style swaps work), skipping hidden, backup and
-//! temp files. Files larger than the spec limit are read only up to that limit plus one
-//! byte, so the spec parser refuses them without berth loading a huge file.
+//! Directory source: reads every `*.yaml` / `*.yml` under a directory (or a single file)
+//! through the shared walker (`walk`: recursive, hidden/backup/temp names skipped, depth
+//! cap). Symlinks are followed for the entry's type, so a symlinked root and ConfigMap-style
+//! `..data` swaps work; a symlink that cannot be followed (dangling, a loop) and any other
+//! entry that cannot be inspected, listed or read is an unreadable entry of the snapshot,
+//! never skipped. Files larger than the spec limit are read only up to that limit plus one
+//! byte, so the spec parser refuses them without berth loading a huge file. A root that
+//! cannot be read at all is `SourceError::Read`. Must not touch: the spec parser, the store.
 
+use super::walk::{self, Entry, EntryTree, Fault, Kind, Name};
 use super::{content_revision, Snapshot, SourceError};
 use crate::spec::MAX_FILE_BYTES;
+use std::fs::Metadata;
 use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-/// Is this a spec file berth should read? Only `*.yaml` / `*.yml`; hidden files (`.x.yaml`,
-/// vim's `.x.yaml.swp`, emacs' `.#x.yaml`, the ConfigMap `..data` links), emacs autosaves
-/// (`#x.yaml#`), backups (`x.yaml~`, `x.yaml.bak`) and temp names (`x.yaml.tmp`, vim's
-/// `4913`) are not.
-pub fn is_spec_file(name: &str) -> bool {
-    if name.starts_with('.') || name.starts_with('#') || name.starts_with('~') {
-        return false;
-    }
-    name.ends_with(".yaml") || name.ends_with(".yml")
-}
+pub use super::walk::is_spec_file;
 
 /// Reads the directory (or a single file) into a snapshot; paths are relative to `root`
 /// (a single file keeps its own name).
 pub fn read_snapshot(root: &Path) -> Result<Snapshot, SourceError> {
-    let mut files = Vec::new();
-    let metadata = std::fs::metadata(root).map_err(|e| SourceError::Read {
+    let root_error = |e: std::io::Error| SourceError::Read {
         path: root.to_path_buf(),
         message: e.to_string(),
-    })?;
-    if metadata.is_file() {
+    };
+    let metadata = std::fs::metadata(root).map_err(root_error)?;
+    let walked = if metadata.is_file() {
         let name = root.file_name().map(PathBuf::from).unwrap_or_default();
-        files.push((name, read_capped(root)?));
+        let text = read_capped(root).map_err(root_error)?;
+        walk::Walked {
+            files: vec![(name, text)],
+            unreadable: Vec::new(),
+        }
     } else {
-        walk(root, Path::new(""), &mut files, 0)?;
-    }
-    files.sort();
+        let dir = FsDir {
+            path: root.to_path_buf(),
+            key: key(&metadata),
+        };
+        walk::walk(&FsTree { root }, dir)?
+    };
     Ok(Snapshot {
-        revision: content_revision(&files),
-        files,
+        revision: content_revision(&walked.files, &walked.unreadable),
+        files: walked.files,
+        unreadable: walked.unreadable,
     })
 }
 
-fn walk(
-    root: &Path,
-    relative: &Path,
-    files: &mut Vec<(PathBuf, String)>,
-    depth: usize,
-) -> Result<(), SourceError> {
-    if depth > 16 {
-        return Ok(());
-    }
-    let dir = root.join(relative);
-    let entries = std::fs::read_dir(&dir).map_err(|e| SourceError::Read {
-        path: dir.clone(),
-        message: e.to_string(),
-    })?;
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') {
-            continue;
-        }
-        let path = entry.path();
-        let rel = relative.join(&name);
-        // Follow symlinks for the type (the `..data` swap pattern points at directories).
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            walk(root, &rel, files, depth + 1)?;
-        } else if meta.is_file() && is_spec_file(&name) {
-            files.push((rel, read_capped(&path)?));
-        }
-    }
-    Ok(())
+/// The file system below one root.
+struct FsTree<'a> {
+    root: &'a Path,
 }
 
-fn read_capped(path: &Path) -> Result<String, SourceError> {
-    let file = std::fs::File::open(path).map_err(|e| SourceError::Read {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+/// A directory on disk and its identity (device, inode).
+struct FsDir {
+    path: PathBuf,
+    key: (u64, u64),
+}
+
+fn key(metadata: &Metadata) -> (u64, u64) {
+    (metadata.dev(), metadata.ino())
+}
+
+impl EntryTree for FsTree<'_> {
+    type Dir = FsDir;
+    type File = PathBuf;
+    type Key = (u64, u64);
+
+    fn key(&self, dir: &FsDir) -> (u64, u64) {
+        dir.key
+    }
+
+    fn list(&self, dir: &FsDir, rel: &Path) -> Result<Vec<Entry<FsDir, PathBuf>>, Fault> {
+        let fault = |e: std::io::Error| {
+            if rel.as_os_str().is_empty() {
+                Fault::Source(SourceError::Read {
+                    path: self.root.to_path_buf(),
+                    message: e.to_string(),
+                })
+            } else {
+                Fault::Entry(format!(
+                    "the directory cannot be listed ({e}): check its permissions"
+                ))
+            }
+        };
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(&dir.path).map_err(fault)? {
+            // A failed step of the listing leaves it incomplete: the whole directory is
+            // unreadable, not just one unknown entry.
+            let entry = entry.map_err(fault)?;
+            let name = match entry.file_name().into_string() {
+                Ok(name) => Name::Utf8(name),
+                Err(raw) => Name::NotUtf8(raw.to_string_lossy().into_owned()),
+            };
+            let path = entry.path();
+            // Follows symlinks for the type (the `..data` swap points at directories).
+            let kind = match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() => Kind::Dir(FsDir {
+                    key: key(&meta),
+                    path,
+                }),
+                Ok(meta) if meta.is_file() => Kind::File(path),
+                Ok(meta) => Kind::Other(format!(
+                    "is a {}, not a regular file: replace it with a regular file",
+                    special_kind(&meta)
+                )),
+                Err(e) => Kind::Unknown(inspect_error(&path, &e)),
+            };
+            entries.push(Entry { name, kind });
+        }
+        Ok(entries)
+    }
+
+    fn read(&self, file: &PathBuf, _rel: &Path) -> Result<String, Fault> {
+        read_capped(file)
+            .map_err(|e| Fault::Entry(format!("cannot be read ({e}): check its permissions")))
+    }
+}
+
+fn special_kind(meta: &Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_fifo() {
+        "fifo"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "device"
+    } else {
+        "special file"
+    }
+}
+
+/// Why an entry's metadata cannot be read, and what to do.
+fn inspect_error(path: &Path, error: &std::io::Error) -> String {
+    match std::fs::read_link(path) {
+        Ok(target) => format!(
+            "is a symlink to `{}` that cannot be followed ({error}): fix or remove the link",
+            target.display()
+        ),
+        Err(_) => format!("cannot be inspected ({error}): check its permissions"),
+    }
+}
+
+fn read_capped(path: &Path) -> Result<String, std::io::Error> {
+    let file = std::fs::File::open(path)?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| SourceError::Read {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        .read_to_end(&mut bytes)?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -112,30 +172,6 @@ mod tests {
         assert_eq!(snap.revision, again.revision);
         std::fs::write(dir.path().join("a.yaml"), "x: 9").unwrap();
         assert_ne!(read_snapshot(dir.path()).unwrap().revision, snap.revision);
-    }
-
-    #[test]
-    fn editor_temp_and_backup_names_are_not_specs() {
-        for name in ["web.yaml", "web.yml", "a-b.c.yaml"] {
-            assert!(is_spec_file(name), "{name}");
-        }
-        for name in [
-            ".web.yaml",
-            ".web.yaml.swp",
-            ".web.yaml.swx",
-            ".#web.yaml",
-            "#web.yaml#",
-            "web.yaml~",
-            "~web.yaml",
-            "web.yaml.bak",
-            "web.yaml.tmp",
-            "web.yaml.orig",
-            "4913",
-            "..data",
-            "notes.txt",
-        ] {
-            assert!(!is_spec_file(name), "{name}");
-        }
     }
 
     #[test]

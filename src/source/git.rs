@@ -1,6 +1,7 @@
 //! Git source (git2): keeps a bare mirror of one branch under the state directory, fetches
 //! it (shallow where the transport allows), and reads the spec files of the fetched commit
-//! (optionally below a sub-path) into a `Snapshot` whose revision is the commit sha.
+//! (optionally below a sub-path) through the shared walker (`walk`) into a `Snapshot` whose
+//! revision is the commit sha.
 //! Force-pushes are followed (the fetch refspec is forced and the mirror has no local
 //! branch to merge into). Remotes must prove who they are (`trust`: ssh host key, https
 //! certificate); a refused or failed fetch becomes a typed `SourceError` naming the remote.
@@ -8,13 +9,13 @@
 //! `spawn_blocking`. Must not touch: Docker, nginx, the store, any working tree (the mirror
 //! is bare; the remote is only read).
 
-use super::dir::is_spec_file;
 use super::trust::{Refusal, RemoteTrust};
-use super::{compact, Snapshot, SourceError};
+use super::walk::{self, Entry, EntryTree, Fault, Kind, Name, Walked};
+use super::{compact, Snapshot, SourceError, UnreadableEntry};
 use crate::spec::MAX_FILE_BYTES;
 use git2::{
     AutotagOption, CredentialType, ErrorClass, ErrorCode, FetchOptions, FetchPrune, ObjectType,
-    Oid, RemoteCallbacks, Repository, Tree,
+    Oid, RemoteCallbacks, Repository,
 };
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -29,7 +30,6 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 pub const DEFAULT_TOKEN_ENV: &str = "BERTH_GIT_TOKEN";
 const CONNECT_TIMEOUT_MS: i32 = 10_000;
 const SERVER_TIMEOUT_MS: i32 = 30_000;
-const MAX_TREE_DEPTH: usize = 16;
 
 /// One git source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -395,7 +395,11 @@ fn read_branch(repo: &Repository, config: &GitConfig) -> Result<Snapshot, Source
     read_commit(repo, oid, config)
 }
 
-/// The spec files of one commit (below `config.path`), paths relative to that path.
+/// The spec files of one commit (below `config.path`), paths relative to that path, read
+/// through the shared walker (`walk`). Symlinks are not followed in a git source: one with a
+/// spec-file name is an unreadable entry (so is a submodule with such a name). A git object
+/// that cannot be read fails the whole read (the mirror is damaged; the caller keeps the
+/// last synced snapshot).
 pub fn read_commit(
     repo: &Repository,
     oid: Oid,
@@ -404,74 +408,101 @@ pub fn read_commit(
     let git_err = |e: git2::Error| config.error(e.message().to_string());
     let commit = repo.find_commit(oid).map_err(git_err)?;
     let tree = commit.tree().map_err(git_err)?;
-    let mut files = Vec::new();
-    if config.path.as_os_str().is_empty() || config.path == Path::new(".") {
-        walk_tree(repo, &tree, Path::new(""), &mut files, 0).map_err(git_err)?;
+    let git_tree = GitTree { repo, config };
+    let walked = if config.path.as_os_str().is_empty() || config.path == Path::new(".") {
+        walk::walk(&git_tree, tree.id())?
     } else {
-        let entry = tree
-            .get_path(&config.path)
-            .map_err(|_| SourceError::SubPath {
-                url: redact_url(&config.url),
-                path: config.path.clone(),
-                revision: oid.to_string(),
-            })?;
+        let sub_path = || SourceError::SubPath {
+            url: redact_url(&config.url),
+            path: config.path.clone(),
+            revision: oid.to_string(),
+        };
+        let entry = tree.get_path(&config.path).map_err(|_| sub_path())?;
+        let name = config
+            .path
+            .file_name()
+            .map(PathBuf::from)
+            .unwrap_or_default();
         match entry.kind() {
-            Some(ObjectType::Tree) => {
-                let sub = repo.find_tree(entry.id()).map_err(git_err)?;
-                walk_tree(repo, &sub, Path::new(""), &mut files, 0).map_err(git_err)?;
-            }
-            Some(ObjectType::Blob) => {
-                let name = config
-                    .path
-                    .file_name()
-                    .map(PathBuf::from)
-                    .unwrap_or_default();
-                files.push((name, blob_text(repo, entry.id()).map_err(git_err)?));
-            }
-            _ => {
-                return Err(SourceError::SubPath {
-                    url: redact_url(&config.url),
-                    path: config.path.clone(),
-                    revision: oid.to_string(),
-                })
-            }
+            Some(ObjectType::Tree) => walk::walk(&git_tree, entry.id())?,
+            Some(ObjectType::Blob) if entry.filemode() == SYMLINK_MODE => Walked {
+                files: Vec::new(),
+                unreadable: vec![UnreadableEntry {
+                    path: name,
+                    reason: SYMLINK_REASON.to_string(),
+                }],
+            },
+            Some(ObjectType::Blob) => Walked {
+                files: vec![(name, blob_text(repo, entry.id()).map_err(git_err)?)],
+                unreadable: Vec::new(),
+            },
+            _ => return Err(sub_path()),
         }
-    }
-    files.sort();
+    };
     Ok(Snapshot {
         revision: oid.to_string(),
-        files,
+        files: walked.files,
+        unreadable: walked.unreadable,
     })
 }
 
-fn walk_tree(
-    repo: &Repository,
-    tree: &Tree,
-    prefix: &Path,
-    files: &mut Vec<(PathBuf, String)>,
-    depth: usize,
-) -> Result<(), git2::Error> {
-    if depth > MAX_TREE_DEPTH {
-        return Ok(());
+/// Git's file mode of a symlink: a blob holding the link's target.
+const SYMLINK_MODE: i32 = 0o120000;
+const SYMLINK_REASON: &str = "is a symlink, and berth does not follow symlinks in a git \
+     source: commit the file itself at this path";
+
+/// The trees of one repository, for the walker.
+struct GitTree<'a> {
+    repo: &'a Repository,
+    config: &'a GitConfig,
+}
+
+impl EntryTree for GitTree<'_> {
+    type Dir = Oid;
+    type File = Oid;
+    type Key = Oid;
+
+    fn key(&self, dir: &Oid) -> Oid {
+        *dir
     }
-    for entry in tree.iter() {
-        let Ok(name) = entry.name() else { continue };
-        if name.starts_with('.') {
-            continue;
-        }
-        match entry.kind() {
-            Some(ObjectType::Tree) => {
-                let sub = repo.find_tree(entry.id())?;
-                walk_tree(repo, &sub, &prefix.join(name), files, depth + 1)?;
-            }
-            // 0o120000: a symlink stored as a blob holding its target; never followed.
-            Some(ObjectType::Blob) if entry.filemode() != 0o120000 && is_spec_file(name) => {
-                files.push((prefix.join(name), blob_text(repo, entry.id())?));
-            }
-            _ => {}
-        }
+
+    fn list(&self, dir: &Oid, _rel: &Path) -> Result<Vec<Entry<Oid, Oid>>, Fault> {
+        let tree = self
+            .repo
+            .find_tree(*dir)
+            .map_err(|e| Fault::Source(self.config.error(e.message().to_string())))?;
+        let entries = tree
+            .iter()
+            .map(|entry| {
+                let name = match entry.name() {
+                    Ok(name) => Name::Utf8(name.to_string()),
+                    Err(_) => Name::NotUtf8(String::from_utf8_lossy(entry.name_bytes()).into()),
+                };
+                let kind = match entry.kind() {
+                    Some(ObjectType::Tree) => Kind::Dir(entry.id()),
+                    Some(ObjectType::Blob) if entry.filemode() == SYMLINK_MODE => {
+                        Kind::Other(SYMLINK_REASON.to_string())
+                    }
+                    Some(ObjectType::Blob) => Kind::File(entry.id()),
+                    Some(ObjectType::Commit) => Kind::Other(
+                        "is a git submodule, and berth does not read submodules: commit the \
+                         spec file into this repository"
+                            .to_string(),
+                    ),
+                    _ => Kind::Other(
+                        "is a git tree entry berth cannot read: commit a regular file".to_string(),
+                    ),
+                };
+                Entry { name, kind }
+            })
+            .collect();
+        Ok(entries)
     }
-    Ok(())
+
+    fn read(&self, file: &Oid, _rel: &Path) -> Result<String, Fault> {
+        blob_text(self.repo, *file)
+            .map_err(|e| Fault::Source(self.config.error(e.message().to_string())))
+    }
 }
 
 /// A blob as text. One larger than the spec limit is not loaded: the parser gets

@@ -1,6 +1,7 @@
-//! Sources of desired state. Each produces a `Snapshot { revision, files }`: a watched
-//! directory (`dir` + `watch`, revision = content hash of the spec set) or a git repository
-//! (`git`, revision = commit sha), plus the optional webhook listener (`webhook`) that only
+//! Sources of desired state. Each produces a `Snapshot { revision, files, unreadable }`: a
+//! watched directory (`dir` + `watch`, revision = content hash of the spec set and of the
+//! unreadable entries) or a git repository (`git`, revision = commit sha), both read through
+//! the one tree walker (`walk`), plus the optional webhook listener (`webhook`) that only
 //! wakes the git poll. A new snapshot wakes the reconcile loop through a `Waker`; the loop
 //! still re-plans from scratch. Must not touch: Docker, nginx, the store, the spec parser.
 
@@ -8,6 +9,7 @@ pub mod compact;
 pub mod dir;
 pub mod git;
 pub mod trust;
+pub mod walk;
 pub mod watch;
 pub mod webhook;
 
@@ -21,13 +23,17 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
+pub use crate::spec::UnreadableEntry;
 pub use git::GitConfig;
 
-/// The spec files of one revision: paths relative to the source root, with contents.
+/// The spec files of one revision: paths relative to the source root, with contents, and
+/// the entries that may hold specs but cannot be read (sources fail closed: such an entry is
+/// reported and its apps are held, never treated as deleted). Both sorted by path.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub revision: String,
     pub files: Vec<(PathBuf, String)>,
+    pub unreadable: Vec<UnreadableEntry>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -386,13 +392,22 @@ impl Source {
     }
 }
 
-/// Content hash of a file set (sorted by path): the revision of a directory source.
-pub fn content_revision(files: &[(PathBuf, String)]) -> String {
+/// Content hash of a file set and the unreadable entries (each sorted by path): the
+/// revision of a directory source. An entry becoming unreadable, readable again, or
+/// unreadable for another reason changes it.
+pub fn content_revision(files: &[(PathBuf, String)], unreadable: &[UnreadableEntry]) -> String {
     let mut hasher = Sha256::new();
     for (path, text) in files {
         hasher.update(path.to_string_lossy().as_bytes());
         hasher.update([0]);
         hasher.update(text.as_bytes());
+        hasher.update([0]);
+    }
+    for entry in unreadable {
+        hasher.update([1]);
+        hasher.update(entry.path.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        hasher.update(entry.reason.as_bytes());
         hasher.update([0]);
     }
     hex::encode(&hasher.finalize()[..6])

@@ -20,7 +20,9 @@ mod validate;
 
 pub use hash::spec_hash;
 pub use model::*;
-pub use parse::{load_files, parse_file, ParsedFile, MAX_FILE_BYTES, MAX_ISSUES_PER_DOCUMENT};
+pub use parse::{
+    load_files, load_source, parse_file, ParsedFile, MAX_FILE_BYTES, MAX_ISSUES_PER_DOCUMENT,
+};
 pub use screen::{MAX_ALIASES_PER_DOC, MAX_BLOCK_DEPTH, MAX_FLOW_DEPTH, MAX_FLOW_OPENS_PER_DOC};
 
 /// The JSON Schema of an App document (`berth schema`), generated from the raw types.

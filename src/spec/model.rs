@@ -160,13 +160,24 @@ impl std::fmt::Display for SpecIssue {
     }
 }
 
+/// An entry of the source that may hold specs but could not be read (a dangling symlink, a
+/// name that is not UTF-8, a directory past the depth cap, ...): `path` relative to the
+/// source root, `reason` what is wrong and what to do. The loader reports it as an issue and
+/// treats it like a file that cannot be parsed; a directory stands for every file below it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct UnreadableEntry {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
 /// The result of loading a set of spec files: the valid apps plus every problem found.
 /// An app named in an issue is absent from `apps`; other apps are unaffected.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct LoadedSpecs {
     pub apps: BTreeMap<String, (AppSpec, SourceRef)>,
     pub issues: Vec<SpecIssue>,
-    /// Files that could not be read or parsed far enough to know which apps they define.
-    /// Callers must not remove anything that might have come from them.
+    /// Files that could not be read or parsed far enough to know which apps they define,
+    /// and source entries that could not be read at all (a directory among them stands for
+    /// every file below it). Callers must not remove anything that might have come from them.
     pub unreadable_files: Vec<PathBuf>,
 }

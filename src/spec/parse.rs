@@ -5,7 +5,7 @@
 
 use super::diagnose::{self, SerdeProblem};
 use super::locate::{self, fpath, FieldPath, Locator};
-use super::model::{AppSpec, LoadedSpecs, SourceRef, SpecIssue};
+use super::model::{AppSpec, LoadedSpecs, SourceRef, SpecIssue, UnreadableEntry};
 use super::raw;
 use super::screen;
 use super::split::{self, Chunk};
@@ -280,7 +280,27 @@ fn list_places(total: usize, places: impl Iterator<Item = String>) -> String {
 /// issue at each place and is dropped (only that app); two apps claiming the same route
 /// (host and path) likewise, since nginx would refuse the whole configuration.
 pub fn load_files(files: &[(PathBuf, String)]) -> LoadedSpecs {
+    load_source(files, &[])
+}
+
+/// `load_files` for a whole source snapshot: each entry the source could not read becomes an
+/// issue at its path (line 1, column 1, no field) and an unreadable file, so the apps that
+/// came from it are kept exactly like those of a file that cannot be parsed.
+pub fn load_source(files: &[(PathBuf, String)], unreadable: &[UnreadableEntry]) -> LoadedSpecs {
     let mut out = LoadedSpecs::default();
+    for entry in unreadable {
+        out.unreadable_files.push(entry.path.clone());
+        out.issues.push(issue(
+            &entry.path,
+            (1, 1),
+            &FieldPath::default(),
+            format!(
+                "{}; the apps that came from this path keep running until berth can read it",
+                entry.reason
+            ),
+            None,
+        ));
+    }
     let mut by_name: BTreeMap<String, Vec<Doc>> = BTreeMap::new();
     for (file, text) in files {
         let r = parse_file_inner(file, text);

@@ -282,7 +282,7 @@ async fn fixture_in(on_disk: bool) -> Fixture {
             "broken".to_string(),
             "broken.yaml:4:3: spec.image: missing field".to_string(),
         )]),
-        prune_allowed: true,
+        prune_blocked: None,
         proxy_listen: "127.0.0.1:8080".into(),
     };
     let observed = Observed {
