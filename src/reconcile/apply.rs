@@ -10,11 +10,8 @@ use crate::health::{effective_health, probe_once, probe_port};
 use crate::plan::{
     heal, render, CreateReason, Desired, DesiredApp, Health, Observed, Plan, ReplaceReason, Step,
 };
-use crate::runtime::{
-    ContainerRequest, ContainerRuntime, ContainerState, ObservedContainer, LABEL_APP,
-    LABEL_MANAGED, LABEL_REVISION, LABEL_SOURCE_FILE, LABEL_SPEC_HASH,
-};
-use crate::spec::{AppType, EnvValue};
+use crate::runtime::{ContainerRequest, ContainerRuntime, ContainerState, ObservedContainer};
+use crate::spec::AppType;
 use crate::store::EventType;
 use futures_util::future::join_all;
 use std::collections::{BTreeMap, BTreeSet};
@@ -271,54 +268,15 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
     }
 
     fn request(&self, desired: &DesiredApp) -> Result<ContainerRequest, String> {
-        let spec = &desired.spec;
-        let mut env = Vec::with_capacity(spec.env.len());
-        for var in &spec.env {
-            let value = match &var.value {
-                EnvValue::Literal(v) => v.clone(),
-                EnvValue::FromHost => self
-                    .ctl
-                    .settings
-                    .host_env
-                    .get(&var.name)
-                    .cloned()
-                    .ok_or_else(|| {
-                        format!(
-                            "env {} has valueFrom: sdk but the host supplies no value: set {} in berth's environment or its --host-env file",
-                            var.name, var.name
-                        )
-                    })?,
-            };
-            env.push((var.name.clone(), value));
-        }
-        let labels = BTreeMap::from([
-            (LABEL_MANAGED.to_string(), "true".to_string()),
-            (LABEL_APP.to_string(), spec.name.clone()),
-            (LABEL_SPEC_HASH.to_string(), desired.hash.clone()),
-            (
-                LABEL_REVISION.to_string(),
-                desired
-                    .revision
-                    .as_deref()
-                    .unwrap_or(self.revision)
-                    .to_string(),
-            ),
-            (
-                LABEL_SOURCE_FILE.to_string(),
-                desired.source.file.display().to_string(),
-            ),
-        ]);
-        Ok(ContainerRequest {
-            name: container_name(&spec.name, &desired.hash),
-            image: spec.image.clone(),
-            command: spec.command.clone(),
-            env,
-            ports: spec.ports.clone(),
-            cpu_millis: spec.resources.cpu_millis,
-            memory_bytes: spec.resources.memory_bytes,
-            labels,
-            network: Some(self.ctl.settings.network.clone()),
-        })
+        let settings = &self.ctl.settings;
+        super::request::container_request(
+            desired,
+            container_name(&desired.spec.name, &desired.hash),
+            self.revision,
+            &settings.network,
+            &settings.host_env,
+        )
+        .map_err(|e| e.to_string())
     }
 
     /// Create + start + wait healthy. On failure the new container is removed again.

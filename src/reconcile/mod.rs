@@ -9,6 +9,7 @@ mod apply;
 pub mod desired;
 pub mod metrics;
 mod prober;
+pub mod request;
 
 pub use apply::apply;
 pub use desired::{desired_from, DesiredState, KnownApp, LastGoodSpec, Quarantine};
