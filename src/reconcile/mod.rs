@@ -474,7 +474,7 @@ pub async fn run_pass<R: ContainerRuntime>(
         if ctl.proxy.ensure_running().await? {
             ctl.event(
                 None,
-                EventType::Other("proxy-started".into()),
+                EventType::ProxyStarted,
                 "started the private nginx".to_string(),
                 &revision,
                 serde_json::Value::Null,
@@ -515,7 +515,7 @@ pub async fn run_pass<R: ContainerRuntime>(
         };
         let details = serde_json::to_value(&verdict).unwrap_or_default();
         ctl.global_event_once(
-            EventType::Other("prune-refused".into()),
+            EventType::PruneRefused,
             refusal,
             &revision,
             details,
@@ -579,7 +579,7 @@ impl<R: ContainerRuntime> Controller<R> {
 /// Records `source-degraded` once per distinct error and `source-recovered` when it clears.
 async fn report_source<R: ContainerRuntime>(ctl: &Controller<R>, revision: &str) {
     let status = ctl.source.status();
-    let kind = EventType::Other("source-degraded".into());
+    let kind = EventType::SourceDegraded;
     match &status.degraded {
         Some(why) => {
             let message = format!(
@@ -596,7 +596,7 @@ async fn report_source<R: ContainerRuntime>(ctl: &Controller<R>, revision: &str)
             {
                 ctl.event(
                     None,
-                    EventType::Other("source-recovered".into()),
+                    EventType::SourceRecovered,
                     format!(
                         "source {} recovered at revision {revision}",
                         status.location

@@ -121,7 +121,7 @@ pub(crate) async fn run<R: ContainerRuntime>(ctl: Arc<Controller<R>>) {
             if *health == Health::Unhealthy {
                 ctl.event(
                     Some(&container.app),
-                    EventType::Other("unhealthy".into()),
+                    EventType::Unhealthy,
                     format!(
                         "container {} failed its health check: {}",
                         container.name,
