@@ -7,6 +7,7 @@
 
 mod apply;
 pub mod desired;
+mod heal_state;
 pub mod metrics;
 mod prober;
 pub mod request;
@@ -142,6 +143,8 @@ pub struct Controller<R: ContainerRuntime> {
     pub pass_counts: Mutex<BTreeMap<String, u64>>,
     pub probes: Mutex<ProbeTracker>,
     pub heal: Mutex<BTreeMap<String, HealState>>,
+    /// Set once `heal` holds the store's self-heal state (`heal_state::ensure_loaded`).
+    heal_loaded: tokio::sync::OnceCell<()>,
     /// Set by `enable_autoscale`: `serve` then runs the autoscaler next to the loop.
     autoscale: Mutex<Option<crate::autoscale::AutoscaleSettings>>,
     pub last: Mutex<Option<LastPass>>,
@@ -180,6 +183,7 @@ impl<R: ContainerRuntime> Controller<R> {
             pass_counts: Mutex::new(BTreeMap::new()),
             probes: Mutex::new(ProbeTracker::default()),
             heal: Mutex::new(BTreeMap::new()),
+            heal_loaded: tokio::sync::OnceCell::new(),
             autoscale: Mutex::new(None),
             last: Mutex::new(None),
             wake: Notify::new(),
@@ -399,6 +403,7 @@ pub async fn observe<R: ContainerRuntime>(ctl: &Controller<R>) -> Result<Observe
         probes.retain(|id| containers.iter().any(|c| c.id == id));
         probes.snapshot()
     };
+    heal_state::ensure_loaded(ctl).await?;
     let heal = ctl.heal.lock().expect("heal lock").clone();
     Ok(Observed {
         containers,
@@ -733,7 +738,7 @@ async fn record_statuses<R: ContainerRuntime>(
             // Runs its last good spec: status says why; desired and last-good rows stay.
             continue;
         }
-        let error = report.errors.get(name).cloned();
+        let mut error = report.errors.get(name).cloned();
         let status = if overrides.failed_rollouts.get(name) == Some(&app.hash)
             || report.failed_rollouts.contains(name)
         {
@@ -751,7 +756,14 @@ async fn record_statuses<R: ContainerRuntime>(
             .any(|s| matches!(s, crate::plan::Step::NoOp { .. }))
         {
             // Held back (self-heal backoff, quarantine): it will not fix itself.
-            AppStatus::Degraded
+            let heal = ctl.heal.lock().expect("heal lock");
+            match plan::heal::crash_loop_reason(heal.get(name), &app.hash) {
+                Some(why) => {
+                    error = Some(why);
+                    AppStatus::CrashLooping
+                }
+                None => AppStatus::Degraded,
+            }
         } else {
             // Containers still starting (not yet past their probes).
             AppStatus::Progressing
