@@ -91,3 +91,58 @@ impl DockerRuntime {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An engine answer (the fields bollard requires, cgroup counters as given).
+    fn answer(total: u64, system: Option<u64>, online: Option<u64>) -> Stats {
+        let cpu = serde_json::json!({
+            "cpu_usage": {
+                "total_usage": total, "usage_in_usermode": total, "usage_in_kernelmode": 0,
+                "percpu_usage": [total, 0, 0, 0]
+            },
+            "system_cpu_usage": system,
+            "online_cpus": online,
+            "throttling_data": { "periods": 0, "throttled_periods": 0, "throttled_time": 0 }
+        });
+        serde_json::from_value(serde_json::json!({
+            "read": "2026-01-01T00:00:00Z",
+            "preread": "2026-01-01T00:00:00Z",
+            "num_procs": 0,
+            "pids_stats": {},
+            "memory_stats": { "usage": 50_000, "limit": 1_000_000 },
+            "blkio_stats": {},
+            "cpu_stats": cpu,
+            "precpu_stats": cpu,
+            "storage_stats": {}
+        }))
+        .expect("a stats answer")
+    }
+
+    #[test]
+    fn an_answer_maps_to_raw_counters() {
+        let stats = stats_from("c1", &answer(7_000, Some(90_000), Some(2))).unwrap();
+        assert_eq!(
+            stats,
+            ContainerStats {
+                id: "c1".into(),
+                cpu_total_ns: 7_000,
+                system_cpu_ns: Some(90_000),
+                online_cpus: 2,
+                memory_bytes: 50_000,
+                memory_limit_bytes: 1_000_000,
+            }
+        );
+        // Without online_cpus the per-CPU list gives the count.
+        let stats = stats_from("c1", &answer(7_000, None, None)).unwrap();
+        assert_eq!((stats.online_cpus, stats.system_cpu_ns), (4, None));
+    }
+
+    #[test]
+    fn a_stopped_container_answers_zeroes_and_is_left_out() {
+        assert_eq!(stats_from("c1", &answer(0, Some(0), Some(2))), None);
+        assert_eq!(stats_from("c1", &answer(0, None, None)), None);
+    }
+}
