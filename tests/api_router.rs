@@ -708,6 +708,18 @@ async fn openapi_documents_exactly_the_routes() {
         let pointer = reference.strip_prefix('#').expect("local $ref");
         assert!(doc.pointer(pointer).is_some(), "dangling $ref {reference}");
     }
+    // The documented statuses are exactly the store's.
+    let statuses: Vec<&str> = doc["components"]["schemas"]["Status"]["enum"]
+        .as_array()
+        .expect("a Status enum")
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let known: Vec<&str> = berth::store::AppStatus::ALL
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+    assert_eq!(statuses, known);
 }
 
 #[tokio::test]

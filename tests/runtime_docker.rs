@@ -385,6 +385,80 @@ async fn ensure_network_is_idempotent_and_cached() {
     assert_eq!(rt2.calls().network, 1);
 }
 
+/// Creates a network named `name` labelled as `instance`'s, skipping the engine's
+/// duplicate-name check (what two racing creates can do on Docker 20.10); returns its id.
+async fn create_duplicate_network(name: &str, instance: &str) -> String {
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker client");
+    let options = bollard::network::CreateNetworkOptions {
+        name: name.to_string(),
+        check_duplicate: false,
+        driver: "bridge".to_string(),
+        labels: std::collections::HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_INSTANCE.to_string(), instance.to_string()),
+        ]),
+        ..Default::default()
+    };
+    let created = docker
+        .create_network(options)
+        .await
+        .expect("the engine accepts a duplicate name without CheckDuplicate");
+    created.id
+}
+
+/// Ids of the networks named exactly `name`.
+fn networks_named(name: &str) -> Vec<String> {
+    let filter = format!("name=^{name}$");
+    docker_ok(&["network", "ls", "--no-trunc", "-q", "--filter", &filter])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn duplicate_network_repair_removes_only_this_instances_duplicates() {
+    let (instance, _guard, rt) = setup("rt-dupnet").await;
+    let other = unique_name("rt-dupnet-other");
+    let _other_guard = DockerCleanup::new(&other);
+    // The network is named after this instance (so the guard removes every copy).
+    rt.ensure_network(&instance).await.expect("create network");
+    let original = networks_named(&instance);
+    assert_eq!(original.len(), 1);
+    let theirs = create_duplicate_network(&instance, &other).await;
+    let ours = create_duplicate_network(&instance, &instance).await;
+    assert_eq!(
+        networks_named(&instance).len(),
+        3,
+        "the engine made duplicates"
+    );
+
+    // A fresh runtime of this instance (nothing cached) repairs the name.
+    let fresh = DockerRuntime::connect(Some(instance.clone()))
+        .await
+        .unwrap();
+    fresh.ensure_network(&instance).await.expect("repair");
+    let left = networks_named(&instance);
+    assert!(left.contains(&original[0]), "the oldest is kept: {left:?}");
+    assert!(
+        left.contains(&theirs),
+        "another instance's network survives: {left:?}"
+    );
+    assert!(
+        !left.contains(&ours),
+        "this instance's duplicate is removed: {left:?}"
+    );
+    assert_eq!(left.len(), 2);
+    // One create attempt (409), one list, one removal.
+    let calls = fresh.calls();
+    assert_eq!((calls.network, calls.list), (2, 1), "{calls:?}");
+
+    // The other instance's runtime removes its own younger copy and never ours: the name
+    // ends up unambiguous.
+    let theirs_rt = DockerRuntime::connect(Some(other.clone())).await.unwrap();
+    theirs_rt.ensure_network(&instance).await.expect("repair");
+    assert_eq!(networks_named(&instance), original);
+}
+
 #[test]
 fn http_get_handles_chunked_bodies_and_refuses_non_loopback() {
     use std::io::{Read, Write};

@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AppSummary {
     pub name: String,
-    /// synced, progressing, degraded, quarantined, failed-rollout (or removed).
+    /// synced, progressing, degraded, quarantined, failed-rollout, crash-looping (or removed).
     pub status: String,
     /// Effective replica count of the last pass; null before any pass planned the app.
     pub desired_replicas: Option<u32>,

@@ -291,4 +291,25 @@ mod tests {
         assert!(lines[2].ends_with("boom"), "{text}");
         assert_eq!(lines[3], "2 apps; revision abc, last pass 2s ago");
     }
+
+    #[test]
+    fn a_crash_looping_app_shows_why() {
+        let list = json!({
+            "revision": "abc",
+            "last_pass_at": 1_000,
+            "apps": [
+                {"name": "web", "status": "crash-looping", "ready_replicas": 0,
+                 "desired_replicas": 1, "replica_source": "spec", "revision": "abc",
+                 "last_reconciled_at": 1_000, "source_file": "web.yaml",
+                 "last_error": "5 repairs within 10 minutes, last: container berth-web-1 kept exiting (docker was restarting it); self-heal stopped until the spec changes"}
+            ]
+        });
+        let text = apps(&list, 2_000);
+        let row = text.lines().nth(1).unwrap();
+        assert!(row.starts_with("web  crash-looping  0/1"), "{text}");
+        assert!(
+            row.ends_with("5 repairs within 10 minutes, last: container berth-web-1 ke…"),
+            "{text}"
+        );
+    }
 }

@@ -1,10 +1,12 @@
 //! Backoff rules (pure; time is a parameter). Self-heal: the reconcile loop keeps one
-//! `HealState` per app and calls `after_repair` each time it replaces a broken container;
-//! `plan` asks `blocked_reason` before planning another repair. Failing apps: the loop keeps
-//! a `RetryState` per app whose steps failed (a missing image, a refused create) and calls
-//! `after_failure`; `plan` asks `retry_blocked_reason` and holds that app's steps until its
-//! retry time, so one broken app is retried with backoff instead of on every pass.
-//! `next_due` says when the next of these backoffs ends (the loop's requeue time).
+//! `HealState` per app (persisted in the store, so a restart keeps it) and calls
+//! `after_repair` each time it replaces a broken container; `plan` asks `blocked_reason`
+//! before planning another repair, and an app whose state `crash_loop_reason` names is
+//! reported `crash-looping`. Failing apps: the loop keeps a `RetryState` per app whose steps
+//! failed (a missing image, a refused create) and calls `after_failure`; `plan` asks
+//! `retry_blocked_reason` and holds that app's steps until its retry time, so one broken app
+//! is retried with backoff instead of on every pass. `next_due` says when the next of these
+//! backoffs ends (the loop's requeue time).
 
 use serde::Serialize;
 
@@ -23,6 +25,10 @@ pub struct HealState {
     /// Unix ms of recent repairs, oldest first.
     pub repairs: Vec<i64>,
     pub quarantined_since: Option<i64>,
+    /// What the last repaired container did ("exited", "failed its health check: ..."),
+    /// shown in the quarantine and crash-looping reasons.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
 }
 
 impl HealState {
@@ -47,9 +53,10 @@ pub fn blocked_reason(state: Option<&HealState>, hash: &str, now: i64) -> Option
     let state = state.filter(|s| s.hash == hash)?;
     if let Some(since) = state.quarantined_since {
         return Some(format!(
-            "quarantined: {} repairs within {} minutes (since {since} ms); change the spec to try again",
+            "quarantined: {} repairs within {} minutes (since {since} ms){}; change the spec to try again",
             state.repairs.len(),
-            REPAIR_WINDOW_MS / 60_000
+            REPAIR_WINDOW_MS / 60_000,
+            last_failure_text(state)
         ));
     }
     state.next_allowed_at(now).map(|at| {
@@ -59,6 +66,25 @@ pub fn blocked_reason(state: Option<&HealState>, hash: &str, now: i64) -> Option
             state.recent(now).count()
         )
     })
+}
+
+/// Why an app is crash-looping, when self-heal quarantined its spec `hash`: the repairs in
+/// the window and what the last repaired container did. None otherwise.
+pub fn crash_loop_reason(state: Option<&HealState>, hash: &str) -> Option<String> {
+    let state = state.filter(|s| s.hash == hash && s.quarantined_since.is_some())?;
+    Some(format!(
+        "{} repairs within {} minutes{}; self-heal stopped until the spec changes",
+        state.repairs.len(),
+        REPAIR_WINDOW_MS / 60_000,
+        last_failure_text(state)
+    ))
+}
+
+fn last_failure_text(state: &HealState) -> String {
+    match &state.last_failure {
+        Some(failure) => format!(", last: {failure}"),
+        None => String::new(),
+    }
 }
 
 /// The state after one more repair at `now`.
@@ -77,6 +103,7 @@ pub fn after_repair(state: Option<&HealState>, hash: &str, now: i64) -> HealStat
         hash: hash.to_string(),
         repairs,
         quarantined_since,
+        last_failure: None,
     }
 }
 
@@ -157,6 +184,25 @@ mod tests {
         assert!(reason.starts_with("quarantined"), "{reason}");
         // A spec change clears it.
         assert_eq!(blocked_reason(Some(&last), "other", now), None);
+    }
+
+    #[test]
+    fn only_a_quarantined_spec_is_crash_looping() {
+        let mut state = None;
+        for i in 0..QUARANTINE_AFTER as i64 {
+            assert_eq!(crash_loop_reason(state.as_ref(), "h"), None, "repair {i}");
+            let mut next = after_repair(state.as_ref(), "h", 1_000 + i * 100_000);
+            next.last_failure = Some(format!("container c{i} exited"));
+            state = Some(next);
+        }
+        let reason = crash_loop_reason(state.as_ref(), "h").expect("quarantined");
+        assert_eq!(
+            reason,
+            "5 repairs within 10 minutes, last: container c4 exited; self-heal stopped until the spec changes"
+        );
+        let blocked = blocked_reason(state.as_ref(), "h", 500_000).unwrap();
+        assert!(blocked.contains("last: container c4 exited"), "{blocked}");
+        assert_eq!(crash_loop_reason(state.as_ref(), "new-hash"), None);
     }
 
     #[test]

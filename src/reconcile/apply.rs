@@ -10,11 +10,8 @@ use crate::health::{effective_health, probe_once, probe_port};
 use crate::plan::{
     heal, render, CreateReason, Desired, DesiredApp, Health, Observed, Plan, ReplaceReason, Step,
 };
-use crate::runtime::{
-    ContainerRequest, ContainerRuntime, ContainerState, ObservedContainer, LABEL_APP,
-    LABEL_MANAGED, LABEL_REVISION, LABEL_SOURCE_FILE, LABEL_SPEC_HASH,
-};
-use crate::spec::{AppType, EnvValue};
+use crate::runtime::{ContainerRequest, ContainerRuntime, ContainerState, ObservedContainer};
+use crate::spec::AppType;
 use crate::store::EventType;
 use futures_util::future::join_all;
 use std::collections::{BTreeMap, BTreeSet};
@@ -271,54 +268,15 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
     }
 
     fn request(&self, desired: &DesiredApp) -> Result<ContainerRequest, String> {
-        let spec = &desired.spec;
-        let mut env = Vec::with_capacity(spec.env.len());
-        for var in &spec.env {
-            let value = match &var.value {
-                EnvValue::Literal(v) => v.clone(),
-                EnvValue::FromHost => self
-                    .ctl
-                    .settings
-                    .host_env
-                    .get(&var.name)
-                    .cloned()
-                    .ok_or_else(|| {
-                        format!(
-                            "env {} has valueFrom: sdk but the host supplies no value: set {} in berth's environment or its --host-env file",
-                            var.name, var.name
-                        )
-                    })?,
-            };
-            env.push((var.name.clone(), value));
-        }
-        let labels = BTreeMap::from([
-            (LABEL_MANAGED.to_string(), "true".to_string()),
-            (LABEL_APP.to_string(), spec.name.clone()),
-            (LABEL_SPEC_HASH.to_string(), desired.hash.clone()),
-            (
-                LABEL_REVISION.to_string(),
-                desired
-                    .revision
-                    .as_deref()
-                    .unwrap_or(self.revision)
-                    .to_string(),
-            ),
-            (
-                LABEL_SOURCE_FILE.to_string(),
-                desired.source.file.display().to_string(),
-            ),
-        ]);
-        Ok(ContainerRequest {
-            name: container_name(&spec.name, &desired.hash),
-            image: spec.image.clone(),
-            command: spec.command.clone(),
-            env,
-            ports: spec.ports.clone(),
-            cpu_millis: spec.resources.cpu_millis,
-            memory_bytes: spec.resources.memory_bytes,
-            labels,
-            network: Some(self.ctl.settings.network.clone()),
-        })
+        let settings = &self.ctl.settings;
+        super::request::container_request(
+            desired,
+            container_name(&desired.spec.name, &desired.hash),
+            self.revision,
+            &settings.network,
+            &settings.host_env,
+        )
+        .map_err(|e| e.to_string())
     }
 
     /// Create + start + wait healthy. On failure the new container is removed again.
@@ -534,7 +492,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                 self.report.steps_applied += 1;
                 self.ctl.metrics.steps_applied("replace", 1);
                 if *reason == ReplaceReason::Unhealthy {
-                    self.record_repair(hash).await;
+                    self.record_repair(hash, Some(old_id)).await;
                     self.ctl
                         .event(
                             Some(self.app),
@@ -598,29 +556,69 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
             .await;
     }
 
-    /// Counts one self-heal repair; reports the app when it just became quarantined.
-    async fn record_repair(&self, hash: &str) {
+    /// Counts one self-heal repair of `broken` (the replaced container; None: the app's
+    /// stopped one) in memory and in the store; reports the app when it just became
+    /// crash-looping (self-heal quarantined until the spec changes).
+    async fn record_repair(&self, hash: &str, broken: Option<&str>) {
+        let failure = self.failure_of(broken);
+        let now = now_ms();
         let next = {
             let mut heal = self.ctl.heal.lock().expect("heal lock");
-            let next = heal::after_repair(heal.get(self.app), hash, now_ms());
+            let mut next = heal::after_repair(heal.get(self.app), hash, now);
+            next.last_failure = failure;
             heal.insert(self.app.to_string(), next.clone());
             next
         };
-        if next.quarantined_since.is_some() {
+        super::heal_state::save(self.ctl, self.app, &next, now).await;
+        if let Some(reason) = heal::crash_loop_reason(Some(&next), hash) {
             self.ctl
                 .event(
                     Some(self.app),
-                    EventType::Quarantined,
-                    format!(
-                        "{} repairs within {} minutes: self-heal stops for this app until its spec changes",
-                        next.repairs.len(),
-                        heal::REPAIR_WINDOW_MS / 60_000
-                    ),
+                    EventType::CrashLooping,
+                    reason,
                     self.revision,
-                    serde_json::Value::Null,
+                    serde_json::json!({ "spec_hash": hash, "repairs": next.repairs }),
                 )
                 .await;
         }
+    }
+
+    /// What the broken container `id` did, as this pass observed it (None: the app's first
+    /// container that is not running): it exited, docker was restarting it, or its probe
+    /// failed (with the prober's last error).
+    fn failure_of(&self, id: Option<&str>) -> Option<String> {
+        let container = match id {
+            Some(id) => self.observed_container(id)?,
+            None => self.observed.containers.iter().find(|c| {
+                c.app == self.app
+                    && !matches!(
+                        c.state,
+                        ContainerState::Running
+                            | ContainerState::Restarting
+                            | ContainerState::Paused
+                    )
+            })?,
+        };
+        let name = &container.name;
+        Some(match container.state {
+            ContainerState::Running => {
+                let probes = self.ctl.probes.lock().expect("probe lock");
+                let error = probes
+                    .record_of(&container.id)
+                    .and_then(|r| r.last_error.clone());
+                format!(
+                    "container {name} failed its health check: {}",
+                    error.as_deref().unwrap_or("probe failed")
+                )
+            }
+            ContainerState::Restarting => {
+                format!("container {name} kept exiting (docker was restarting it)")
+            }
+            other => format!(
+                "container {name} was {}",
+                format!("{other:?}").to_lowercase()
+            ),
+        })
     }
 
     /// All creates of the app at once; each healthy container joins the upstream together.
@@ -649,7 +647,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                             ..
                         }
                     ) {
-                        self.record_repair(&desired.hash).await;
+                        self.record_repair(&desired.hash, None).await;
                     }
                     self.ctl.clear_reported(self.app, EventType::RuntimeError);
                     self.ctl

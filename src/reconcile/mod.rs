@@ -14,9 +14,11 @@
 
 mod apply;
 pub mod desired;
+mod heal_state;
 mod pass;
 mod prober;
 mod records;
+pub mod request;
 mod run;
 
 pub use crate::clock::now_ms;
@@ -126,6 +128,8 @@ pub struct Controller<R: ContainerRuntime> {
     pass_counts: Mutex<BTreeMap<String, u64>>,
     probes: Mutex<ProbeTracker>,
     heal: Mutex<BTreeMap<String, HealState>>,
+    /// Set once `heal` holds the store's self-heal state (`heal_state::ensure_loaded`).
+    heal_loaded: tokio::sync::OnceCell<()>,
     /// Retry backoff of apps whose last apply failed.
     retry: Mutex<BTreeMap<String, RetryState>>,
     /// The last pass, published for the API, the prober and the autoscaler.
@@ -155,6 +159,7 @@ impl<R: ContainerRuntime> Controller<R> {
             pass_counts: Mutex::new(BTreeMap::new()),
             probes: Mutex::new(ProbeTracker::default()),
             heal: Mutex::new(BTreeMap::new()),
+            heal_loaded: tokio::sync::OnceCell::new(),
             retry: Mutex::new(BTreeMap::new()),
             last: watch::Sender::new(None),
             wake: Arc::new(LoopWake::default()),

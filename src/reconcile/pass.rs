@@ -111,6 +111,7 @@ async fn observe_with<R: ContainerRuntime>(
         probes.retain(|id| containers.iter().any(|c| c.id == id));
         probes.snapshot()
     };
+    super::heal_state::ensure_loaded(ctl).await?;
     let heal = ctl.heal.lock().expect("heal lock").clone();
     let retry = ctl.retry.lock().expect("retry lock").clone();
     Ok(Observed {
@@ -193,7 +194,7 @@ pub async fn run_pass<R: ContainerRuntime>(
         if ctl.proxy.ensure_running().await? {
             ctl.event(
                 None,
-                EventType::Other("proxy-started".into()),
+                EventType::ProxyStarted,
                 "started the private nginx".to_string(),
                 &revision,
                 serde_json::Value::Null,
@@ -234,7 +235,7 @@ pub async fn run_pass<R: ContainerRuntime>(
         };
         let details = serde_json::to_value(&verdict).unwrap_or_default();
         ctl.global_event_once(
-            EventType::Other("prune-refused".into()),
+            EventType::PruneRefused,
             refusal,
             &revision,
             details,
@@ -306,7 +307,7 @@ impl<R: ContainerRuntime> Controller<R> {
 /// Records `source-degraded` once per distinct error and `source-recovered` when it clears.
 async fn report_source<R: ContainerRuntime>(ctl: &Controller<R>, revision: &str) {
     let status = ctl.source.status();
-    let kind = EventType::Other("source-degraded".into());
+    let kind = EventType::SourceDegraded;
     match &status.degraded {
         Some(why) => {
             let message = format!(
@@ -323,7 +324,7 @@ async fn report_source<R: ContainerRuntime>(ctl: &Controller<R>, revision: &str)
             {
                 ctl.event(
                     None,
-                    EventType::Other("source-recovered".into()),
+                    EventType::SourceRecovered,
                     format!(
                         "source {} recovered at revision {revision}",
                         status.location

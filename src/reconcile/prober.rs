@@ -153,7 +153,7 @@ async fn probe_due<R: ContainerRuntime>(
         if *health == Health::Unhealthy {
             ctl.event(
                 Some(&container.app),
-                EventType::Other("unhealthy".into()),
+                EventType::Unhealthy,
                 format!(
                     "container {} failed its health check: {}",
                     container.name,

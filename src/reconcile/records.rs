@@ -138,7 +138,7 @@ pub(super) async fn record_statuses<R: ContainerRuntime>(
             continue;
         }
         // A failing app held by its retry backoff keeps saying why.
-        let error = report.errors.get(name).cloned().or_else(|| {
+        let mut error = report.errors.get(name).cloned().or_else(|| {
             let retry = ctl.retry.lock().expect("retry lock");
             retry
                 .get(name)
@@ -162,7 +162,14 @@ pub(super) async fn record_statuses<R: ContainerRuntime>(
             .any(|s| matches!(s, crate::plan::Step::NoOp { .. }))
         {
             // Held back (self-heal backoff, quarantine): it will not fix itself.
-            AppStatus::Degraded
+            let heal = ctl.heal.lock().expect("heal lock");
+            match crate::plan::heal::crash_loop_reason(heal.get(name), &app.hash) {
+                Some(why) => {
+                    error = Some(why);
+                    AppStatus::CrashLooping
+                }
+                None => AppStatus::Degraded,
+            }
         } else {
             // Containers still starting (not yet past their probes).
             AppStatus::Progressing

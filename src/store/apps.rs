@@ -17,16 +17,20 @@ pub enum AppStatus {
     Degraded,
     Quarantined,
     FailedRollout,
+    /// Self-heal gave up: its containers kept crashing or failing their probes (see
+    /// `plan::heal`), so berth leaves them alone until the spec changes.
+    CrashLooping,
     Removed,
 }
 
 impl AppStatus {
-    pub const ALL: [AppStatus; 6] = [
+    pub const ALL: [AppStatus; 7] = [
         AppStatus::Synced,
         AppStatus::Progressing,
         AppStatus::Degraded,
         AppStatus::Quarantined,
         AppStatus::FailedRollout,
+        AppStatus::CrashLooping,
         AppStatus::Removed,
     ];
 
@@ -37,6 +41,7 @@ impl AppStatus {
             AppStatus::Degraded => "degraded",
             AppStatus::Quarantined => "quarantined",
             AppStatus::FailedRollout => "failed-rollout",
+            AppStatus::CrashLooping => "crash-looping",
             AppStatus::Removed => "removed",
         }
     }
@@ -308,8 +313,8 @@ impl Store {
             .collect())
     }
 
-    /// Forgets an app and its current per-app state (replica override, failed-rollout marks)
-    /// in one transaction. History (events, scaling decisions) is kept. Returns whether the
+    /// Forgets an app and its current per-app state (replica override, failed-rollout marks,
+    /// self-heal state) in one transaction. History (events, scaling decisions) is kept. Returns whether the
     /// app existed.
     pub async fn delete_app(&self, name: &str) -> Result<bool, StoreError> {
         let err = || self.query_error("deleting an app");
@@ -328,6 +333,11 @@ impl Store {
             .await
             .map_err(err())?;
         sqlx::query("DELETE FROM failed_rollouts WHERE app = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(err())?;
+        sqlx::query("DELETE FROM heal_state WHERE app = $1")
             .bind(name)
             .execute(&mut *tx)
             .await

@@ -11,10 +11,11 @@ use std::fmt;
 /// Largest page `events` returns, whatever `EventQuery::limit` asks for.
 pub const MAX_EVENT_PAGE: u32 = 1000;
 
-/// Kind of event, stored as lowercase kebab-case text. `Other` carries any kind not listed
-/// yet, so a module can add one without a schema change; `parse` maps listed kinds to their
-/// variant, so prefer the variant over `Other("created")`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Kind of event, stored as lowercase kebab-case text; the text is the identity (equality
+/// and hashing compare it), so stored rows and API filters keep working whatever the variant.
+/// `Other` exists only to read back a kind this berth does not know (a newer berth wrote it,
+/// or a test's own kind); berth itself records the listed variants.
+#[derive(Debug, Clone)]
 pub enum EventType {
     Created,
     Removed,
@@ -23,15 +24,28 @@ pub enum EventType {
     RolloutFailed,
     ProxyReloaded,
     ProxyRejected,
+    /// berth (re)started its private nginx.
+    ProxyStarted,
     SpecInvalid,
     RuntimeError,
     Healed,
+    /// A running container failed its health check (the prober's threshold was crossed).
+    Unhealthy,
+    /// Self-heal gave up on an app whose containers keep breaking (see `AppStatus::CrashLooping`).
+    CrashLooping,
     Quarantined,
+    /// The deletion budget refused this pass's removals.
+    PruneRefused,
+    /// The spec source cannot be read (berth serves the last revision it has).
+    SourceDegraded,
+    /// The spec source can be read again.
+    SourceRecovered,
     Other(String),
 }
 
 impl EventType {
-    const KNOWN: [EventType; 11] = [
+    /// Every kind berth records.
+    pub const KNOWN: [EventType; 17] = [
         EventType::Created,
         EventType::Removed,
         EventType::RolloutStarted,
@@ -39,10 +53,16 @@ impl EventType {
         EventType::RolloutFailed,
         EventType::ProxyReloaded,
         EventType::ProxyRejected,
+        EventType::ProxyStarted,
         EventType::SpecInvalid,
         EventType::RuntimeError,
         EventType::Healed,
+        EventType::Unhealthy,
+        EventType::CrashLooping,
         EventType::Quarantined,
+        EventType::PruneRefused,
+        EventType::SourceDegraded,
+        EventType::SourceRecovered,
     ];
 
     pub fn as_str(&self) -> &str {
@@ -54,19 +74,40 @@ impl EventType {
             EventType::RolloutFailed => "rollout-failed",
             EventType::ProxyReloaded => "proxy-reloaded",
             EventType::ProxyRejected => "proxy-rejected",
+            EventType::ProxyStarted => "proxy-started",
             EventType::SpecInvalid => "spec-invalid",
             EventType::RuntimeError => "runtime-error",
             EventType::Healed => "healed",
+            EventType::Unhealthy => "unhealthy",
+            EventType::CrashLooping => "crash-looping",
             EventType::Quarantined => "quarantined",
+            EventType::PruneRefused => "prune-refused",
+            EventType::SourceDegraded => "source-degraded",
+            EventType::SourceRecovered => "source-recovered",
             EventType::Other(text) => text,
         }
     }
 
+    /// The variant for a stored kind; `Other` only for kinds not listed.
     pub fn parse(text: &str) -> EventType {
         EventType::KNOWN
             .into_iter()
             .find(|t| t.as_str() == text)
             .unwrap_or_else(|| EventType::Other(text.to_string()))
+    }
+}
+
+impl PartialEq for EventType {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for EventType {}
+
+impl std::hash::Hash for EventType {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 

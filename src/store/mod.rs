@@ -1,7 +1,8 @@
 //! The store: berth's only persistent state, in SQLite through sqlx. Owns all SQL of the
 //! project, the schema (top-level `migrations/`, embedded at build time) and the row types
 //! other modules read and write: apps with their desired and last-good specs, failed
-//! rollouts, replica overrides, events, scaling decisions and source revisions.
+//! rollouts, replica overrides, self-heal state, events, scaling decisions and source
+//! revisions.
 //!
 //! Rules kept here so a PostgreSQL backend can follow: plain portable SQL with `$n`
 //! placeholders, times as INTEGER unix milliseconds handed in by the caller (the store never
@@ -11,6 +12,7 @@
 mod apps;
 mod error;
 mod events;
+mod heal;
 mod history;
 mod overrides;
 mod revisions;
@@ -20,6 +22,7 @@ mod scaling;
 pub use apps::{AppDesiredRecord, AppRow, AppStatus, LastGood};
 pub use error::StoreError;
 pub use events::{EventQuery, EventRow, EventType, NewEvent, MAX_EVENT_PAGE};
+pub use heal::HealRow;
 pub use history::{HistoryLimits, PrunedHistory, DECISIONS_KEPT_PER_APP};
 pub use overrides::ReplicaOverrideRow;
 pub use revisions::{NewRevision, RevisionRow, RevisionSource, RevisionStatus, MAX_REVISION_PAGE};

@@ -1,0 +1,177 @@
+//! Spec -> [`ContainerRequest`]: what `apply` asks the runtime to create for one replica of
+//! a desired app (pure: the container name, revision, network and host env values are
+//! parameters). The runtime turns the request into the engine's create body
+//! (`runtime::docker::mapping`). Must not touch: the runtime, the store, the clock; env
+//! values go only into the request, never into a log line or an error.
+
+use crate::plan::DesiredApp;
+use crate::runtime::{
+    ContainerRequest, LABEL_APP, LABEL_MANAGED, LABEL_REVISION, LABEL_SOURCE_FILE, LABEL_SPEC_HASH,
+};
+use crate::spec::EnvValue;
+use std::collections::BTreeMap;
+
+/// Why a request cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("env {name} has valueFrom: sdk but the host supplies no value: set {name} in berth's environment or its --host-env file")]
+    MissingHostEnv { name: String },
+}
+
+/// The request for one container of `desired` named `name`: the spec's image, command,
+/// ports and limits; env with `valueFrom: sdk` values taken from `host_env`; the ownership
+/// labels (managed, app, spec hash, the revision the spec comes from — the app's own for a
+/// quarantined app on its last good spec, else `revision` — and the source file); the
+/// network.
+pub fn container_request(
+    desired: &DesiredApp,
+    name: String,
+    revision: &str,
+    network: &str,
+    host_env: &BTreeMap<String, String>,
+) -> Result<ContainerRequest, RequestError> {
+    let spec = &desired.spec;
+    let mut env = Vec::with_capacity(spec.env.len());
+    for var in &spec.env {
+        let value =
+            match &var.value {
+                EnvValue::Literal(v) => v.clone(),
+                EnvValue::FromHost => host_env.get(&var.name).cloned().ok_or_else(|| {
+                    RequestError::MissingHostEnv {
+                        name: var.name.clone(),
+                    }
+                })?,
+            };
+        env.push((var.name.clone(), value));
+    }
+    let labels = BTreeMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_APP.to_string(), spec.name.clone()),
+        (LABEL_SPEC_HASH.to_string(), desired.hash.clone()),
+        (
+            LABEL_REVISION.to_string(),
+            desired.revision.as_deref().unwrap_or(revision).to_string(),
+        ),
+        (
+            LABEL_SOURCE_FILE.to_string(),
+            desired.source.file.display().to_string(),
+        ),
+    ]);
+    Ok(ContainerRequest {
+        name,
+        image: spec.image.clone(),
+        command: spec.command.clone(),
+        env,
+        ports: spec.ports.clone(),
+        cpu_millis: spec.resources.cpu_millis,
+        memory_bytes: spec.resources.memory_bytes,
+        labels,
+        network: Some(network.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::model::test_worker;
+    use crate::spec::{AppType, EnvVar, Resources, SourceRef};
+
+    fn desired() -> DesiredApp {
+        let mut spec = test_worker("web", "berth-demo:v1");
+        spec.app_type = AppType::Http;
+        spec.ports = vec![8080, 9090];
+        spec.command = Some(vec!["/bin/busybox".into(), "httpd".into()]);
+        spec.resources = Resources {
+            cpu_millis: Some(250),
+            memory_bytes: Some(32 << 20),
+        };
+        spec.env = vec![
+            EnvVar {
+                name: "MODE".into(),
+                value: EnvValue::Literal("test".into()),
+            },
+            EnvVar {
+                name: "SECRET_TOKEN".into(),
+                value: EnvValue::FromHost,
+            },
+        ];
+        DesiredApp::new(
+            spec,
+            SourceRef {
+                file: "apps/web.yaml".into(),
+                line: 1,
+            },
+        )
+    }
+
+    fn host_env() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("SECRET_TOKEN".to_string(), "s3cr3t".to_string()),
+            ("UNUSED".to_string(), "x".to_string()),
+        ])
+    }
+
+    #[test]
+    fn a_request_carries_the_spec_env_and_labels() {
+        let d = desired();
+        let r =
+            container_request(&d, "berth-web-abc".into(), "rev-2", "berth", &host_env()).unwrap();
+        assert_eq!(r.name, "berth-web-abc");
+        assert_eq!(r.image, "berth-demo:v1");
+        assert_eq!(
+            r.command,
+            Some(vec!["/bin/busybox".to_string(), "httpd".to_string()])
+        );
+        assert_eq!(
+            r.env,
+            vec![
+                ("MODE".to_string(), "test".to_string()),
+                ("SECRET_TOKEN".to_string(), "s3cr3t".to_string()),
+            ],
+            "valueFrom: sdk takes the host's value; other host values stay out"
+        );
+        assert_eq!(r.ports, vec![8080, 9090]);
+        assert_eq!((r.cpu_millis, r.memory_bytes), (Some(250), Some(32 << 20)));
+        assert_eq!(r.network.as_deref(), Some("berth"));
+        assert_eq!(
+            r.labels,
+            BTreeMap::from([
+                (LABEL_MANAGED.to_string(), "true".to_string()),
+                (LABEL_APP.to_string(), "web".to_string()),
+                (LABEL_SPEC_HASH.to_string(), d.hash.clone()),
+                (LABEL_REVISION.to_string(), "rev-2".to_string()),
+                (LABEL_SOURCE_FILE.to_string(), "apps/web.yaml".to_string()),
+            ])
+        );
+        assert!(
+            !format!("{r:?}").contains("s3cr3t"),
+            "Debug redacts env values"
+        );
+    }
+
+    #[test]
+    fn a_quarantined_app_labels_its_last_good_revision() {
+        let mut d = desired();
+        d.revision = Some("rev-1".into());
+        let r = container_request(&d, "n".into(), "rev-2", "berth", &host_env()).unwrap();
+        assert_eq!(r.labels[LABEL_REVISION], "rev-1");
+    }
+
+    #[test]
+    fn a_missing_host_value_names_the_variable_not_a_value() {
+        let err =
+            container_request(&desired(), "n".into(), "r", "berth", &BTreeMap::new()).unwrap_err();
+        assert_eq!(
+            err,
+            RequestError::MissingHostEnv {
+                name: "SECRET_TOKEN".into()
+            }
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with("env SECRET_TOKEN has valueFrom: sdk"),
+            "{text}"
+        );
+        assert!(text.contains("--host-env"), "{text}");
+    }
+}
