@@ -542,9 +542,33 @@ async fn a_missing_image_is_reported_once_and_other_apps_go_on() {
     );
     let row = h.ctl.store().app("ghost").await.unwrap().unwrap();
     assert_eq!(row.status, AppStatus::Degraded);
-    // Retried on the next pass (the image may have been loaded), reported once.
+    // Backs off instead of failing every pass: the next pass holds it (and says when it
+    // retries), and asks the loop to come back when the backoff ends.
     let second = h.pass().await;
-    assert_eq!(second.steps_failed, 1);
+    assert_eq!(second.steps_failed, 0, "{second:?}");
+    let requeue = second.requeue_at.expect("a requeue time for the backoff");
+    let last = h.ctl.last_pass().unwrap();
+    assert!(
+        last.plan
+            .steps_for("ghost")
+            .any(|s| matches!(s, Step::NoOp { reason, .. } if reason.starts_with("retrying in"))),
+        "{:?}",
+        last.plan.steps
+    );
+    let row = h.ctl.store().app("ghost").await.unwrap().unwrap();
+    assert_eq!(row.status, AppStatus::Degraded);
+    assert!(
+        row.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("does-not-exist"),
+        "{row:?}"
+    );
+    // Retried once the backoff is over (the image may have been loaded), reported once.
+    let wait = requeue - berth::clock::now_ms();
+    tokio::time::sleep(Duration::from_millis(wait.max(0) as u64 + 50)).await;
+    let third = h.pass().await;
+    assert_eq!(third.steps_failed, 1, "{third:?}");
     assert_eq!(h.ctl.store().events(&query).await.unwrap().len(), 1);
     // Not a failed rollout: loading the image is enough, no spec change needed.
     assert!(!h

@@ -36,6 +36,7 @@ use crate::plan::{HealState, RetryState};
 use crate::proxy::{Proxy, ProxyError, ProxyReader};
 use crate::runtime::{ContainerObserver, ContainerRuntime, Observer, RuntimeError};
 use crate::source::{Source, SourceConfig, SourceError, Waker};
+use crate::spec::LoadedSpecs;
 use crate::store::{
     AppStatus, EventType, HistoryLimits, NewEvent, RevisionStatus, Store, StoreError,
 };
@@ -145,6 +146,12 @@ pub struct Controller<R: ContainerRuntime> {
     app_files: Mutex<BTreeMap<String, String>>,
     /// Last (revision, status, message) written to the store's revisions table.
     recorded_revision: Mutex<Option<(String, RevisionStatus, String)>>,
+    /// The specs of the last snapshot read, by its revision: an unchanged source is not
+    /// parsed again (a timer pass over 1,000 unchanged files parses nothing).
+    loaded: Mutex<Option<(String, Arc<LoadedSpecs>)>>,
+    /// What the store remembers about every app (source file, last good spec), read once
+    /// and kept until this controller writes an app row (it is the only writer of them).
+    known: Mutex<Option<Arc<BTreeMap<String, KnownApp>>>>,
 }
 
 impl<R: ContainerRuntime> Controller<R> {
@@ -168,6 +175,8 @@ impl<R: ContainerRuntime> Controller<R> {
             metrics: Arc::new(Metrics::default()),
             app_files: Mutex::new(BTreeMap::new()),
             recorded_revision: Mutex::new(None),
+            loaded: Mutex::new(None),
+            known: Mutex::new(None),
         })
     }
 

@@ -13,7 +13,7 @@ use crate::plan::prune::{self, PruneVerdict};
 use crate::plan::{self, render, Desired, Observed, Overrides, Plan, PruneBlocked};
 use crate::runtime::{ContainerRuntime, ObservedContainer};
 use crate::source::Snapshot;
-use crate::spec::{self, AppSpec, SpecIssue};
+use crate::spec::{self, AppSpec, LoadedSpecs, SpecIssue};
 use crate::store::{EventType, Store};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -67,6 +67,32 @@ fn present_apps(observed: &Observed) -> BTreeSet<String> {
         .collect()
 }
 
+/// The snapshot's specs, parsed once per revision (the revision is a content hash for a
+/// directory and a commit for git, so an unchanged revision has unchanged specs).
+fn loaded_specs<R: ContainerRuntime>(ctl: &Controller<R>, snapshot: &Snapshot) -> Arc<LoadedSpecs> {
+    let mut cache = ctl.loaded.lock().expect("loaded lock");
+    if let Some((revision, loaded)) = cache.as_ref() {
+        if *revision == snapshot.revision {
+            return loaded.clone();
+        }
+    }
+    let loaded = Arc::new(spec::load_source(&snapshot.files, &snapshot.unreadable));
+    *cache = Some((snapshot.revision.clone(), loaded.clone()));
+    loaded
+}
+
+/// `known_apps`, read from the store only after this controller changed an app row.
+async fn cached_known_apps<R: ContainerRuntime>(
+    ctl: &Controller<R>,
+) -> Result<Arc<BTreeMap<String, KnownApp>>, ReconcileError> {
+    if let Some(known) = ctl.known.lock().expect("known lock").clone() {
+        return Ok(known);
+    }
+    let known = Arc::new(known_apps(&ctl.store).await?);
+    *ctl.known.lock().expect("known lock") = Some(known.clone());
+    Ok(known)
+}
+
 /// Loads the snapshot's specs into `Desired` (per-app isolation against the store) and
 /// applies the deletion budget: when it refuses, pruning is off for this pass.
 pub async fn read_desired<R: ContainerRuntime>(
@@ -75,8 +101,8 @@ pub async fn read_desired<R: ContainerRuntime>(
     observed: &Observed,
 ) -> Result<(DesiredState, PruneVerdict), ReconcileError> {
     let revision = snapshot.revision.as_str();
-    let loaded = spec::load_source(&snapshot.files, &snapshot.unreadable);
-    let known = known_apps(&ctl.store).await?;
+    let loaded = loaded_specs(ctl, snapshot);
+    let known = cached_known_apps(ctl).await?;
     let mut state = desired_from(
         &loaded,
         revision,
@@ -339,8 +365,9 @@ async fn report_source<R: ContainerRuntime>(ctl: &Controller<R>, revision: &str)
 }
 
 /// Per-app retry backoff after apply: an app whose steps failed backs off (doubling from 2 s
-/// up to 5 min, per spec hash); an app whose container steps all succeeded starts clean; an
-/// app that did nothing (held by its backoff, or in sync) keeps its state.
+/// up to 5 min, per spec hash), except a failed rollout, which its failed-rollout mark holds;
+/// an app whose container steps all succeeded starts clean; an app that did nothing (held by
+/// its backoff, or in sync) keeps its state.
 fn update_retry<R: ContainerRuntime>(
     ctl: &Controller<R>,
     desired: &Desired,
@@ -351,6 +378,11 @@ fn update_retry<R: ContainerRuntime>(
     let mut retry = ctl.retry.lock().expect("retry lock");
     retry.retain(|app, _| desired.apps.contains_key(app));
     for (app, error) in &report.errors {
+        // A failed rollout is held by its failed-rollout mark until the spec changes.
+        if report.failed_rollouts.contains(app) {
+            retry.remove(app);
+            continue;
+        }
         if let Some(wanted) = desired.apps.get(app) {
             let next = plan::heal::after_failure(retry.get(app), &wanted.hash, error, now);
             warn!(

@@ -40,6 +40,7 @@ pub(super) async fn forget_removed<R: ContainerRuntime>(
         {
             continue;
         }
+        *ctl.known.lock().expect("known lock") = None;
         match ctl.store.delete_app(name).await {
             Ok(_) => {
                 ctl.written_status.lock().expect("status lock").remove(name);
@@ -193,6 +194,8 @@ pub(super) async fn record_statuses<R: ContainerRuntime>(
             .store
             .record_app_pass(&record, status, error.as_deref())
             .await;
+        // Its source file or last good spec may have changed: read them again next pass.
+        *ctl.known.lock().expect("known lock") = None;
         match result {
             Ok(()) => {
                 ctl.written_status
