@@ -1,7 +1,8 @@
 //! berth next to `docker-compose up -d` and raw bollard create+start, on the real engine:
 //! 1. convergence of N = 1, 10, 50 one-replica http apps from empty to all answering 200;
 //! 2. the cost of a no-op pass with 200 apps (Docker calls, wall, CPU);
-//! 3. controller RSS and idle CPU with 1,000 apps loaded (workers, `replicas: 0`);
+//! 3. controller RSS and idle CPU with 1,000 apps loaded (workers, `replicas: 0`), and the
+//!    idle cost of `berth serve` on examples/apps, directory and git source (idle.rs);
 //! 4. a rolling update of 3 replicas under ~500 req/s, berth vs compose recreate (rollout.rs);
 //! 5. the long versions of the fault suite (faults.rs, on tests/fault/mod.rs).
 //!
@@ -17,6 +18,8 @@
 mod fault;
 #[path = "compare/faults.rs"]
 mod faults;
+#[path = "compare/idle.rs"]
+mod idle;
 #[path = "compare/rollout.rs"]
 mod rollout;
 #[path = "../tests/support/mod.rs"]
@@ -394,7 +397,7 @@ async fn noop() -> String {
     let replicas: u32 = std::env::var("BERTH_BENCH_NOOP_REPLICAS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+        .unwrap_or(1);
     let env = env("noop200");
     for i in 0..200 {
         let name = format!("w{i:03}");
@@ -490,7 +493,7 @@ async fn convergence() -> String {
 }
 
 /// The sections of bench/RESULTS.md, in file order, by the names `--only` takes.
-const SECTIONS: [&str; 5] = ["footprint", "noop", "converge", "rollout", "faults"];
+const SECTIONS: [&str; 6] = ["footprint", "noop", "idle", "converge", "rollout", "faults"];
 
 /// Where a section's text starts and ends in bench/RESULTS.md, so one section can be
 /// refreshed (`--only rollout --write`) without re-running the others.
@@ -541,6 +544,7 @@ async fn run_section(name: &str) -> String {
     let body = match name {
         "footprint" => footprint().await,
         "noop" => noop().await,
+        "idle" => idle::section().await,
         "converge" => convergence().await,
         "rollout" => {
             let runs = std::env::var("BERTH_BENCH_ROLLOUT_RUNS")
@@ -651,10 +655,11 @@ alone takes ~0.4 s here) and one `docker ps` to find the published ports; compos
 creates its network per project.\n\
 - At N = 1 berth's figure can come out below compose's: that is compose's fixed cost (Python \
 start-up, project network creation), not a faster container start; raw shows the floor.\n\
-- The footprint and no-op rows use workers with `replicas: 0` (no containers), so the one list \
-call per pass returns nothing; they measure berth's own work (spec snapshot, plan, store), \
-not the engine's. Set `BERTH_BENCH_NOOP_REPLICAS=1` to run the 200-app no-op row with one \
-worker container per app. RSS is the whole bench process (tokio runtime included).\n\
+- The footprint rows use workers with `replicas: 0` (no containers), so the one list call \
+per pass returns nothing; they measure berth's own work (spec snapshot, plan, store), not \
+the engine's. The 200-app no-op row runs one worker container per app \
+(`BERTH_BENCH_NOOP_REPLICAS=0` for none). RSS is the whole bench process (tokio runtime \
+included).\n\
 - Rolling update: berth's rollout takes longer than compose's update (one replica at a time, \
 each behind a health gate, a confirmed nginx reload and a drain), so berth loses on time to \
 the new version. compose's `up -d` stops and recreates the three services at once with no \

@@ -351,7 +351,7 @@ impl<V: StatusView> StatusView for FreshPlan<V> {
     fn metrics(&self) -> berth::metrics::MetricsSnapshot {
         self.inner.metrics()
     }
-    async fn pending_plan(&self) -> Result<Plan, String> {
+    async fn pending_plan(&self) -> Result<Plan, berth::reconcile::ReconcileError> {
         Ok(self.plan.clone())
     }
 }
@@ -382,7 +382,7 @@ async fn plan_is_the_same_json_as_berth_plan() {
     assert_eq!(failed.status, 503, "{}", failed.body);
     let error = failed.json()["error"].as_str().unwrap().to_string();
     assert!(
-        error.starts_with("cannot compute the pending plan: "),
+        error.starts_with("cannot compute the pending plan (retry, or ask for ?source=last): "),
         "{error}"
     );
     assert!(error.contains("no-specs-here"), "{error}");

@@ -35,8 +35,11 @@ pub enum ApiError {
     #[error("cannot read the store (retry; check berth's log and the state directory)")]
     Store(#[from] StoreError),
 
-    #[error("cannot compute the pending plan: {message} (retry, or ask for ?source=last)")]
-    Plan { message: String },
+    #[error("cannot compute the pending plan (retry, or ask for ?source=last)")]
+    Plan {
+        #[source]
+        source: crate::reconcile::ReconcileError,
+    },
 
     #[error("internal error: the request handler panicked; berth's log has the details, please report it")]
     Panicked,

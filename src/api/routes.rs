@@ -411,7 +411,7 @@ pub(crate) async fn plan<S: StatusView>(State(view): State<Arc<S>>, raw: RawQuer
         None | Some("fresh") => view
             .pending_plan()
             .await
-            .map_err(|message| ApiError::Plan { message })?,
+            .map_err(|source| ApiError::Plan { source })?,
         Some("last") => view
             .with_last_pass(|last| last.map(|l| l.plan.clone()))
             .ok_or_else(|| ApiError::NotReady {

@@ -13,7 +13,7 @@
 use crate::health::ProbeRecord;
 use crate::metrics::MetricsSnapshot;
 use crate::plan::Plan;
-use crate::reconcile::{self, Controller, LastPass};
+use crate::reconcile::{self, Controller, LastPass, ReconcileError};
 use crate::runtime::ContainerRuntime;
 use crate::store::{
     AppRow, EventQuery, EventRow, FailedRollout, ReplicaOverrideRow, ScalingDecisionRow, Store,
@@ -82,7 +82,7 @@ pub trait StatusView: Send + Sync + 'static {
     fn metrics(&self) -> MetricsSnapshot;
 
     /// What the next pass would do, computed now without doing it.
-    fn pending_plan(&self) -> impl Future<Output = Result<Plan, String>> + Send;
+    fn pending_plan(&self) -> impl Future<Output = Result<Plan, ReconcileError>> + Send;
 }
 
 impl<R: ContainerRuntime> StatusView for Controller<R> {
@@ -103,10 +103,7 @@ impl<R: ContainerRuntime> StatusView for Controller<R> {
         self.counters().snapshot()
     }
 
-    async fn pending_plan(&self) -> Result<Plan, String> {
-        reconcile::plan_only(self)
-            .await
-            .map(|(plan, _issues)| plan)
-            .map_err(|e| e.to_string())
+    async fn pending_plan(&self) -> Result<Plan, ReconcileError> {
+        reconcile::plan_only(self).await.map(|(plan, _issues)| plan)
     }
 }

@@ -265,7 +265,13 @@ pub fn http_status(port: u16, path: &str) -> Option<u16> {
 /// CPU time (user + system) this process has used, in seconds, from /proc/self/stat
 /// (clock ticks, 100 Hz on Linux): for benches that report CPU per pass.
 pub fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    cpu_seconds_of("self")
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/<pid>/stat (`self` for this
+/// one); 0 when it is gone.
+pub fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::runtime::ContainerStats;
 use std::io::Write;
 
 /// A line exactly as the private nginx's `berth` log_format writes it.

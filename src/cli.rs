@@ -1,0 +1,233 @@
+//! The command line's shape: clap types for every subcommand and its flags, with their
+//! help texts and defaults. Must not touch: what the commands do (main.rs).
+
+use berth::api;
+use berth::source;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Declarative reconciler for one Docker host: App specs in, containers behind nginx out"
+)]
+pub(crate) struct Cli {
+    /// Log format on stderr: human-readable lines, or one JSON object per line
+    /// (timestamp, level, fields, target, spans). Secrets are redacted in both.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub(crate) log_format: LogFormat,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Check spec files or directories; lists every problem with file:line:column and field.
+    /// Exit 0 when all are valid, 1 otherwise.
+    Validate {
+        /// Spec files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Show what the next pass would do. Exit 0: no changes, 2: changes, 1: error.
+    Plan {
+        #[command(flatten)]
+        common: Common,
+        /// Plan against an empty host (no Docker, no nginx, no store needed).
+        #[arg(long)]
+        observed_empty: bool,
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Run exactly one reconcile pass and exit (0: converged or nothing to do, 1: errors).
+    Apply {
+        #[command(flatten)]
+        common: Common,
+        /// Required: one pass, then exit (continuous mode is `berth serve`).
+        #[arg(long, required = true)]
+        once: bool,
+    },
+    /// Reconcile continuously until SIGTERM/Ctrl-C; containers and nginx keep running after.
+    /// A --dir source is watched (a burst of saves gives one pass); a --git source is polled.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Seconds between timer-driven passes.
+        #[arg(long, default_value_t = 5)]
+        interval: u64,
+        /// Listen for push webhooks (POST /hooks/git, HMAC-SHA256 signed as GitHub or Gitea
+        /// send it) on this address; a valid call polls the git source at once.
+        #[arg(long)]
+        webhook_listen: Option<String>,
+        /// Env var holding the webhook's shared secret (at least 16 bytes).
+        #[arg(long, default_value = "BERTH_WEBHOOK_SECRET")]
+        webhook_secret_env: String,
+        /// Seconds a stop (SIGTERM, Ctrl-C) waits for the pass in flight to finish.
+        #[arg(long, default_value_t = 30)]
+        shutdown_timeout: u64,
+        #[command(flatten)]
+        api: ApiServe,
+        #[command(flatten)]
+        autoscale: AutoscaleArgs,
+    },
+    /// Show apps (or one app) as the running `berth serve` reports them through its API.
+    Status {
+        /// One app: its containers, replicas, planned steps and recent events.
+        app: Option<String>,
+        /// Address of the status API (`--api-listen` of `berth serve`).
+        #[arg(long, env = "BERTH_API", default_value = api::DEFAULT_LISTEN)]
+        api: String,
+        /// File whose first line is the API's bearer token (default: $BERTH_API_TOKEN).
+        #[arg(long)]
+        api_token_file: Option<PathBuf>,
+        /// Recent events shown for one app.
+        #[arg(long, default_value_t = 10)]
+        events: u32,
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Print the JSON Schema of the App spec (for editors).
+    Schema,
+}
+
+/// The read-only status API next to the loop.
+#[derive(Args, Clone)]
+pub(crate) struct ApiServe {
+    /// Address of the read-only status API and /metrics; `off` disables it.
+    #[arg(long, env = "BERTH_API_LISTEN", default_value = api::DEFAULT_LISTEN)]
+    pub(crate) api_listen: String,
+    /// File whose first line is the bearer token every API route then requires
+    /// (default: $BERTH_API_TOKEN; neither set: no token).
+    #[arg(long)]
+    pub(crate) api_token_file: Option<PathBuf>,
+}
+
+/// The autoscaler (apps with `scaling.policy.mode: auto`).
+#[derive(Args, Clone)]
+pub(crate) struct AutoscaleArgs {
+    /// Seconds between autoscaler ticks (fractions allowed).
+    #[arg(long, default_value_t = 15.0, value_parser = positive_seconds)]
+    pub(crate) autoscale_tick: f64,
+    /// Do not run the autoscaler (overrides already in the store still apply).
+    #[arg(long)]
+    pub(crate) no_autoscale: bool,
+    /// Scale-in stabilization window in seconds [default: each app's windowSeconds].
+    #[arg(long)]
+    pub(crate) autoscale_stabilization: Option<u32>,
+    /// nginx access log in berth's JSON log_format, for production mode (the private
+    /// nginx's own log is used by default).
+    #[arg(long)]
+    pub(crate) autoscale_access_log: Option<PathBuf>,
+}
+
+pub(crate) fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.1..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0.1 and 86400"
+        )),
+    }
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct Common {
+    /// Directory (or file) holding App specs (default examples/apps unless --git is given).
+    #[arg(long, conflicts_with = "git")]
+    pub(crate) dir: Option<PathBuf>,
+    /// Git repository holding App specs: a local path, file://, https:// (token from the
+    /// env var named by --git-token-env) or ssh (key from --git-ssh-key).
+    #[arg(long, env = "BERTH_GIT")]
+    pub(crate) git: Option<String>,
+    /// Branch of the --git repository.
+    #[arg(long, default_value = "main")]
+    pub(crate) branch: String,
+    /// Directory (or file) inside the --git repository holding the specs (default: the
+    /// repository root).
+    #[arg(long)]
+    pub(crate) path: Option<PathBuf>,
+    /// Seconds between polls of the --git repository.
+    #[arg(long, default_value_t = 15)]
+    pub(crate) poll: u64,
+    /// Env var holding an https token for the --git repository.
+    #[arg(long, default_value = source::git::DEFAULT_TOKEN_ENV)]
+    pub(crate) git_token_env: String,
+    /// Private key (no passphrase) for an ssh --git URL.
+    #[arg(long, env = "BERTH_GIT_SSH_KEY")]
+    pub(crate) git_ssh_key: Option<PathBuf>,
+    /// known_hosts file (OpenSSH format, hashed names allowed) holding the ssh --git
+    /// server's host key (default: ~/.ssh/known_hosts when it exists). An unknown or
+    /// changed host key is refused.
+    #[arg(long, env = "BERTH_GIT_KNOWN_HOSTS")]
+    pub(crate) git_known_hosts: Option<PathBuf>,
+    /// Extra CA (PEM) trusted for an https --git URL, besides the system CAs (for a Gitea or
+    /// GitLab behind a private CA).
+    #[arg(long, env = "BERTH_GIT_CA_FILE")]
+    pub(crate) git_ca_file: Option<PathBuf>,
+    /// Most apps one pass may remove; a pass that would remove more removes none and
+    /// records a prune-refused event.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) max_prune: u32,
+    /// Most apps one pass may remove, as a percentage of the apps present.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) max_prune_percent: u32,
+    /// Lift the deletion budget: remove every app that left the source, even all of them.
+    #[arg(long, env = "BERTH_ALLOW_MASS_PRUNE")]
+    pub(crate) allow_mass_prune: bool,
+    /// Where berth keeps its SQLite store and its private nginx.
+    #[arg(long, env = "BERTH_STATE_DIR", default_value = ".berth")]
+    pub(crate) state_dir: PathBuf,
+    /// Address the private nginx listens on.
+    #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: String,
+    /// nginx binary for the private proxy.
+    #[arg(long, env = "BERTH_NGINX", default_value = "nginx")]
+    pub(crate) nginx_binary: PathBuf,
+    /// Production mode: write per-app files into this directory of an nginx you run
+    /// (include DIR/*.conf at http level and DIR/*.loc inside your server) instead of
+    /// starting berth's private nginx.
+    #[arg(long)]
+    pub(crate) nginx_conf_dir: Option<PathBuf>,
+    /// Production mode: command that checks the config (split on spaces).
+    #[arg(long, default_value = "nginx -t")]
+    pub(crate) nginx_test_command: String,
+    /// Production mode: command that reloads nginx (split on spaces).
+    #[arg(long, default_value = "nginx -s reload")]
+    pub(crate) nginx_reload_command: String,
+    /// Docker network every container joins.
+    #[arg(long, default_value = "berth")]
+    pub(crate) network: String,
+    /// Only manage containers labelled berth.instance=<NAME> (several controllers on one host).
+    #[arg(long, env = "BERTH_INSTANCE")]
+    pub(crate) instance: Option<String>,
+    /// Apps applying their steps at the same time.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) parallel: usize,
+    /// KEY=VALUE file with values for `valueFrom: sdk` env vars (berth's own environment
+    /// is used too; the file wins).
+    #[arg(long)]
+    pub(crate) host_env: Option<PathBuf>,
+    /// Seconds a container gets between SIGTERM and SIGKILL.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) stop_timeout: u32,
+    /// serve: days of events, scaling decisions and revisions to keep (0: no age limit).
+    #[arg(long, default_value_t = 30)]
+    pub(crate) history_days: u32,
+    /// serve: most rows kept per history table, newest first (0: no row limit).
+    #[arg(long, default_value_t = 100_000)]
+    pub(crate) history_rows: u64,
+}
