@@ -365,13 +365,16 @@ async fn footprint() -> String {
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     let mut pass_ms = Vec::new();
+    let mut phases = Vec::new();
     for k in 0..3 {
         let next = t0 + Duration::from_secs(5 * k);
         tokio::time::sleep_until(next.into()).await;
         let t = Instant::now();
-        reconcile::run_pass(&ctl, "timer").await.unwrap();
+        let report = reconcile::run_pass(&ctl, "timer").await.unwrap();
         pass_ms.push(ms(t.elapsed()));
+        phases.push(report.phases);
     }
+    let last = phases.last().copied().unwrap_or_default();
     tokio::time::sleep_until((t0 + Duration::from_secs(15)).into()).await;
     let idle_pct = (cpu_seconds() - cpu0) / t0.elapsed().as_secs_f64() * 100.0;
     let rss_after = rss_mib();
@@ -383,8 +386,16 @@ async fn footprint() -> String {
              | RSS after 3 more timer passes | {rss_after:.1} MiB |\n\
              | first pass (records 1,000 apps) | {first_ms:.0} ms |\n\
              | timer pass, median of 3 | {:.1} ms |\n\
+             | its phases (last pass): source, observe, desired, plan, apply, record, publish | {:.1}, {:.1}, {:.1}, {:.1}, {:.1}, {:.1}, {:.1} ms |\n\
              | idle CPU, passes every 5 s over 15 s | {idle_pct:.2}% of one core |",
-            median(pass_ms)
+            median(pass_ms),
+            last.source_ms,
+            last.observe_ms,
+            last.desired_ms,
+            last.plan_ms,
+            last.apply_ms,
+            last.record_ms,
+            last.publish_ms
         );
     drop(ctl);
     drop(env);
@@ -414,6 +425,7 @@ async fn noop() -> String {
     let before = ctl.runtime().calls();
     let mut walls = Vec::new();
     let mut cpu = 0.0;
+    let mut phases = Vec::new();
     for _ in 0..runs {
         let c = cpu_seconds();
         let t = Instant::now();
@@ -421,7 +433,9 @@ async fn noop() -> String {
         walls.push(ms(t.elapsed()));
         cpu += cpu_seconds() - c;
         assert!(!r.changed);
+        phases.push(r.phases);
     }
+    let phase = |f: fn(&reconcile::PassPhases) -> f64| median(phases.iter().map(f).collect());
     let calls = ctl.runtime().calls().since(&before);
     let per = |v: u64| v as f64 / runs as f64;
     let _ = writeln!(
@@ -429,9 +443,17 @@ async fn noop() -> String {
             "\n### No-op pass, 200 apps (workers, `replicas: {replicas}`), {runs} passes\n\n| measurement | value |\n|---|---|\n\
              | wall, median | {:.1} ms |\n\
              | CPU (user+sys, 10 ms ticks), mean | {:.1} ms |\n\
+             | phases, medians: source, observe, desired, plan, apply, record, publish | {:.1}, {:.1}, {:.1}, {:.1}, {:.1}, {:.1}, {:.1} ms |\n\
              | Docker calls per pass | list {:.1}, inspect {:.1}, mutating {:.1} |",
             median(walls),
             cpu * 1000.0 / runs as f64,
+            phase(|p| p.source_ms),
+            phase(|p| p.observe_ms),
+            phase(|p| p.desired_ms),
+            phase(|p| p.plan_ms),
+            phase(|p| p.apply_ms),
+            phase(|p| p.record_ms),
+            phase(|p| p.publish_ms),
             per(calls.list),
             per(calls.inspect),
             per(calls.mutating())

@@ -248,6 +248,31 @@ async fn load_scales_out_within_two_ticks_and_back_to_min_after_cooldown() {
 
     served.stop().await;
 
+    // The decisions of the real ticks are counted and exported on /metrics (the counter
+    // once stayed at zero outside tests).
+    let router = berth::api::router(h.ctl.clone(), &berth::api::ApiConfig { token: None });
+    let answer = tower::ServiceExt::oneshot(
+        router,
+        axum::http::Request::get("/metrics")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let body = axum::body::to_bytes(answer.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&body);
+    let counted = |direction: &str| -> u64 {
+        let prefix =
+            format!("berth_autoscaler_decisions_total{{app=\"web\",direction=\"{direction}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} line in /metrics:\n{text}"))
+    };
+    let (ups_counted, downs_counted) = (counted("out"), counted("in"));
+
     // Every change has a row, and the rows chain from 1 up to 3 and down to 1 again, one
     // replica at a time on the way down, at least a cooldown apart.
     let mut rows: Vec<ScalingDecisionRow> =
@@ -263,6 +288,14 @@ async fn load_scales_out_within_two_ticks_and_back_to_min_after_cooldown() {
         assert_eq!(pair[0].1, pair[1].0, "rows do not chain: {chain:?}");
     }
     let ups = chain.iter().take_while(|(from, to)| to > from).count();
+    assert_eq!(
+        (ups_counted, downs_counted),
+        (
+            chain.iter().filter(|(from, to)| to > from).count() as u64,
+            chain.iter().filter(|(from, to)| to < from).count() as u64
+        ),
+        "/metrics counts every decision row: {chain:?}"
+    );
     assert_eq!(chain[ups - 1].1, 3, "went up to maxReplicas: {chain:?}");
     assert_eq!(chain[ups..], [(3, 2), (2, 1)], "{chain:?}");
     for r in &rows[..ups] {

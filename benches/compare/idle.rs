@@ -2,7 +2,7 @@
 //! examples/apps (3 apps, 4 containers, default settings: passes every 5 s, probes on each
 //! app's interval, the autoscaler every 15 s), once converged, its CPU (utime + stime from
 //! /proc/<pid>/stat) over 60 s; with the watched directory and with a git source (a local
-//! bare repository polled every 30 s). Everything on its own instance label, state dir and
+//! bare repository polled every 15 s, the default). Everything on its own instance label, state dir and
 //! ports; the child is stopped with SIGTERM and its containers and nginx removed by the
 //! scene's guards.
 
@@ -145,7 +145,7 @@ pub async fn section() -> String {
          passes every 5 s, probes on each app's interval, autoscaler every 15 s.\n\n\
          | source | CPU, % of one core | RSS |\n|---|---|---|\n\
          | watched directory | {dir_pct:.2}% | {dir_rss:.1} MiB |\n\
-         | git (local bare repository, poll 30 s) | {git_pct:.2}% | {git_rss:.1} MiB |",
+         | git (local bare repository, polled every 15 s) | {git_pct:.2}% | {git_rss:.1} MiB |",
         WINDOW.as_secs()
     );
     md

@@ -80,8 +80,26 @@ pub struct Settings {
     pub history: HistoryLimits,
 }
 
+/// Where a pass spent its time, in milliseconds (benchmarks and slow-pass logs read it).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PassPhases {
+    /// Reading the source's snapshot.
+    pub source_ms: f64,
+    /// Source events, the proxy check and observing the engine, the proxy files and state.
+    pub observe_ms: f64,
+    /// Specs -> desired (isolation, deletion budget) and its events.
+    pub desired_ms: f64,
+    /// Probing unknown containers, reading overrides, planning.
+    pub plan_ms: f64,
+    pub apply_ms: f64,
+    /// Statuses, removed apps and the revision in the store.
+    pub record_ms: f64,
+    /// Publishing the last pass.
+    pub publish_ms: f64,
+}
+
 /// Summary of one pass.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PassReport {
     pub revision: String,
     pub steps_applied: usize,
@@ -91,6 +109,7 @@ pub struct PassReport {
     /// When (unix ms) the next pass is due because a self-heal or retry backoff ends; the
     /// loop runs then even if nothing wakes it and the timer has not fired.
     pub requeue_at: Option<i64>,
+    pub phases: PassPhases,
 }
 
 /// What was last written for an app: (status, last error, spec hash).

@@ -6,7 +6,7 @@
 use super::apply::ApplyReport;
 use super::desired::{desired_from, DesiredState, KnownApp, LastGoodSpec};
 use super::records::{forget_removed, record_revision, record_statuses};
-use super::{apply, prober, Controller, LastPass, PassReport, ReconcileError};
+use super::{apply, prober, Controller, LastPass, PassPhases, PassReport, ReconcileError};
 use crate::clock::now_ms;
 use crate::health::ProbeTracker;
 use crate::plan::prune::{self, PruneVerdict};
@@ -82,7 +82,7 @@ fn loaded_specs<R: ContainerRuntime>(ctl: &Controller<R>, snapshot: &Snapshot) -
 }
 
 /// `known_apps`, read from the store only after this controller changed an app row.
-async fn cached_known_apps<R: ContainerRuntime>(
+pub(super) async fn cached_known_apps<R: ContainerRuntime>(
     ctl: &Controller<R>,
 ) -> Result<Arc<BTreeMap<String, KnownApp>>, ReconcileError> {
     if let Some(known) = ctl.known.lock().expect("known lock").clone() {
@@ -199,6 +199,8 @@ pub async fn run_pass<R: ContainerRuntime>(
     trigger: &str,
 ) -> Result<PassReport, ReconcileError> {
     let started = std::time::Instant::now();
+    let mut phases = PassPhases::default();
+    let mut lap = Lap::new();
     let timer = ctl.metrics.pass_started();
     *ctl.pass_counts
         .lock()
@@ -211,6 +213,7 @@ pub async fn run_pass<R: ContainerRuntime>(
         .await
         .inspect_err(|_| ctl.metrics.source_error())?;
     let revision = snapshot.revision.clone();
+    phases.source_ms = lap.next();
     let span = info_span!("reconcile_pass", revision = %revision, trigger);
     async {
         // Counted at the proxy: apps whose changes shared one reload count it once, and the
@@ -228,6 +231,7 @@ pub async fn run_pass<R: ContainerRuntime>(
             .await;
         }
         let mut observed = observe(ctl).await?;
+        phases.observe_ms = lap.next();
         let (state, verdict) = read_desired(ctl, &snapshot, &observed).await?;
         *ctl.app_files.lock().expect("app files lock") = state.files.clone();
         for issue in &state.issues {
@@ -268,15 +272,19 @@ pub async fn run_pass<R: ContainerRuntime>(
         )
         .await;
         let desired = &state.desired;
+        phases.desired_ms = lap.next();
         let (overrides, plan, now) =
             probe_and_plan(ctl, &ctl.probes, desired, &mut observed).await?;
+        phases.plan_ms = lap.next();
         let report = apply(ctl, desired, &observed, &plan).await;
+        phases.apply_ms = lap.next();
         update_retry(ctl, desired, &plan, &report, now_ms());
         let reloads = (ctl.proxy.reloads() - reloads_before) as usize;
         record_statuses(ctl, &state, &plan, &overrides, &report).await;
         ctl.metrics.nginx_reloads(reloads);
         forget_removed(ctl, &state, &verdict, &report).await;
         record_revision(ctl, &state, &verdict, &report).await;
+        phases.record_ms = lap.next();
         let duration_ms = started.elapsed().as_millis();
         if plan.has_changes() {
             info!(
@@ -305,7 +313,9 @@ pub async fn run_pass<R: ContainerRuntime>(
             let retry = ctl.retry.lock().expect("retry lock");
             plan::heal::next_due(heal.values(), retry.values(), now_ms())
         };
+        phases.publish_ms = lap.next();
         Ok(PassReport {
+            phases,
             requeue_at,
             revision: revision.clone(),
             steps_applied: report.steps_applied,
@@ -398,5 +408,22 @@ fn update_retry<R: ContainerRuntime>(
         if !report.errors.contains_key(app) && plan.steps_for(app).any(|s| s.touches_containers()) {
             retry.remove(app);
         }
+    }
+}
+
+/// A stopwatch for the phases of a pass.
+struct Lap(std::time::Instant);
+
+impl Lap {
+    fn new() -> Self {
+        Self(std::time::Instant::now())
+    }
+
+    /// Milliseconds since the last call (or the start), and starts the next lap.
+    fn next(&mut self) -> f64 {
+        let now = std::time::Instant::now();
+        let ms = (now - self.0).as_secs_f64() * 1000.0;
+        self.0 = now;
+        ms
     }
 }

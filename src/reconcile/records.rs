@@ -25,15 +25,15 @@ pub(super) async fn forget_removed<R: ContainerRuntime>(
     if verdict.is_refused() || state.desired.prune_blocked.is_some() {
         return;
     }
-    let known = match ctl.store.apps().await {
-        Ok(rows) => rows,
+    // The cached view of the store's apps: a steady pass reads no rows.
+    let known = match super::pass::cached_known_apps(ctl).await {
+        Ok(known) => known,
         Err(e) => {
             warn!("cannot list apps: {e}");
             return;
         }
     };
-    for row in known {
-        let name = &row.name;
+    for (name, row) in known.iter() {
         if state.desired.apps.contains_key(name)
             || state.desired.held.contains_key(name)
             || report.errors.contains_key(name)
