@@ -168,7 +168,7 @@ async fn populate(ctl: &Controller<api_support::FakeRuntime>) {
     ctl.publish_last_pass(LastPass {
         at: PASS_AT,
         trigger: "bench".into(),
-        desired,
+        desired: desired.into(),
         observed,
         plan,
         issues: Vec::new(),

@@ -9,6 +9,7 @@ use crate::source::SourceStatus;
 use crate::spec::SpecIssue;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Why an app is quarantined and what it runs meanwhile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -27,7 +28,8 @@ pub struct Quarantine {
 pub struct LastPass {
     pub at: i64,
     pub trigger: String,
-    pub desired: Desired,
+    /// Shared with the loop's cache: publishing a pass does not copy every spec.
+    pub desired: Arc<Desired>,
     pub observed: Observed,
     pub plan: Plan,
     pub issues: Vec<SpecIssue>,

@@ -151,7 +151,7 @@ async fn set_last_pass(
     last.send_replace(Some(Arc::new(LastPass {
         at: NOW,
         trigger: "test".into(),
-        desired,
+        desired: desired.into(),
         observed,
         plan,
         issues: Vec::new(),

@@ -171,6 +171,9 @@ pub struct Controller<R: ContainerRuntime> {
     /// What the store remembers about every app (source file, last good spec), read once
     /// and kept until this controller writes an app row (it is the only writer of them).
     known: Mutex<Option<Arc<BTreeMap<String, KnownApp>>>>,
+    /// The last `desired_from` answer and the inputs it came from: a pass whose revision,
+    /// known apps and present apps did not change reuses it (and its shared `Desired`).
+    desired: Mutex<Option<pass::DesiredCache>>,
 }
 
 impl<R: ContainerRuntime> Controller<R> {
@@ -196,6 +199,7 @@ impl<R: ContainerRuntime> Controller<R> {
             recorded_revision: Mutex::new(None),
             loaded: Mutex::new(None),
             known: Mutex::new(None),
+            desired: Mutex::new(None),
         })
     }
 

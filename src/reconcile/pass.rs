@@ -93,30 +93,77 @@ pub(super) async fn cached_known_apps<R: ContainerRuntime>(
     Ok(known)
 }
 
+/// The inputs of one `desired_from` call and its answer (see `Controller::desired`).
+pub(super) struct DesiredCache {
+    revision: String,
+    known: Arc<BTreeMap<String, KnownApp>>,
+    present: BTreeSet<String>,
+    state: Arc<DesiredState>,
+    /// `state.desired`, shared with the passes that publish it.
+    desired: Arc<Desired>,
+}
+
+/// What a pass wants: the state from `desired_from` (shared with the cache) and its
+/// `Desired` as published in the last pass.
+pub struct DesiredRead {
+    pub state: Arc<DesiredState>,
+    pub desired: Arc<Desired>,
+}
+
 /// Loads the snapshot's specs into `Desired` (per-app isolation against the store) and
-/// applies the deletion budget: when it refuses, pruning is off for this pass.
+/// applies the deletion budget: when it refuses, pruning is off for this pass. Unchanged
+/// inputs (revision, known apps, apps present) reuse the last answer.
 pub async fn read_desired<R: ContainerRuntime>(
     ctl: &Controller<R>,
     snapshot: &Snapshot,
     observed: &Observed,
-) -> Result<(DesiredState, PruneVerdict), ReconcileError> {
+) -> Result<(DesiredRead, PruneVerdict), ReconcileError> {
     let revision = snapshot.revision.as_str();
-    let loaded = loaded_specs(ctl, snapshot);
     let known = cached_known_apps(ctl).await?;
-    let mut state = desired_from(
-        &loaded,
-        revision,
-        ctl.proxy.listen(),
-        &known,
-        &present_apps(observed),
-    );
-    let verdict = prune::check(&state.desired, observed, &ctl.settings.deletion_budget);
+    let present = present_apps(observed);
+    let cached =
+        ctl.desired
+            .lock()
+            .expect("desired lock")
+            .as_ref()
+            .and_then(|c| {
+                (c.revision == revision && Arc::ptr_eq(&c.known, &known) && c.present == present)
+                    .then(|| DesiredRead {
+                        state: c.state.clone(),
+                        desired: c.desired.clone(),
+                    })
+            });
+    let mut read = match cached {
+        Some(read) => read,
+        None => {
+            let loaded = loaded_specs(ctl, snapshot);
+            let state = desired_from(&loaded, revision, ctl.proxy.listen(), &known, &present);
+            let read = DesiredRead {
+                desired: Arc::new(state.desired.clone()),
+                state: Arc::new(state),
+            };
+            *ctl.desired.lock().expect("desired lock") = Some(DesiredCache {
+                revision: revision.to_string(),
+                known,
+                present,
+                state: read.state.clone(),
+                desired: read.desired.clone(),
+            });
+            read
+        }
+    };
+    let verdict = prune::check(&read.state.desired, observed, &ctl.settings.deletion_budget);
     if let PruneVerdict::Refused { reason, .. } = &verdict {
+        let mut state = (*read.state).clone();
         state.desired.prune_blocked = Some(PruneBlocked::DeletionBudget {
             reason: reason.clone(),
         });
+        read = DesiredRead {
+            desired: Arc::new(state.desired.clone()),
+            state: Arc::new(state),
+        };
     }
-    Ok((state, verdict))
+    Ok((read, verdict))
 }
 
 /// Observes containers (one list call), health, proxy files and heal state. The loop's
@@ -172,9 +219,9 @@ pub async fn plan_only<R: ContainerRuntime>(
     let snapshot = ctl.source.peek().await?;
     let probes = Mutex::new(ctl.probes.lock().expect("probe lock").clone());
     let mut observed = observe_with(ctl, &probes).await?;
-    let (state, _) = read_desired(ctl, &snapshot, &observed).await?;
-    let (_, plan, _) = probe_and_plan(ctl, &probes, &state.desired, &mut observed).await?;
-    Ok((plan, state.issues))
+    let (read, _) = read_desired(ctl, &snapshot, &observed).await?;
+    let (_, plan, _) = probe_and_plan(ctl, &probes, &read.desired, &mut observed).await?;
+    Ok((plan, read.state.issues.clone()))
 }
 
 /// The end of every pass's prologue (a real pass and `plan_only`): probe containers whose
@@ -232,7 +279,8 @@ pub async fn run_pass<R: ContainerRuntime>(
         }
         let mut observed = observe(ctl).await?;
         phases.observe_ms = lap.next();
-        let (state, verdict) = read_desired(ctl, &snapshot, &observed).await?;
+        let (read, verdict) = read_desired(ctl, &snapshot, &observed).await?;
+        let state = &*read.state;
         *ctl.app_files.lock().expect("app files lock") = state.files.clone();
         for issue in &state.issues {
             let app = issue
@@ -256,7 +304,7 @@ pub async fn run_pass<R: ContainerRuntime>(
             ctl.event_once(app, EventType::Quarantined, message, &revision)
                 .await;
         }
-        for app in ctl.desired_apps_not_quarantined(&state) {
+        for app in ctl.desired_apps_not_quarantined(state) {
             ctl.clear_reported(&app, EventType::Quarantined);
         }
         let refusal = match &verdict {
@@ -271,7 +319,7 @@ pub async fn run_pass<R: ContainerRuntime>(
             details,
         )
         .await;
-        let desired = &state.desired;
+        let desired = &*read.desired;
         phases.desired_ms = lap.next();
         let (overrides, plan, now) =
             probe_and_plan(ctl, &ctl.probes, desired, &mut observed).await?;
@@ -280,10 +328,10 @@ pub async fn run_pass<R: ContainerRuntime>(
         phases.apply_ms = lap.next();
         update_retry(ctl, desired, &plan, &report, now_ms());
         let reloads = (ctl.proxy.reloads() - reloads_before) as usize;
-        record_statuses(ctl, &state, &plan, &overrides, &report).await;
+        record_statuses(ctl, state, &plan, &overrides, &report).await;
         ctl.metrics.nginx_reloads(reloads);
-        forget_removed(ctl, &state, &verdict, &report).await;
-        record_revision(ctl, &state, &verdict, &report).await;
+        forget_removed(ctl, state, &verdict, &report).await;
+        record_revision(ctl, state, &verdict, &report).await;
         phases.record_ms = lap.next();
         let duration_ms = started.elapsed().as_millis();
         if plan.has_changes() {
@@ -298,7 +346,7 @@ pub async fn run_pass<R: ContainerRuntime>(
         ctl.publish_last_pass(LastPass {
             at: now,
             trigger: trigger.to_string(),
-            desired: desired.clone(),
+            desired: read.desired.clone(),
             observed,
             plan,
             issues: state.issues.clone(),

@@ -10,6 +10,7 @@
 use super::walk::{self, Entry, EntryTree, Fault, Kind, Name};
 use super::{content_revision, Snapshot, SourceError};
 use crate::spec::MAX_FILE_BYTES;
+use std::collections::HashMap;
 use std::fs::Metadata;
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -17,9 +18,58 @@ use std::path::{Path, PathBuf};
 
 pub use super::walk::is_spec_file;
 
+/// A file's identity and last change as the file system reports them; a file whose stamp is
+/// unchanged since it was read has unchanged contents (as git's index assumes), except when
+/// it changed within `RACY_MS` of being read, when the stamp cannot tell (see `ReadCache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    fn of(meta: &Metadata) -> Stamp {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+        }
+    }
+}
+
+/// A file changed this close to when it was read may change again within the same clock
+/// tick without its stamp changing: such a file is read again next time.
+const RACY_MS: i128 = 2_000;
+
+/// The texts of the files a source read last time, by path and stamp, so a pass over an
+/// unchanged directory of 1,000 specs reads none of them again (it still lists the
+/// directories and inspects every entry, so added, removed, renamed or edited files are
+/// seen at once).
+#[derive(Debug, Default)]
+pub struct ReadCache {
+    files: std::sync::Mutex<HashMap<PathBuf, (Stamp, i128, String)>>,
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
 /// Reads the directory (or a single file) into a snapshot; paths are relative to `root`
 /// (a single file keeps its own name).
 pub fn read_snapshot(root: &Path) -> Result<Snapshot, SourceError> {
+    read_snapshot_cached(root, &ReadCache::default())
+}
+
+/// `read_snapshot`, taking the text of files whose stamp did not change from `cache` (and
+/// leaving only the files seen in this read in it).
+pub fn read_snapshot_cached(root: &Path, cache: &ReadCache) -> Result<Snapshot, SourceError> {
     let root_error = |e: std::io::Error| SourceError::Read {
         path: root.to_path_buf(),
         message: e.to_string(),
@@ -37,7 +87,14 @@ pub fn read_snapshot(root: &Path) -> Result<Snapshot, SourceError> {
             path: root.to_path_buf(),
             key: key(&metadata),
         };
-        walk::walk(&FsTree { root }, dir)?
+        let tree = FsTree {
+            root,
+            cache,
+            seen: std::sync::Mutex::new(HashMap::new()),
+        };
+        let walked = walk::walk(&tree, dir)?;
+        *cache.files.lock().expect("read cache lock") = tree.seen.into_inner().expect("seen lock");
+        walked
     };
     Ok(Snapshot {
         revision: content_revision(&walked.files, &walked.unreadable),
@@ -46,9 +103,12 @@ pub fn read_snapshot(root: &Path) -> Result<Snapshot, SourceError> {
     })
 }
 
-/// The file system below one root.
+/// The file system below one root, with the texts read last time.
 struct FsTree<'a> {
     root: &'a Path,
+    cache: &'a ReadCache,
+    /// What this read saw, which becomes the cache.
+    seen: std::sync::Mutex<HashMap<PathBuf, (Stamp, i128, String)>>,
 }
 
 /// A directory on disk and its identity (device, inode).
@@ -63,14 +123,14 @@ fn key(metadata: &Metadata) -> (u64, u64) {
 
 impl EntryTree for FsTree<'_> {
     type Dir = FsDir;
-    type File = PathBuf;
+    type File = (PathBuf, Stamp);
     type Key = (u64, u64);
 
     fn key(&self, dir: &FsDir) -> (u64, u64) {
         dir.key
     }
 
-    fn list(&self, dir: &FsDir, rel: &Path) -> Result<Vec<Entry<FsDir, PathBuf>>, Fault> {
+    fn list(&self, dir: &FsDir, rel: &Path) -> Result<Vec<Entry<FsDir, (PathBuf, Stamp)>>, Fault> {
         let fault = |e: std::io::Error| {
             if rel.as_os_str().is_empty() {
                 Fault::Source(SourceError::Read {
@@ -99,7 +159,7 @@ impl EntryTree for FsTree<'_> {
                     key: key(&meta),
                     path,
                 }),
-                Ok(meta) if meta.is_file() => Kind::File(path),
+                Ok(meta) if meta.is_file() => Kind::File((path, Stamp::of(&meta))),
                 Ok(meta) => Kind::Other(format!(
                     "is a {}, not a regular file: replace it with a regular file",
                     special_kind(&meta)
@@ -111,9 +171,33 @@ impl EntryTree for FsTree<'_> {
         Ok(entries)
     }
 
-    fn read(&self, file: &PathBuf, _rel: &Path) -> Result<String, Fault> {
-        read_capped(file)
-            .map_err(|e| Fault::Entry(format!("cannot be read ({e}): check its permissions")))
+    fn read(&self, file: &(PathBuf, Stamp), _rel: &Path) -> Result<String, Fault> {
+        let (path, stamp) = file;
+        let cached = self
+            .cache
+            .files
+            .lock()
+            .expect("read cache lock")
+            .get(path)
+            .filter(|(was, read_at, _)| {
+                was == stamp && read_at - stamp.mtime_ns.max(stamp.ctime_ns) > RACY_MS * 1_000_000
+            })
+            .map(|(_, read_at, text)| (*read_at, text.clone()));
+        let (read_at, text) = match cached {
+            Some(hit) => hit,
+            None => {
+                let read_at = now_ns();
+                let text = read_capped(path).map_err(|e| {
+                    Fault::Entry(format!("cannot be read ({e}): check its permissions"))
+                })?;
+                (read_at, text)
+            }
+        };
+        self.seen
+            .lock()
+            .expect("seen lock")
+            .insert(path.clone(), (*stamp, read_at, text.clone()));
+        Ok(text)
     }
 }
 
@@ -152,6 +236,51 @@ fn read_capped(path: &Path) -> Result<String, std::io::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_reads_see_every_edit_add_and_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ReadCache::default();
+        std::fs::write(dir.path().join("a.yaml"), "v: 1").unwrap();
+        std::fs::write(dir.path().join("b.yaml"), "w: 1").unwrap();
+        let first = read_snapshot_cached(dir.path(), &cache).unwrap();
+        assert_eq!(first, read_snapshot(dir.path()).unwrap());
+        // Same size, rewritten at once (inside the racy window): still seen.
+        std::fs::write(dir.path().join("a.yaml"), "v: 2").unwrap();
+        std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
+        std::fs::write(dir.path().join("c.yaml"), "x: 1").unwrap();
+        let second = read_snapshot_cached(dir.path(), &cache).unwrap();
+        assert_eq!(second, read_snapshot(dir.path()).unwrap());
+        assert_eq!(second.files[0].1, "v: 2");
+        assert_eq!(
+            cache.files.lock().unwrap().len(),
+            2,
+            "b.yaml left the cache"
+        );
+        // An old file (past the racy window) is served from the cache while its stamp
+        // holds, and read again when it changes.
+        let old = dir.path().join("a.yaml");
+        let stamp = Stamp::of(&std::fs::metadata(&old).unwrap());
+        cache
+            .files
+            .lock()
+            .unwrap()
+            .insert(old.clone(), (stamp, now_ns(), "v: cached".to_string()));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        {
+            let mut files = cache.files.lock().unwrap();
+            let entry = files.get_mut(&old).unwrap();
+            entry.1 = stamp.mtime_ns.max(stamp.ctime_ns) + (RACY_MS + 1) * 1_000_000;
+        }
+        let third = read_snapshot_cached(dir.path(), &cache).unwrap();
+        assert_eq!(
+            third.files[0].1, "v: cached",
+            "unchanged stamp: not read again"
+        );
+        std::fs::write(&old, "v: 3 longer").unwrap();
+        let fourth = read_snapshot_cached(dir.path(), &cache).unwrap();
+        assert_eq!(fourth.files[0].1, "v: 3 longer");
+    }
 
     #[test]
     fn filters_and_revision() {

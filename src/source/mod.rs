@@ -192,6 +192,8 @@ pub struct Source {
     poll_now: Notify,
     /// Serialises git fetches (poll loop, pass, webhook).
     git_lock: tokio::sync::Mutex<git::GitState>,
+    /// Directory: the texts of unchanged files, so a pass re-reads only what changed.
+    read_cache: dir::ReadCache,
 }
 
 impl Source {
@@ -207,6 +209,7 @@ impl Source {
             status: Mutex::new(status),
             poll_now: Notify::new(),
             git_lock: tokio::sync::Mutex::new(git::GitState::default()),
+            read_cache: dir::ReadCache::default(),
         })
     }
 
@@ -225,7 +228,7 @@ impl Source {
     pub async fn snapshot(&self) -> Result<Snapshot, SourceError> {
         match &self.config {
             SourceConfig::Dir(path) => {
-                let snapshot = dir::read_snapshot(path)?;
+                let snapshot = dir::read_snapshot_cached(path, &self.read_cache)?;
                 let mut status = self.status.lock().expect("source status lock");
                 status.revision = Some(snapshot.revision.clone());
                 status.synced_at = Some(now_ms());

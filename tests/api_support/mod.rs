@@ -303,7 +303,7 @@ async fn fixture_in(on_disk: bool) -> Fixture {
     let last = LastPass {
         at: PASS_AT,
         trigger: "test".into(),
-        desired,
+        desired: desired.into(),
         observed,
         plan,
         issues: Vec::new(),
