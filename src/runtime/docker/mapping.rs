@@ -275,44 +275,12 @@ pub(super) fn inspect_state(info: &ContainerInspectResponse) -> ContainerState {
 
 /// Unix seconds from Docker's RFC 3339 timestamps ("2024-05-07T21:09:36.123456789Z").
 pub(super) fn parse_rfc3339(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (date, rest) = s.split_once(['T', 't', ' '])?;
-    let mut d = date.splitn(3, '-');
-    let year: i64 = d.next()?.parse().ok()?;
-    let month: i64 = d.next()?.parse().ok()?;
-    let day: i64 = d.next()?.parse().ok()?;
-    // Time part: hh:mm:ss[.frac](Z|±hh:mm)
-    let tz_at = rest.find(['Z', 'z', '+', '-']).unwrap_or(rest.len());
-    let (time, tz) = rest.split_at(tz_at);
-    let time = time.split('.').next()?;
-    let mut t = time.splitn(3, ':');
-    let hour: i64 = t.next()?.parse().ok()?;
-    let minute: i64 = t.next()?.parse().ok()?;
-    let second: i64 = t.next()?.parse().ok()?;
-    let offset = match tz.chars().next() {
-        None | Some('Z') | Some('z') => 0,
-        Some(sign) => {
-            let (h, m) = tz[1..].split_once(':')?;
-            let secs = h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60;
-            if sign == '-' {
-                -secs
-            } else {
-                secs
-            }
-        }
-    };
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hour * 3600 + minute * 60 + second - offset)
+    rfc3339(s).map(|t| t.as_second())
+}
+
+/// Docker's RFC 3339 timestamp (parsed by jiff: offsets and fractions as RFC 3339 allows).
+pub(super) fn rfc3339(s: &str) -> Option<jiff::Timestamp> {
+    s.trim().parse::<jiff::Timestamp>().ok()
 }
 
 pub(super) fn short(id: &str) -> &str {

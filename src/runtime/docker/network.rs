@@ -7,7 +7,7 @@
 //! instance label when this runtime has none). Containers are not its business.
 
 use super::connect::map_error;
-use super::mapping::{owns, parse_rfc3339};
+use super::mapping::{owns, rfc3339};
 use super::{Counters, DockerRuntime};
 use crate::runtime::{RuntimeError, LABEL_INSTANCE, LABEL_MANAGED};
 use bollard::errors::Error as BollardError;
@@ -120,20 +120,8 @@ pub(super) fn duplicates_to_remove(
 /// Creation time as (unix seconds, nanoseconds) for ordering: Docker trims trailing zeros
 /// of the fraction, so the texts do not sort as strings. Unknown times sort first.
 fn created_order(created: Option<&str>) -> Option<(i64, u32)> {
-    let created = created?;
-    let seconds = parse_rfc3339(created)?;
-    let nanos = created
-        .split_once('.')
-        .map(|(_, rest)| {
-            let digits: String = rest
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .take(9)
-                .collect();
-            format!("{digits:0<9}").parse::<u32>().unwrap_or(0)
-        })
-        .unwrap_or(0);
-    Some((seconds, nanos))
+    let time = rfc3339(created?)?;
+    Some((time.as_second(), time.subsec_nanosecond().max(0) as u32))
 }
 
 #[cfg(test)]
