@@ -487,10 +487,17 @@ fn plan_app(
     }
     let ready = keep.iter().filter(|(_, h)| *h == Health::Healthy).count() as u32;
 
-    // Retry gate: an app whose last apply failed waits for its backoff, changing nothing.
-    if let Some(reason) =
-        heal::retry_blocked_reason(observed.retry.get(name.as_str()), &app.hash, now)
-    {
+    // Gates that leave the app exactly as it is: an app whose last apply failed waits for
+    // its retry backoff; while self-heal backs off (or quarantined), an app with broken
+    // containers is not repaired, so a crash loop cannot turn into a create/remove loop.
+    let needs_heal = !unhealthy.is_empty() || !not_running.is_empty();
+    let hold = heal::retry_blocked_reason(observed.retry.get(name.as_str()), &app.hash, now)
+        .or_else(|| {
+            needs_heal
+                .then(|| heal::blocked_reason(heal, &app.hash, now))
+                .flatten()
+        });
+    if let Some(reason) = hold {
         steps.push(Step::NoOp {
             app: name.clone(),
             reason,
@@ -501,24 +508,6 @@ fn plan_app(
             members,
             ready,
         };
-    }
-
-    // Self-heal gate: while backing off (or quarantined), an app with broken containers is
-    // left exactly as it is, so a crash loop cannot turn into a create/remove loop.
-    let needs_heal = !unhealthy.is_empty() || !not_running.is_empty();
-    if needs_heal {
-        if let Some(reason) = heal::blocked_reason(heal, &app.hash, now) {
-            steps.push(Step::NoOp {
-                app: name.clone(),
-                reason,
-            });
-            let members = healthy_members(keep.iter().chain(stale.iter()));
-            return AppOutcome {
-                steps,
-                members,
-                ready,
-            };
-        }
     }
 
     for c in &not_running {
