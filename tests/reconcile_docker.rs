@@ -579,3 +579,101 @@ async fn a_missing_image_is_reported_once_and_other_apps_go_on() {
         .unwrap()
         .contains_key("ghost"));
 }
+
+/// Every metric family on /metrics follows what real passes did (the autoscaler's counter
+/// is checked the same way in tests/autoscale_docker.rs): one running app, one whose image
+/// is missing, one file that does not parse.
+#[tokio::test]
+async fn metrics_follow_what_real_passes_did() {
+    let h = Harness::new("metrics").await;
+    h.write("web.yaml", &web_spec("berth-demo:v1", 1));
+    let ghost = web_spec("berth-demo:does-not-exist", 1)
+        .replace("name: web", "name: ghost")
+        .replace(
+            "  termination:",
+            "  route:\n    path: /ghost\n  termination:",
+        );
+    h.write("ghost.yaml", &ghost);
+    h.write(
+        "oops.yaml",
+        &web_spec("berth-demo:v1", 1)
+            .replace("name: web", "name: oops")
+            .replace("  replicas: 1\n", "  replicas: 1\n  replica: 2\n"),
+    );
+    let mut reports = vec![h.pass().await, h.pass().await];
+    // The second pass held ghost (retry backoff); a third confirms nothing changes.
+    reports.push(h.pass().await);
+    let applied: usize = reports.iter().map(|r| r.steps_applied).sum();
+    let failed: usize = reports.iter().map(|r| r.steps_failed).sum();
+    let reloads: usize = reports.iter().map(|r| r.reloads).sum();
+    assert_eq!(failed, 1, "{reports:?}");
+
+    let router = berth::api::router(h.ctl.clone(), &berth::api::ApiConfig { token: None });
+    let answer = tower::ServiceExt::oneshot(
+        router,
+        axum::http::Request::get("/metrics")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let body = axum::body::to_bytes(answer.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&body).to_string();
+    let samples: BTreeMap<String, f64> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_string(), value.parse().ok()?))
+        })
+        .collect();
+    let get = |key: &str| -> f64 {
+        *samples
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key} on /metrics:\n{text}"))
+    };
+    assert_eq!(get("berth_reconcile_passes_total"), 3.0);
+    assert_eq!(get("berth_reconcile_errors_total"), 0.0);
+    assert_eq!(get("berth_reconcile_pass_duration_seconds_count"), 3.0);
+    assert!(get("berth_reconcile_last_pass_timestamp_seconds") > 1.7e9);
+    assert_eq!(get("berth_store_up"), 1.0);
+    let applied_kinds: f64 = ["create", "replace", "remove", "write-proxy", "remove-proxy"]
+        .iter()
+        .map(|k| {
+            get(&format!(
+                "berth_reconcile_steps_applied_total{{kind=\"{k}\"}}"
+            ))
+        })
+        .sum();
+    assert_eq!(applied_kinds, applied as f64, "applied steps by kind");
+    assert_eq!(
+        get("berth_reconcile_steps_applied_total{kind=\"create\"}"),
+        1.0
+    );
+    assert_eq!(
+        get("berth_reconcile_steps_failed_total{kind=\"create\"}"),
+        1.0
+    );
+    assert_eq!(get("berth_nginx_reloads_total"), reloads as f64);
+    assert!(reloads >= 1, "{reports:?}");
+    assert_eq!(get("berth_nginx_reload_failures_total"), 0.0);
+    assert_eq!(get("berth_source_errors_total"), 0.0);
+    assert_eq!(
+        get(&format!(
+            "berth_source_revision_info{{revision=\"{}\"}}",
+            reports[2].revision
+        )),
+        1.0
+    );
+    assert_eq!(get("berth_spec_issues"), 1.0);
+    assert_eq!(get("berth_events_total{type=\"runtime-error\"}"), 1.0);
+    assert_eq!(get("berth_events_total{type=\"spec-invalid\"}"), 1.0);
+    assert!(get("berth_events_total{type=\"created\"}") >= 1.0);
+    assert_eq!(get("berth_apps{status=\"synced\"}"), 1.0);
+    assert_eq!(get("berth_apps{status=\"degraded\"}"), 1.0);
+    assert_eq!(get("berth_app_replicas_desired{app=\"web\"}"), 1.0);
+    assert_eq!(get("berth_app_replicas_ready{app=\"web\"}"), 1.0);
+    assert!(get("berth_app_last_reconcile_timestamp_seconds{app=\"web\"}") > 1.7e9);
+}
