@@ -12,6 +12,7 @@
 //! read-only faces (`runtime()` is a `ContainerObserver`, `proxy()` a `ProxyReader`, the
 //! last pass through a `watch` of `Arc<LastPass>`).
 
+mod app_run;
 mod apply;
 pub mod desired;
 mod heal_state;

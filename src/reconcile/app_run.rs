@@ -1,0 +1,584 @@
+//! One app's container steps within a pass (`AppRun`): creates with their health gate,
+//! rolling replaces (surge 1: create -> start -> healthy -> swap in the upstream -> drain ->
+//! stop -> remove), removals with their drain, self-heal repairs and failed rollouts, and
+//! the app's proxy sync after each membership change. Must not touch: other apps (each
+//! app has its own run), the pass's proxy-only batch (apply.rs).
+
+use super::apply::ApplyReport;
+use super::prober::host_port_for;
+use super::{now_ms, Controller};
+use crate::health::{effective_health, probe_once, probe_port};
+use crate::plan::{heal, render, CreateReason, DesiredApp, Health, Observed, ReplaceReason, Step};
+use crate::runtime::{ContainerRequest, ContainerRuntime, ContainerState, ObservedContainer};
+use crate::spec::AppType;
+use crate::store::EventType;
+use futures_util::future::join_all;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info_span, warn, Instrument};
+
+/// One app's container steps and its live upstream membership.
+pub(super) struct AppRun<'a, R: ContainerRuntime> {
+    pub(super) ctl: &'a Arc<Controller<R>>,
+    pub(super) app: &'a str,
+    /// None when the app is being removed.
+    pub(super) desired: Option<&'a DesiredApp>,
+    pub(super) observed: &'a Observed,
+    pub(super) revision: &'a str,
+    pub(super) listen: &'a str,
+    pub(super) members: Vec<String>,
+    /// Every address this pass put in the upstream (the plan's members, then each sync):
+    /// a container that left it during the pass still gets its drain.
+    pub(super) routed_in_pass: BTreeSet<String>,
+    pub(super) report: ApplyReport,
+}
+
+static NAME_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A container name unique per generation: `berth-<app>-<hash6>-<suffix>`.
+fn container_name(app: &str, hash: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0) as u64;
+    let counter = NAME_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let suffix = (nanos ^ (counter << 24)) & 0xff_ffff;
+    format!("berth-{app}-{}-{suffix:06x}", &hash[..hash.len().min(6)])
+}
+
+impl<'a, R: ContainerRuntime> AppRun<'a, R> {
+    fn routed(&self) -> bool {
+        self.desired
+            .is_some_and(|d| d.spec.app_type == AppType::Http)
+    }
+
+    fn observed_container(&self, id: &str) -> Option<&'a ObservedContainer> {
+        self.observed.containers.iter().find(|c| c.id == id)
+    }
+
+    pub(super) async fn run(&mut self, steps: &[&Step]) {
+        let mut creates = Vec::new();
+        let mut removes = Vec::new();
+        for step in steps {
+            match step {
+                // Surge 1: a failed replacement stops the rest of this rollout.
+                Step::Replace { .. } if !self.replace(step).await => break,
+                Step::Replace { .. } => {}
+                Step::Create { .. } => creates.push(*step),
+                Step::Remove { .. } => removes.push(*step),
+                _ => {}
+            }
+        }
+        if !creates.is_empty() {
+            self.create_all(&creates).await;
+        }
+        if !removes.is_empty() {
+            self.remove_all(&removes).await;
+        }
+    }
+
+    /// Writes this app's proxy files for the current members (no-op when unchanged).
+    async fn sync_proxy(&mut self) -> Result<(), String> {
+        let Some(desired) = self.desired.filter(|_| self.routed()) else {
+            return Ok(());
+        };
+        self.members.sort();
+        self.members.dedup();
+        self.routed_in_pass.extend(self.members.iter().cloned());
+        let files = render::render_app(&desired.spec, &self.members, self.listen);
+        match self.ctl.proxy.submit(files, Vec::new()).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let message = e.to_string();
+                self.ctl
+                    .event(
+                        Some(self.app),
+                        EventType::ProxyRejected,
+                        message.clone(),
+                        self.revision,
+                        serde_json::Value::Null,
+                    )
+                    .await;
+                Err(message)
+            }
+        }
+    }
+
+    fn request(&self, desired: &DesiredApp) -> Result<ContainerRequest, String> {
+        let settings = &self.ctl.settings;
+        super::request::container_request(
+            desired,
+            container_name(&desired.spec.name, &desired.hash),
+            self.revision,
+            &settings.network,
+            &settings.host_env,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// Create + start + wait healthy. On failure the new container is removed again.
+    async fn bring_up(&self, desired: &DesiredApp) -> Result<ObservedContainer, BringUpError> {
+        let setup = |e: crate::runtime::RuntimeError| BringUpError::Setup(e.to_string());
+        let request = self.request(desired).map_err(BringUpError::Setup)?;
+        let runtime = &self.ctl.runtime;
+        let id = runtime.create(&request).await.map_err(setup)?;
+        let result = async {
+            runtime.start(&id).await.map_err(setup)?;
+            self.wait_healthy(desired, &id)
+                .await
+                .map_err(BringUpError::NeverHealthy)
+        }
+        .await;
+        if result.is_err() {
+            if let Err(e) = runtime.remove(&id).await {
+                warn!(
+                    app = self.app,
+                    "cannot remove failed container {}: {e}", request.name
+                );
+            }
+        }
+        result
+    }
+
+    /// Polls the probe quickly (every 50 ms) until `successThreshold` passes in a row, or
+    /// the startup window (`initialDelaySeconds + failureThreshold x intervalSeconds +
+    /// timeoutSeconds`) runs out, or the container stops.
+    async fn wait_healthy(
+        &self,
+        desired: &DesiredApp,
+        id: &str,
+    ) -> Result<ObservedContainer, String> {
+        let runtime = &self.ctl.runtime;
+        let inspect = || async {
+            runtime
+                .inspect(id)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "the new container disappeared".to_string())
+        };
+        let mut container = inspect().await?;
+        let Some(health) = effective_health(&desired.spec) else {
+            // Workers without a check: running is healthy.
+            self.ctl
+                .probes
+                .lock()
+                .expect("probe lock")
+                .set(id, Health::Healthy, now_ms());
+            return match container.state {
+                ContainerState::Running => Ok(container),
+                other => Err(format!("the new container is {other:?}, not running")),
+            };
+        };
+        let port = probe_port(&health.probe);
+        let window = Duration::from_secs(u64::from(
+            health.initial_delay_seconds
+                + health.failure_threshold.max(1) * health.interval_seconds.max(1)
+                + health.timeout_seconds,
+        ));
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(u64::from(health.initial_delay_seconds))).await;
+        let timeout = Duration::from_secs(u64::from(health.timeout_seconds.max(1)));
+        let mut successes = 0;
+        let mut last_error = String::from("no probe ran");
+        let mut last_inspect = Instant::now();
+        loop {
+            if let Some(host_port) = host_port_for(&container, port) {
+                match probe_once(&health.probe, host_port, timeout).await {
+                    Ok(()) => {
+                        successes += 1;
+                        if successes >= health.success_threshold.max(1) {
+                            self.ctl.probes.lock().expect("probe lock").set(
+                                id,
+                                Health::Healthy,
+                                now_ms(),
+                            );
+                            return Ok(container);
+                        }
+                    }
+                    Err(e) => {
+                        successes = 0;
+                        last_error = e;
+                    }
+                }
+            } else {
+                last_error = format!("container port {port} is not published yet");
+            }
+            if started.elapsed() >= window {
+                return Err(format!(
+                    "not healthy within the {} s startup window: {last_error}",
+                    window.as_secs()
+                ));
+            }
+            if last_inspect.elapsed() >= Duration::from_secs(1) || container.host_port.is_none() {
+                container = inspect().await?;
+                last_inspect = Instant::now();
+                if container.state != ContainerState::Running {
+                    return Err(format!(
+                        "the new container stopped ({:?}) before it became healthy; last probe: {last_error}",
+                        container.state
+                    ));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Was this address in the app's upstream when the pass started? (Phase 1 may already
+    /// have taken it out; it still needs its drain.)
+    fn was_routed(&self, address: &str) -> bool {
+        let needle = format!("server {address} ");
+        self.observed
+            .proxy_files
+            .get(&render::conf_file(self.app))
+            .is_some_and(|text| text.contains(&needle))
+    }
+
+    /// Takes `ids` out of the upstream, waits `drain` when any of them was routed, then
+    /// stops and removes them.
+    async fn retire(&mut self, ids: &[&str], drain_seconds: u32) -> Result<(), String> {
+        let addresses: Vec<String> = ids
+            .iter()
+            .filter_map(|id| self.observed_container(id)?.address())
+            .collect();
+        let routed = addresses.iter().any(|a| {
+            self.members.contains(a) || self.routed_in_pass.contains(a) || self.was_routed(a)
+        });
+        let before = self.members.len();
+        self.members.retain(|m| !addresses.contains(m));
+        if self.members.len() != before {
+            self.sync_proxy().await?;
+        }
+        if routed && drain_seconds > 0 {
+            tokio::time::sleep(Duration::from_secs(u64::from(drain_seconds))).await;
+        }
+        let runtime = &self.ctl.runtime;
+        let timeout = self.ctl.settings.stop_timeout_seconds;
+        let observed = self.observed;
+        let results = join_all(ids.iter().map(|id| async move {
+            let running = observed
+                .containers
+                .iter()
+                .any(|c| c.id == *id && c.state == ContainerState::Running);
+            if running {
+                runtime.stop(id, timeout).await.map_err(|e| e.to_string())?;
+            }
+            runtime.remove(id).await.map_err(|e| e.to_string())
+        }))
+        .await;
+        results
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map(|_| ())
+    }
+
+    /// Returns false when the rollout must stop here.
+    async fn replace(&mut self, step: &Step) -> bool {
+        let Step::Replace {
+            old_id,
+            old_name,
+            hash,
+            reason,
+            order,
+            of,
+            drain_seconds,
+            ..
+        } = step
+        else {
+            return true;
+        };
+        let Some(desired) = self.desired else {
+            return false;
+        };
+        let span = info_span!("step", app = self.app, step = "replace", order, of);
+        let result = async {
+            if *order == 1 && *reason == ReplaceReason::Outdated {
+                self.ctl
+                    .event(
+                        Some(self.app),
+                        EventType::RolloutStarted,
+                        format!("rolling out spec {hash} ({of} containers)"),
+                        self.revision,
+                        serde_json::json!({ "spec_hash": hash, "image": desired.spec.image }),
+                    )
+                    .await;
+            }
+            let new = self.bring_up(desired).await.map_err(|e| match e {
+                BringUpError::Setup(m) => (m, false),
+                BringUpError::NeverHealthy(m) => (m, true),
+            })?;
+            // One reload swaps the healthy new replica in and the old one out (capacity
+            // stays at n); `retire` then only drains and stops the old one. Every nginx
+            // reload closes idle keep-alive client connections, so fewer reloads per
+            // rollout means fewer closes racing a client's next request.
+            if let Some(address) = new.address() {
+                self.members.push(address);
+            }
+            if let Some(old_address) = self.observed_container(old_id).and_then(|c| c.address()) {
+                self.members.retain(|m| *m != old_address);
+            }
+            self.sync_proxy().await.map_err(|m| (m, false))?;
+            self.retire(&[old_id.as_str()], *drain_seconds)
+                .await
+                .map_err(|m| (m, false))?;
+            Ok(new)
+        }
+        .instrument(span)
+        .await;
+        match result {
+            Ok(new) => {
+                self.report.steps_applied += 1;
+                self.ctl.metrics.steps_applied("replace", 1);
+                if *reason == ReplaceReason::Unhealthy {
+                    self.record_repair(hash, Some(old_id)).await;
+                    self.ctl
+                        .event(
+                            Some(self.app),
+                            EventType::Healed,
+                            format!("replaced unhealthy {old_name} with {}", new.name),
+                            self.revision,
+                            serde_json::Value::Null,
+                        )
+                        .await;
+                } else if order == of {
+                    self.ctl
+                        .event(
+                            Some(self.app),
+                            EventType::RolloutSucceeded,
+                            format!("spec {hash} serving on {of} containers"),
+                            self.revision,
+                            serde_json::json!({ "spec_hash": hash }),
+                        )
+                        .await;
+                }
+                true
+            }
+            Err((message, never_healthy)) => {
+                self.report.failed(self.app, message.clone());
+                self.ctl.metrics.steps_failed("replace", 1);
+                if never_healthy && *reason == ReplaceReason::Outdated {
+                    let text = format!(
+                        "rollout of spec {hash} failed, the previous containers keep serving: {message}"
+                    );
+                    self.record_failed_rollout(hash, &message, text).await;
+                } else {
+                    self.ctl
+                        .event_once(self.app, EventType::RuntimeError, message, self.revision)
+                        .await;
+                }
+                false
+            }
+        }
+    }
+
+    /// Remembers that spec `hash` never became healthy (not retried until the spec
+    /// changes) and reports it.
+    async fn record_failed_rollout(&mut self, hash: &str, reason: &str, text: String) {
+        self.report.failed_rollouts.insert(self.app.to_string());
+        if let Err(e) = self
+            .ctl
+            .store
+            .mark_rollout_failed(self.app, hash, self.revision, reason, now_ms())
+            .await
+        {
+            warn!(app = self.app, "cannot record failed rollout: {e}");
+        }
+        self.ctl
+            .event(
+                Some(self.app),
+                EventType::RolloutFailed,
+                text,
+                self.revision,
+                serde_json::json!({ "spec_hash": hash }),
+            )
+            .await;
+    }
+
+    /// Counts one self-heal repair of `broken` (the replaced container; None: the app's
+    /// stopped one) in memory and in the store; reports the app when it just became
+    /// crash-looping (self-heal quarantined until the spec changes).
+    async fn record_repair(&self, hash: &str, broken: Option<&str>) {
+        let failure = self.failure_of(broken);
+        let now = now_ms();
+        let next = {
+            let mut heal = self.ctl.heal.lock().expect("heal lock");
+            let mut next = heal::after_repair(heal.get(self.app), hash, now);
+            next.last_failure = failure;
+            heal.insert(self.app.to_string(), next.clone());
+            next
+        };
+        super::heal_state::save(self.ctl, self.app, &next, now).await;
+        if let Some(reason) = heal::crash_loop_reason(Some(&next), hash) {
+            self.ctl
+                .event(
+                    Some(self.app),
+                    EventType::CrashLooping,
+                    reason,
+                    self.revision,
+                    serde_json::json!({ "spec_hash": hash, "repairs": next.repairs }),
+                )
+                .await;
+        }
+    }
+
+    /// What the broken container `id` did, as this pass observed it (None: the app's first
+    /// container that is not running): it exited, docker was restarting it, or its probe
+    /// failed (with the prober's last error).
+    fn failure_of(&self, id: Option<&str>) -> Option<String> {
+        let container = match id {
+            Some(id) => self.observed_container(id)?,
+            None => self.observed.containers.iter().find(|c| {
+                c.app == self.app
+                    && !matches!(
+                        c.state,
+                        ContainerState::Running
+                            | ContainerState::Restarting
+                            | ContainerState::Paused
+                    )
+            })?,
+        };
+        let name = &container.name;
+        Some(match container.state {
+            ContainerState::Running => {
+                let probes = self.ctl.probes.lock().expect("probe lock");
+                let error = probes
+                    .record_of(&container.id)
+                    .and_then(|r| r.last_error.clone());
+                format!(
+                    "container {name} failed its health check: {}",
+                    error.as_deref().unwrap_or("probe failed")
+                )
+            }
+            ContainerState::Restarting => {
+                format!("container {name} kept exiting (docker was restarting it)")
+            }
+            other => format!(
+                "container {name} was {}",
+                format!("{other:?}").to_lowercase()
+            ),
+        })
+    }
+
+    /// All creates of the app at once; each healthy container joins the upstream together.
+    async fn create_all(&mut self, steps: &[&Step]) {
+        let Some(desired) = self.desired else {
+            return;
+        };
+        let span = info_span!("step", app = self.app, step = "create", count = steps.len());
+        let results = join_all(steps.iter().map(|_| self.bring_up(desired)))
+            .instrument(span)
+            .await;
+        let mut joined = 0;
+        for (step, result) in steps.iter().zip(results) {
+            match result {
+                Ok(new) => {
+                    joined += 1;
+                    self.report.steps_applied += 1;
+                    self.ctl.metrics.steps_applied("create", 1);
+                    if let Some(address) = new.address() {
+                        self.members.push(address);
+                    }
+                    if matches!(
+                        step,
+                        Step::Create {
+                            reason: CreateReason::ReplacesStopped,
+                            ..
+                        }
+                    ) {
+                        self.record_repair(&desired.hash, None).await;
+                    }
+                    self.ctl.clear_reported(self.app, EventType::RuntimeError);
+                    self.ctl
+                        .event(
+                            Some(self.app),
+                            EventType::Created,
+                            format!("container {} is healthy", new.name),
+                            self.revision,
+                            serde_json::json!({ "container": new.name, "spec_hash": desired.hash }),
+                        )
+                        .await;
+                }
+                Err(error) => {
+                    let message = error.message().to_string();
+                    self.report.failed(self.app, message.clone());
+                    self.ctl.metrics.steps_failed("create", 1);
+                    if let BringUpError::Setup(_) = error {
+                        self.ctl
+                            .event_once(self.app, EventType::RuntimeError, message, self.revision)
+                            .await;
+                    } else {
+                        let text = format!("spec {} never became healthy: {message}", desired.hash);
+                        self.record_failed_rollout(&desired.hash, &message, text)
+                            .await;
+                    }
+                }
+            }
+        }
+        if joined > 0 {
+            if let Err(message) = self.sync_proxy().await {
+                self.report.failed(self.app, message);
+            }
+        }
+    }
+
+    async fn remove_all(&mut self, steps: &[&Step]) {
+        let ids: Vec<&str> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Remove { id, .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let drain = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Remove { drain_seconds, .. } => Some(*drain_seconds),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let span = info_span!("step", app = self.app, step = "remove", count = ids.len());
+        match self.retire(&ids, drain).instrument(span).await {
+            Ok(()) => {
+                self.report.steps_applied += ids.len();
+                self.ctl.metrics.steps_applied("remove", ids.len());
+                for step in steps {
+                    if let Step::Remove { name, reason, .. } = step {
+                        self.ctl
+                            .event(
+                                Some(self.app),
+                                EventType::Removed,
+                                format!("removed {name} ({reason:?})"),
+                                self.revision,
+                                serde_json::Value::Null,
+                            )
+                            .await;
+                    }
+                }
+            }
+            Err(message) => {
+                self.ctl.metrics.steps_failed("remove", ids.len());
+                self.report.failed(self.app, message);
+            }
+        }
+    }
+}
+
+/// Why a new container did not come up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BringUpError {
+    /// Nothing to do with the spec's health (missing image, missing host env, engine
+    /// trouble): retried on later passes, never marks the rollout failed.
+    Setup(String),
+    /// The container started but never became healthy (or exited): the rollout failed.
+    NeverHealthy(String),
+}
+
+impl BringUpError {
+    fn message(&self) -> &str {
+        match self {
+            BringUpError::Setup(m) | BringUpError::NeverHealthy(m) => m,
+        }
+    }
+}
