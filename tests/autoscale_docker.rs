@@ -250,19 +250,7 @@ async fn load_scales_out_within_two_ticks_and_back_to_min_after_cooldown() {
 
     // The decisions of the real ticks are counted and exported on /metrics (the counter
     // once stayed at zero outside tests).
-    let router = berth::api::router(h.ctl.clone(), &berth::api::ApiConfig { token: None });
-    let answer = tower::ServiceExt::oneshot(
-        router,
-        axum::http::Request::get("/metrics")
-            .body(axum::body::Body::empty())
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    let body = axum::body::to_bytes(answer.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&body);
+    let text = support::scrape_metrics(&h.ctl).await;
     let counted = |direction: &str| -> u64 {
         let prefix =
             format!("berth_autoscaler_decisions_total{{app=\"web\",direction=\"{direction}\"}} ");

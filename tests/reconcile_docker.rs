@@ -608,19 +608,7 @@ async fn metrics_follow_what_real_passes_did() {
     let reloads: usize = reports.iter().map(|r| r.reloads).sum();
     assert_eq!(failed, 1, "{reports:?}");
 
-    let router = berth::api::router(h.ctl.clone(), &berth::api::ApiConfig { token: None });
-    let answer = tower::ServiceExt::oneshot(
-        router,
-        axum::http::Request::get("/metrics")
-            .body(axum::body::Body::empty())
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    let body = axum::body::to_bytes(answer.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&body).to_string();
+    let text = support::scrape_metrics(&h.ctl).await;
     let samples: BTreeMap<String, f64> = text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())

@@ -488,3 +488,22 @@ impl Drop for Served {
         }
     }
 }
+
+/// The /metrics text the status API would serve for `ctl`, through its router (no socket).
+pub async fn scrape_metrics(
+    ctl: &std::sync::Arc<berth::reconcile::Controller<berth::runtime::docker::DockerRuntime>>,
+) -> String {
+    let router = berth::api::router(ctl.clone(), &berth::api::ApiConfig { token: None });
+    let answer = tower::ServiceExt::oneshot(
+        router,
+        axum::http::Request::get("/metrics")
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let body = axum::body::to_bytes(answer.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&body).into_owned()
+}
