@@ -510,17 +510,21 @@ async fn unhealthy_container_is_replaced_by_the_running_loop() {
     assert_eq!(heal.repairs.len(), 1);
 }
 
-#[tokio::test]
-async fn a_missing_image_is_reported_once_and_other_apps_go_on() {
-    let h = Harness::new("noimage").await;
-    h.write("web.yaml", &web_spec("berth-demo:v1", 1));
-    let ghost = web_spec("berth-demo:does-not-exist", 1)
+/// An http app `ghost` (route /ghost) whose image is not on the host.
+fn ghost_spec() -> String {
+    web_spec("berth-demo:does-not-exist", 1)
         .replace("name: web", "name: ghost")
         .replace(
             "  termination:",
             "  route:\n    path: /ghost\n  termination:",
-        );
-    h.write("ghost.yaml", &ghost);
+        )
+}
+
+#[tokio::test]
+async fn a_missing_image_is_reported_once_and_other_apps_go_on() {
+    let h = Harness::new("noimage").await;
+    h.write("web.yaml", &web_spec("berth-demo:v1", 1));
+    h.write("ghost.yaml", &ghost_spec());
     let first = h.pass().await;
     assert_eq!(first.steps_failed, 1, "{first:?}");
     assert_eq!(h.get("/web/"), (200, "v1\n".to_string()));
@@ -587,13 +591,7 @@ async fn a_missing_image_is_reported_once_and_other_apps_go_on() {
 async fn metrics_follow_what_real_passes_did() {
     let h = Harness::new("metrics").await;
     h.write("web.yaml", &web_spec("berth-demo:v1", 1));
-    let ghost = web_spec("berth-demo:does-not-exist", 1)
-        .replace("name: web", "name: ghost")
-        .replace(
-            "  termination:",
-            "  route:\n    path: /ghost\n  termination:",
-        );
-    h.write("ghost.yaml", &ghost);
+    h.write("ghost.yaml", &ghost_spec());
     h.write(
         "oops.yaml",
         &web_spec("berth-demo:v1", 1)
