@@ -160,10 +160,7 @@ impl ProbeTracker {
 
     /// Is a probe due for this container at `now` (interval elapsed)?
     pub fn due(&self, id: &str, spec: &HealthSpec, now: i64) -> bool {
-        match self.records.get(id) {
-            None => true,
-            Some(r) => now - r.last_probe_at >= i64::from(spec.interval_seconds) * 1000,
-        }
+        self.next_due(id, spec).is_none_or(|at| now >= at)
     }
 
     /// When (unix ms) the next probe of this container is due; `None` when it never was
