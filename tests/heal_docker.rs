@@ -117,11 +117,16 @@ async fn a_crash_loop_is_reported_and_stays_quarantined_across_a_restart() {
         )),
         "{reason}"
     );
-    // The probe's own error: 404 once healthz is gone, or a reset when the last probe
-    // raced a replacement (the replaced container's port closing under it).
+    // The probe's own error follows: 404 once healthz is gone, or a reset or refused
+    // connection when the last probe raced a replacement (its port closing or not yet open).
+    let probe_error = reason
+        .split_once("failed its health check: ")
+        .map(|(_, error)| error)
+        .unwrap_or_else(|| panic!("the reason names the failed health check: {reason}"));
     assert!(
-        reason.contains("failed its health check")
-            && (reason.contains("HTTP 404") || reason.contains("Connection reset")),
+        ["HTTP 404", "Connection reset", "Connection refused"]
+            .iter()
+            .any(|known| probe_error.contains(known)),
         "{reason}"
     );
     let state = first.heal_state("web").unwrap();
