@@ -103,6 +103,7 @@ async fn controller(
         stop_timeout_seconds: 1,
         deletion_budget: Default::default(),
         history: Default::default(),
+        images: Default::default(),
     };
     Controller::new(Default::default(), proxy, store, settings)
 }
@@ -163,6 +164,7 @@ async fn populate(ctl: &Controller<api_support::FakeRuntime>) {
         proxy_files: BTreeMap::new(),
         heal: BTreeMap::new(),
         retry: BTreeMap::new(),
+        images: BTreeMap::new(),
     };
     let plan = plan::plan(&desired, &observed, &Overrides::default(), PASS_AT);
     ctl.publish_last_pass(LastPass {

@@ -3,7 +3,9 @@
 //! 2. the cost of a no-op pass with 200 apps (Docker calls, wall, CPU);
 //! 3. controller RSS and idle CPU with 1,000 apps loaded (workers, `replicas: 0`), and the
 //!    idle cost of `berth serve` on examples/apps, directory and git source (idle.rs);
-//! 4. a rolling update of 3 replicas under ~500 req/s, berth vs compose recreate (rollout.rs);
+//! 4. a rolling update of 3 replicas under ~500 req/s, berth vs compose recreate (rollout.rs),
+//!    and convergence of 50 apps whose images come from a local registry, berth vs compose
+//!    (registry.rs);
 //! 5. the long versions of the fault suite (faults.rs, on tests/fault/mod.rs).
 //!
 //! Run: `cargo bench --bench compare` (prints the tables); `-- --write` or
@@ -20,6 +22,8 @@ mod fault;
 mod faults;
 #[path = "compare/idle.rs"]
 mod idle;
+#[path = "compare/registry.rs"]
+mod registry;
 #[path = "compare/rollout.rs"]
 mod rollout;
 #[path = "../tests/support/mod.rs"]
@@ -515,7 +519,15 @@ async fn convergence() -> String {
 }
 
 /// The sections of bench/RESULTS.md, in file order, by the names `--only` takes.
-const SECTIONS: [&str; 6] = ["footprint", "noop", "idle", "converge", "rollout", "faults"];
+const SECTIONS: [&str; 7] = [
+    "footprint",
+    "noop",
+    "idle",
+    "converge",
+    "registry",
+    "rollout",
+    "faults",
+];
 
 /// Where a section's text starts and ends in bench/RESULTS.md, so one section can be
 /// refreshed (`--only rollout --write`) without re-running the others.
@@ -568,6 +580,7 @@ async fn run_section(name: &str) -> String {
         "noop" => noop().await,
         "idle" => idle::section().await,
         "converge" => convergence().await,
+        "registry" => registry::section().await,
         "rollout" => {
             let runs = std::env::var("BERTH_BENCH_ROLLOUT_RUNS")
                 .ok()

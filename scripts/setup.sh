@@ -3,7 +3,8 @@
 # demo/test images, OpenSSL headers for git2's https, promtool from the prometheus package
 # for the /metrics test, a pinned schemathesis in a venv for the API's schema test, git, and
 # for the git transport tests openssh-server (sshd, ssh-keygen, ssh-keyscan), fcgiwrap (git
-# http-backend behind nginx) and the openssl CLI) and builds the local images. Idempotent
+# http-backend behind nginx) and the openssl CLI, for the registry tests Debian's
+# docker-registry and htpasswd (apache2-utils)) and builds the local images. Idempotent
 # and quick when all is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,11 +23,20 @@ command -v git >/dev/null 2>&1 || need+=(git)
 [ -x /usr/sbin/sshd ] && command -v ssh-keyscan >/dev/null 2>&1 || need+=(openssh-server openssh-client)
 [ -x /usr/sbin/fcgiwrap ] || need+=(fcgiwrap)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# tests/registry_docker.rs: a real registry (distribution) with htpasswd auth (bcrypt).
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# The docker-registry package enables a system registry on :5000 where systemd runs; the
+# tests start their own on free loopback ports, so that service is not wanted.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet docker-registry 2>/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true
 fi
 # schemathesis (property-based API tester, tests/api_schemathesis.rs) in its own venv, pinned.
 SCHEMATHESIS_VENV="${BERTH_SCHEMATHESIS_VENV:-/opt/berth-venv}"

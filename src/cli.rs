@@ -230,4 +230,12 @@ pub(crate) struct Common {
     /// serve: most rows kept per history table, newest first (0: no row limit).
     #[arg(long, default_value_t = 100_000)]
     pub(crate) history_rows: u64,
+    /// Docker client config directory whose config.json holds registry credentials
+    /// (auths, credsStore, credHelpers) [default: $DOCKER_CONFIG, else ~/.docker].
+    #[arg(long, env = "BERTH_DOCKER_CONFIG")]
+    pub(crate) docker_config: Option<PathBuf>,
+    /// Seconds between registry digest checks of `imagePullPolicy: Always` images (a moved
+    /// tag is pulled and rolled out).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) image_poll: u64,
 }

@@ -1,13 +1,15 @@
 //! The composition root: the one place that starts berth's long-running tasks (the
-//! reconcile loop, the health prober, the source's watcher or poll loop, the autoscaler,
-//! history pruning, the status API and the webhook listener) in one `JoinSet`, hands each
+//! reconcile loop, the health prober, the image worker (registry pulls and moving-tag
+//! checks), the source's watcher or poll loop, the autoscaler, history pruning, the status
+//! API and the webhook listener) in one `JoinSet`, hands each
 //! only what it needs, and stops them on one cancellation token. Modules do not start each
 //! other's tasks.
 //!
 //! Shutdown: when the token fires, the loop finishes the pass in flight (so nginx files are
 //! never left between write and `nginx -t`/restore, and no container is left half made) and
 //! the API drains its requests, bounded by `shutdown_timeout`; the background tasks (prober,
-//! source, autoscaler, history, webhook) only read or wake, so they are aborted at once.
+//! image worker, source, autoscaler, history, webhook) only read, pull or wake, so they are
+//! aborted at once.
 //! Containers and the private nginx keep running after berth stops.
 //! Must not touch: any decision (it wires, it does not reconcile).
 
@@ -68,6 +70,30 @@ pub async fn prune_history(store: &Store, limits: HistoryLimits) {
     }
 }
 
+/// Passes `apply --once` runs at most: the first, and one after each round of pulls.
+pub const APPLY_ONCE_MAX_PASSES: usize = 4;
+
+/// `berth apply --once`: one pass; when it asked for image pulls, the image worker runs
+/// until they end and another pass creates what waited for them (at most
+/// [`APPLY_ONCE_MAX_PASSES`] passes). The worker stops with it.
+pub async fn apply_once<R: ContainerRuntime>(
+    ctl: &Arc<Controller<R>>,
+) -> Result<reconcile::PassReport, reconcile::ReconcileError> {
+    let worker = tokio::spawn(ctl.image_worker().run());
+    let mut report = reconcile::run_pass(ctl, "apply --once").await;
+    for _ in 1..APPLY_ONCE_MAX_PASSES {
+        if report.is_err() || !ctl.pulls_pending() {
+            break;
+        }
+        while ctl.pulls_pending() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        report = reconcile::run_pass(ctl, "apply --once").await;
+    }
+    worker.abort();
+    report
+}
+
 /// Runs `task` and answers with its name, so the `JoinSet` can say which task ended.
 async fn named(
     name: &'static str,
@@ -102,6 +128,9 @@ pub async fn run<R: ContainerRuntime>(
         }));
     }
     background.spawn(named("health prober", reconcile::run_prober(ctl.clone())));
+    // Pulls and moving-tag checks, outside the passes (a pull cut by shutdown is asked for
+    // again by the next berth).
+    background.spawn(named("image worker", ctl.image_worker().run()));
     match ctl.source().task(ctl.waker()) {
         Ok(task) => {
             background.spawn(named("source", task));

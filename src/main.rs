@@ -10,7 +10,7 @@ use berth::daemon::{self, Daemon};
 use berth::plan::display;
 use berth::plan::prune::DeletionBudget;
 use berth::proxy::Proxy;
-use berth::reconcile::{self, Controller, Settings};
+use berth::reconcile::{self, Controller, ImageSettings, Settings};
 use berth::runtime::docker::DockerRuntime;
 use berth::source::{self, GitConfig, Source, SourceConfig};
 use berth::spec;
@@ -92,7 +92,7 @@ async fn run(command: Command) -> Result<u8> {
         } => plan(&common, observed_empty, output).await,
         Command::Apply { common, .. } => {
             let ctl = controller(&common, Duration::from_secs(5)).await?;
-            let report = reconcile::run_pass(&ctl, "apply --once").await?;
+            let report = daemon::apply_once(&ctl).await?;
             if let Some(last) = ctl.last_pass() {
                 print!("{}", display::render_text(&last.plan));
             }
@@ -456,6 +456,13 @@ async fn controller(
         history: HistoryLimits {
             max_age_ms: i64::from(common.history_days) * 24 * 3600 * 1000,
             max_rows: common.history_rows,
+        },
+        images: ImageSettings {
+            docker_config: common
+                .docker_config
+                .clone()
+                .unwrap_or_else(berth::runtime::credentials::default_config_dir),
+            poll: Duration::from_secs(common.image_poll),
         },
     };
     Ok(Controller::new(runtime, proxy, store, settings))

@@ -1,7 +1,7 @@
 //! In-process counters of berth's tasks (atomics, no I/O, no locks on the hot path except
 //! the small per-label maps): passes, pass durations, errors, steps by kind, nginx reloads
 //! and failures, source read errors, events by type (the loop and `apply`), autoscaler
-//! decisions (the autoscaler). Writers only increment them; `api::metrics` reads a
+//! decisions (the autoscaler), image pulls and moving-tag checks (the image worker). Writers only increment them; `api::metrics` reads a
 //! `MetricsSnapshot` and renders the Prometheus text. Must not touch: the store, Docker, nginx, the wall clock (a pass is
 //! timed with the monotonic clock only).
 
@@ -39,7 +39,16 @@ pub struct Metrics {
     events: Mutex<BTreeMap<String, u64>>,
     /// (app, direction) -> decisions.
     scaling_decisions: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Image pulls by result (`success`, `failure`).
+    image_pulls: [AtomicU64; 2],
+    /// Moving-tag checks by result (`unchanged`, `changed`, `failure`).
+    image_checks: [AtomicU64; 3],
 }
+
+/// `berth_image_pulls_total` results.
+pub const PULL_RESULTS: [&str; 2] = ["success", "failure"];
+/// `berth_image_checks_total` results.
+pub const CHECK_RESULTS: [&str; 3] = ["unchanged", "changed", "failure"];
 
 /// A plain copy of the counters, for rendering.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -57,6 +66,10 @@ pub struct MetricsSnapshot {
     pub source_errors: u64,
     pub events: BTreeMap<String, u64>,
     pub scaling_decisions: BTreeMap<(String, &'static str), u64>,
+    /// By `PULL_RESULTS`.
+    pub image_pulls: BTreeMap<&'static str, u64>,
+    /// By `CHECK_RESULTS`.
+    pub image_checks: BTreeMap<&'static str, u64>,
 }
 
 impl Metrics {
@@ -137,6 +150,22 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// One image pull ended (`ok` false when it failed).
+    pub fn image_pull(&self, ok: bool) {
+        self.image_pulls[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One moving-tag check ended: `Some(true)` the registry's digest changed, `Some(false)`
+    /// it did not, `None` the check failed.
+    pub fn image_check(&self, changed: Option<bool>) {
+        let i = match changed {
+            Some(false) => 0,
+            Some(true) => 1,
+            None => 2,
+        };
+        self.image_checks[i].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut cumulative = 0;
@@ -167,6 +196,16 @@ impl Metrics {
             source_errors: load(&self.source_errors),
             events: self.events.lock().expect("metrics lock").clone(),
             scaling_decisions: self.scaling_decisions.lock().expect("metrics lock").clone(),
+            image_pulls: PULL_RESULTS
+                .iter()
+                .zip(&self.image_pulls)
+                .map(|(r, n)| (*r, load(n)))
+                .collect(),
+            image_checks: CHECK_RESULTS
+                .iter()
+                .zip(&self.image_checks)
+                .map(|(r, n)| (*r, load(n)))
+                .collect(),
         }
     }
 }

@@ -71,6 +71,7 @@ fn app(name: &str) -> AppSpec {
         name: name.into(),
         app_type: AppType::Http,
         image: "x".into(),
+        image_pull_policy: berth::spec::ImagePullPolicy::IfNotPresent,
         command: None,
         ports: vec![8080],
         health: None,

@@ -510,10 +510,15 @@ async fn unhealthy_container_is_replaced_by_the_running_loop() {
     assert_eq!(heal.repairs.len(), 1);
 }
 
-/// An http app `ghost` (route /ghost) whose image is not on the host.
+/// An http app `ghost` (route /ghost) whose image is not on the host and may not be pulled
+/// (`imagePullPolicy: Never`: a missing image is a setup error, retried with backoff).
 fn ghost_spec() -> String {
     web_spec("berth-demo:does-not-exist", 1)
         .replace("name: web", "name: ghost")
+        .replace(
+            "  image: berth-demo:does-not-exist\n",
+            "  image: berth-demo:does-not-exist\n  imagePullPolicy: Never\n",
+        )
         .replace(
             "  termination:",
             "  route:\n    path: /ghost\n  termination:",

@@ -95,6 +95,7 @@ fn design_example_parses_to_the_expected_model() {
         name: "my-app".into(),
         app_type: AppType::Http,
         image: "my-app:latest".into(),
+        image_pull_policy: berth::spec::ImagePullPolicy::IfNotPresent,
         command: Some(vec!["/entrypoint".into()]),
         ports: vec![8080],
         health: Some(HealthSpec {
@@ -275,6 +276,8 @@ fn each_validation_rule_reports_file_line_and_field() {
         Case { what: "port zero", extra: "  - containerPort: 0\n", line: 9, field: "spec.ports[1].containerPort", says: "use 1 to 65535" },
         Case { what: "port too big", extra: "  - containerPort: 70000\n", line: 9, field: "spec.ports[1].containerPort", says: "use 1 to 65535" },
         Case { what: "bad type", extra: "  type: cron\n", line: 9, field: "spec.type", says: "unknown value `cron`: use `http` or `worker`" },
+        Case { what: "bad pull policy", extra: "  imagePullPolicy: Sometimes\n", line: 9, field: "spec.imagePullPolicy", says: "unknown value `Sometimes`: use one of `IfNotPresent`, `Always`, `Never`" },
+        Case { what: "pull policy case", extra: "  imagePullPolicy: always\n", line: 9, field: "spec.imagePullPolicy", says: "unknown value `always`" },
         Case { what: "no probe", extra: "  health:\n    intervalSeconds: 5\n", line: 9, field: "spec.health", says: "exactly one probe" },
         Case { what: "two probes", extra: "  health:\n    httpGet: {path: /, port: 8080}\n    tcpSocket: {port: 8080}\n", line: 11, field: "spec.health.tcpSocket", says: "only one probe" },
         Case { what: "probe port not a port", extra: "  health:\n    tcpSocket:\n      port: 9090\n", line: 11, field: "spec.health.tcpSocket.port", says: "not one of the app's ports (8080)" },

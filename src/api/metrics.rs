@@ -25,7 +25,7 @@ pub struct Scrape<'a> {
 }
 
 /// Names of every metric family this renders (documented in README.md).
-pub const FAMILIES: [&str; 20] = [
+pub const FAMILIES: [&str; 22] = [
     "berth_build_info",
     "berth_store_up",
     "berth_reconcile_passes_total",
@@ -46,6 +46,8 @@ pub const FAMILIES: [&str; 20] = [
     "berth_autoscaler_decisions_total",
     "berth_autoscaler_override_replicas",
     "berth_app_last_reconcile_timestamp_seconds",
+    "berth_image_pulls_total",
+    "berth_image_checks_total",
 ];
 
 struct Out(String);
@@ -284,6 +286,24 @@ pub fn render(scrape: &Scrape<'_>) -> String {
             &[("app", &row.app)],
             row.replicas,
         );
+    }
+    out.family(
+        "berth_image_pulls_total",
+        "counter",
+        "Image pulls from registries since berth started, by result (success, failure).",
+    );
+    for result in crate::metrics::PULL_RESULTS {
+        let n = c.image_pulls.get(result).copied().unwrap_or(0);
+        out.sample("berth_image_pulls_total", &[("result", result)], n);
+    }
+    out.family(
+        "berth_image_checks_total",
+        "counter",
+        "Registry digest checks of imagePullPolicy Always images, by result (unchanged, changed, failure).",
+    );
+    for result in crate::metrics::CHECK_RESULTS {
+        let n = c.image_checks.get(result).copied().unwrap_or(0);
+        out.sample("berth_image_checks_total", &[("result", result)], n);
     }
     out.0
 }

@@ -133,6 +133,7 @@ async fn set_last_pass(
             name: format!("berth-web-{n}"),
             app: "web".into(),
             image: "berth-demo:v1".into(),
+            image_id: String::new(),
             spec_hash: hash.clone(),
             revision: "rev1".into(),
             state: ContainerState::Running,

@@ -55,6 +55,7 @@ pub fn render_text(plan: &Plan) -> String {
                 let why = match reason {
                     ReplaceReason::Outdated => format!("spec {old_hash} -> {hash}"),
                     ReplaceReason::Unhealthy => "unhealthy".to_string(),
+                    ReplaceReason::ImageChanged => "image digest changed".to_string(),
                 };
                 let _ = writeln!(
                     out,

@@ -5,6 +5,7 @@
 
 pub mod display;
 pub mod heal;
+mod image;
 pub mod prune;
 pub mod render;
 
@@ -17,6 +18,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 pub use heal::{HealState, RetryState};
+pub use image::ImageView;
 
 /// Drain for containers of an app that left the source (its spec, and so its
 /// `drainSeconds`, is gone): the same as the spec default.
@@ -109,6 +111,9 @@ pub struct Observed {
     pub heal: BTreeMap<String, HealState>,
     /// Per-app retry backoff of apps whose last apply failed (kept by the reconcile loop).
     pub retry: BTreeMap<String, RetryState>,
+    /// Registry images the image worker tracks, by reference (`reconcile::images`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, ImageView>,
 }
 
 impl Observed {
@@ -180,6 +185,9 @@ pub enum ReplaceReason {
     Outdated,
     /// Health probes fail: self-heal.
     Unhealthy,
+    /// Same spec, but the tag of an `imagePullPolicy: Always` app now points to another
+    /// image (the registry's digest moved and berth pulled it).
+    ImageChanged,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -472,12 +480,13 @@ fn plan_app(
     let mut not_running = Vec::new();
     let mut keep = Vec::new(); // desired hash, running, healthy or starting
     let mut unhealthy = Vec::new(); // desired hash, running, unhealthy
-    let mut stale = Vec::new(); // other hash, running
+    let mut stale = Vec::new(); // other hash (or an old image of a followed tag), running
+    let old_image = image::old_image_of(app, observed);
     for seen in containers {
         let (c, health) = *seen;
         if !is_running(c) {
             not_running.push(c);
-        } else if c.spec_hash != app.hash {
+        } else if c.spec_hash != app.hash || old_image(c) {
             stale.push(*seen);
         } else if health == Health::Unhealthy || c.state == ContainerState::Restarting {
             unhealthy.push(c);
@@ -492,6 +501,7 @@ fn plan_app(
     // containers is not repaired, so a crash loop cannot turn into a create/remove loop.
     let needs_heal = !unhealthy.is_empty() || !not_running.is_empty();
     let hold = heal::retry_blocked_reason(observed.retry.get(name.as_str()), &app.hash, now)
+        .or_else(|| image::pull_hold(app, observed))
         .or_else(|| {
             needs_heal
                 .then(|| heal::blocked_reason(heal, &app.hash, now))
@@ -564,7 +574,14 @@ fn plan_app(
         // Keep the old generation serving; do not create more of the failed spec.
         need = 0;
     } else {
-        replaceable.extend(stale.iter().map(|(c, _)| (*c, ReplaceReason::Outdated)));
+        replaceable.extend(stale.iter().map(|(c, _)| {
+            let reason = if c.spec_hash == app.hash {
+                ReplaceReason::ImageChanged
+            } else {
+                ReplaceReason::Outdated
+            };
+            (*c, reason)
+        }));
     }
 
     let replace_count = need.min(replaceable.len());
@@ -590,7 +607,7 @@ fn plan_app(
             id: c.id.clone(),
             name: c.name.clone(),
             reason: match reason {
-                ReplaceReason::Outdated => RemoveReason::Outdated,
+                ReplaceReason::Outdated | ReplaceReason::ImageChanged => RemoveReason::Outdated,
                 ReplaceReason::Unhealthy => RemoveReason::ScaleIn,
             },
             drain_seconds,

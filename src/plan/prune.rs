@@ -152,6 +152,7 @@ mod tests {
                     name: format!("berth-{a}"),
                     app: a.to_string(),
                     image: "img".into(),
+                    image_id: String::new(),
                     spec_hash: "h".into(),
                     revision: "r0".into(),
                     state: ContainerState::Running,

@@ -13,6 +13,7 @@ fn http_app(name: &str, image: &str, replicas: u32) -> AppSpec {
         name: name.to_string(),
         app_type: AppType::Http,
         image: image.to_string(),
+        image_pull_policy: crate::spec::ImagePullPolicy::IfNotPresent,
         command: None,
         ports: vec![8080],
         health: None,
@@ -67,6 +68,7 @@ fn container(app: &str, hash: &str, n: u16) -> ObservedContainer {
         name: format!("berth-{app}-{n}"),
         app: app.to_string(),
         image: "img".into(),
+        image_id: String::new(),
         spec_hash: hash.to_string(),
         revision: "rev0".into(),
         state: ContainerState::Running,
@@ -338,6 +340,69 @@ plan: 0 to create, 1 to replace, 0 to remove, 1 proxy changes",
   + api: create container (image api:v1, spec HASH_api): below replica count
 plan: 1 to create, 0 to replace, 0 to remove, 0 proxy changes",
         desired: d,
+    });
+    // A followed tag (`Always`) whose registry digest moved: the image worker pulled it and
+    // resolved the tag's new local ID; containers of the old ID roll, the spec is the same.
+    let mut app = http_app("web", "web:v1", 2);
+    app.image_pull_policy = crate::spec::ImagePullPolicy::Always;
+    let d = desired(vec![app.clone()]);
+    let mut obs = in_sync(&d);
+    for c in &mut obs.containers {
+        c.image_id = "sha256:old".into();
+    }
+    let moved = ImageView {
+        id: Some("sha256:new".into()),
+        pulling: false,
+    };
+    obs.images.insert("web:v1".into(), moved.clone());
+    cases.push(Case {
+        name: "a moved tag of an Always app rolls out",
+        observed: obs.clone(),
+        overrides: Overrides::default(),
+        expected: "revision rev1
+-/+ web: replace berth-web-1 (1/2, image web:v1): image digest changed
+-/+ web: replace berth-web-2 (2/2, image web:v1): image digest changed
+plan: 0 to create, 2 to replace, 0 to remove, 0 proxy changes",
+        desired: d,
+    });
+    // The same containers and view, but the app does not follow the tag.
+    cases.push(Case {
+        name: "IfNotPresent ignores a moved tag",
+        observed: obs,
+        overrides: Overrides::default(),
+        expected: "revision rev1\nno changes: 1 apps in sync",
+        desired: desired(vec![http_app("web", "web:v1", 2)]),
+    });
+    // A container from before berth knew the tag's ID (empty image id) is not rolled.
+    let d = desired(vec![app]);
+    let mut obs = in_sync(&d);
+    obs.images.insert("web:v1".into(), moved);
+    cases.push(Case {
+        name: "an Always app without a known container image is kept",
+        observed: obs,
+        overrides: Overrides::default(),
+        expected: "revision rev1\nno changes: 1 apps in sync",
+        desired: d,
+    });
+
+    // A spec change to an image that is being pulled: the app waits, the old one serves.
+    let obs = in_sync(&desired(vec![http_app("web", "web:v1", 2)]));
+    let mut obs = obs;
+    obs.images.insert(
+        "web:v2".into(),
+        ImageView {
+            id: None,
+            pulling: true,
+        },
+    );
+    cases.push(Case {
+        name: "an app waits for its image pull",
+        observed: obs,
+        overrides: Overrides::default(),
+        expected: "revision rev1
+  = web: waiting for image web:v2 to be pulled; what runs is kept
+no changes: 1 apps in sync",
+        desired: desired(vec![http_app("web", "web:v2", 2)]),
     });
     cases
 }

@@ -9,8 +9,9 @@ use super::prober::host_port_for;
 use super::{now_ms, Controller};
 use crate::health::{effective_health, probe_once, probe_port};
 use crate::plan::{heal, render, CreateReason, DesiredApp, Health, Observed, ReplaceReason, Step};
+use crate::runtime::credentials::registry_of;
 use crate::runtime::{ContainerRequest, ContainerRuntime, ContainerState, ObservedContainer};
-use crate::spec::AppType;
+use crate::spec::{AppType, ImagePullPolicy};
 use crate::store::EventType;
 use futures_util::future::join_all;
 use std::collections::BTreeSet;
@@ -123,7 +124,16 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         let setup = |e: crate::runtime::RuntimeError| BringUpError::Setup(e.to_string());
         let request = self.request(desired).map_err(BringUpError::Setup)?;
         let runtime = &self.ctl.runtime;
-        let id = runtime.create(&request).await.map_err(setup)?;
+        let id = match runtime.create(&request).await {
+            Ok(id) => id,
+            // The image worker pulls it; the next pass (woken by the worker) creates.
+            Err(crate::runtime::RuntimeError::ImageMissing { image })
+                if desired.spec.image_pull_policy != ImagePullPolicy::Never =>
+            {
+                return Err(BringUpError::PullPending(image));
+            }
+            Err(e) => return Err(setup(e)),
+        };
         let result = async {
             runtime.start(&id).await.map_err(setup)?;
             self.wait_healthy(desired, &id)
@@ -293,21 +303,27 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         };
         let span = info_span!("step", app = self.app, step = "replace", order, of);
         let result = async {
-            if *order == 1 && *reason == ReplaceReason::Outdated {
+            if *order == 1 && *reason != ReplaceReason::Unhealthy {
+                let why = match reason {
+                    ReplaceReason::ImageChanged => " (image digest changed)",
+                    _ => "",
+                };
                 self.ctl
                     .event(
                         Some(self.app),
                         EventType::RolloutStarted,
-                        format!("rolling out spec {hash} ({of} containers)"),
+                        format!("rolling out spec {hash}{why} ({of} containers)"),
                         self.revision,
                         serde_json::json!({ "spec_hash": hash, "image": desired.spec.image }),
                     )
                     .await;
             }
-            let new = self.bring_up(desired).await.map_err(|e| match e {
-                BringUpError::Setup(m) => (m, false),
-                BringUpError::NeverHealthy(m) => (m, true),
-            })?;
+            let new = match self.bring_up(desired).await {
+                Ok(new) => new,
+                Err(BringUpError::PullPending(image)) => return Err(Stop::PullPending(image)),
+                Err(BringUpError::Setup(m)) => return Err(Stop::Failed(m, false)),
+                Err(BringUpError::NeverHealthy(m)) => return Err(Stop::Failed(m, true)),
+            };
             // One reload swaps the healthy new replica in and the old one out (capacity
             // stays at n); `retire` then only drains and stops the old one. Every nginx
             // reload closes idle keep-alive client connections, so fewer reloads per
@@ -318,10 +334,12 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
             if let Some(old_address) = self.observed_container(old_id).and_then(|c| c.address()) {
                 self.members.retain(|m| *m != old_address);
             }
-            self.sync_proxy().await.map_err(|m| (m, false))?;
+            self.sync_proxy()
+                .await
+                .map_err(|m| Stop::Failed(m, false))?;
             self.retire(&[old_id.as_str()], *drain_seconds)
                 .await
-                .map_err(|m| (m, false))?;
+                .map_err(|m| Stop::Failed(m, false))?;
             Ok(new)
         }
         .instrument(span)
@@ -354,7 +372,11 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                 }
                 true
             }
-            Err((message, never_healthy)) => {
+            Err(Stop::PullPending(image)) => {
+                self.ask_for_pull(&image).await;
+                false
+            }
+            Err(Stop::Failed(message, never_healthy)) => {
                 self.report.failed(self.app, message.clone());
                 self.ctl.metrics.steps_failed("replace", 1);
                 if never_healthy && *reason == ReplaceReason::Outdated {
@@ -369,6 +391,27 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                 }
                 false
             }
+        }
+    }
+
+    /// The image is missing and the policy lets berth pull it: ask the image worker (once;
+    /// the pull runs outside the pass) and report it. Neither done nor failed: the plan
+    /// holds the app until the pull ends.
+    async fn ask_for_pull(&mut self, image: &str) {
+        self.report.pulls_pending.insert(self.app.to_string());
+        if self.ctl.images.request_pull(image, self.app) {
+            self.ctl
+                .event(
+                    Some(self.app),
+                    EventType::ImagePulling,
+                    format!(
+                        "image {image} is not on this host: pulling it from {}",
+                        registry_of(image)
+                    ),
+                    self.revision,
+                    serde_json::json!({ "image": image }),
+                )
+                .await;
         }
     }
 
@@ -499,6 +542,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                         )
                         .await;
                 }
+                Err(BringUpError::PullPending(image)) => self.ask_for_pull(&image).await,
                 Err(error) => {
                     let message = error.message().to_string();
                     self.report.failed(self.app, message.clone());
@@ -573,12 +617,21 @@ enum BringUpError {
     Setup(String),
     /// The container started but never became healthy (or exited): the rollout failed.
     NeverHealthy(String),
+    /// The image (this one) is not on the host and may be pulled: asked for, not failed.
+    PullPending(String),
+}
+
+/// Why a replacement stopped: a pull it waits for, or a failure (never healthy or not).
+enum Stop {
+    PullPending(String),
+    Failed(String, bool),
 }
 
 impl BringUpError {
     fn message(&self) -> &str {
         match self {
             BringUpError::Setup(m) | BringUpError::NeverHealthy(m) => m,
+            BringUpError::PullPending(image) => image,
         }
     }
 }

@@ -28,6 +28,9 @@ pub struct ApplyReport {
     pub errors: BTreeMap<String, String>,
     /// Apps whose rollout failed in this pass.
     pub failed_rollouts: BTreeSet<String>,
+    /// Apps whose create found the image missing and asked the image worker for a pull:
+    /// neither done nor failed (their retry backoff is kept).
+    pub pulls_pending: BTreeSet<String>,
 }
 
 impl ApplyReport {
@@ -36,6 +39,7 @@ impl ApplyReport {
         self.steps_failed += other.steps_failed;
         self.errors.extend(other.errors);
         self.failed_rollouts.extend(other.failed_rollouts);
+        self.pulls_pending.extend(other.pulls_pending);
     }
 
     pub(super) fn failed(&mut self, app: &str, message: String) {

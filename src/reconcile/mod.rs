@@ -16,6 +16,7 @@ mod app_run;
 mod apply;
 pub mod desired;
 mod heal_state;
+mod images;
 mod pass;
 mod prober;
 mod records;
@@ -27,6 +28,9 @@ pub use crate::last_pass::LastPass;
 pub use crate::metrics::{self, Metrics};
 pub use apply::apply;
 pub use desired::{desired_from, DesiredState, KnownApp, LastGoodSpec, Quarantine};
+pub use images::{
+    ImageBook, ImageSettings, ImageWorker, Images, DEFAULT_IMAGE_POLL, PULL_CONCURRENCY,
+};
 pub use pass::{known_apps, observe, plan_only, read_desired, read_overrides, run_pass};
 pub use prober::run as run_prober;
 pub use run::{run_loop, PROXY_LOG_MAX_BYTES};
@@ -79,6 +83,9 @@ pub struct Settings {
     /// How much event, scaling and revision history the daemon keeps (`--history-days`,
     /// `--history-rows`).
     pub history: HistoryLimits,
+    /// Registry credentials' config dir and the moving-tag poll (`--docker-config`,
+    /// `--image-poll`).
+    pub images: ImageSettings,
 }
 
 /// Where a pass spent its time, in milliseconds (benchmarks and slow-pass logs read it).
@@ -175,6 +182,8 @@ pub struct Controller<R: ContainerRuntime> {
     /// The last `desired_from` answer and the inputs it came from: a pass whose revision,
     /// known apps and present apps did not change reuses it (and its shared `Desired`).
     desired: Mutex<Option<pass::DesiredCache>>,
+    /// Registry images: pulls asked for, followed tags, finished jobs (`images.rs`).
+    images: Arc<Images>,
 }
 
 impl<R: ContainerRuntime> Controller<R> {
@@ -201,7 +210,25 @@ impl<R: ContainerRuntime> Controller<R> {
             loaded: Mutex::new(None),
             known: Mutex::new(None),
             desired: Mutex::new(None),
+            images: Arc::new(Images::default()),
         })
+    }
+
+    /// True while a pull an app asked for is pending or running (`apply --once` waits).
+    pub fn pulls_pending(&self) -> bool {
+        self.images.pulls_pending()
+    }
+
+    /// The image pulling task for the daemon to run (`ImageWorker::run`): the only holder
+    /// of the runtime besides the controller, and it only pulls and inspects images.
+    pub fn image_worker(&self) -> ImageWorker<R> {
+        ImageWorker {
+            runtime: self.runtime.clone(),
+            images: self.images.clone(),
+            metrics: self.metrics.clone(),
+            wake: self.waker(),
+            settings: self.settings.images.clone(),
+        }
     }
 
     /// The runtime, read-only (observe, inspect, stats, call counts).

@@ -193,6 +193,7 @@ async fn observe_with<R: ContainerRuntime>(
         proxy_files,
         heal,
         retry,
+        images: ctl.images.lock().view(),
     })
 }
 
@@ -320,13 +321,19 @@ pub async fn run_pass<R: ContainerRuntime>(
         )
         .await;
         let desired = &*read.desired;
+        let pull_failures =
+            super::images::record_outcomes(ctl, desired, &mut observed, &revision).await;
         phases.desired_ms = lap.next();
         let (overrides, plan, now) =
             probe_and_plan(ctl, &ctl.probes, desired, &mut observed).await?;
         phases.plan_ms = lap.next();
-        let report = apply(ctl, desired, &observed, &plan).await;
+        let mut report = apply(ctl, desired, &observed, &plan).await;
         phases.apply_ms = lap.next();
         update_retry(ctl, desired, &plan, &report, now_ms());
+        // Pulls that failed since the last pass: their backoff is set already.
+        for (app, error) in pull_failures {
+            report.failed(&app, error);
+        }
         let reloads = (ctl.proxy.reloads() - reloads_before) as usize;
         record_statuses(ctl, state, &plan, &overrides, &report).await;
         ctl.metrics.nginx_reloads(reloads);
@@ -453,7 +460,10 @@ fn update_retry<R: ContainerRuntime>(
         }
     }
     for app in desired.apps.keys() {
-        if !report.errors.contains_key(app) && plan.steps_for(app).any(|s| s.touches_containers()) {
+        if !report.errors.contains_key(app)
+            && !report.pulls_pending.contains(app)
+            && plan.steps_for(app).any(|s| s.touches_containers())
+        {
             retry.remove(app);
         }
     }

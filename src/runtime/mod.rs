@@ -5,6 +5,7 @@
 //! observers.
 //! Must not touch: nginx, the store, or any container without `berth.managed=true`.
 
+pub mod credentials;
 pub mod docker;
 
 use serde::Serialize;
@@ -58,6 +59,9 @@ pub struct ObservedContainer {
     pub name: String,
     pub app: String,
     pub image: String,
+    /// The local image ID (`sha256:...`) the container was created from; empty when the
+    /// engine did not say. A tag that moved since shows as another ID than the tag's now.
+    pub image_id: String,
     pub spec_hash: String,
     pub revision: String,
     pub state: ContainerState,
@@ -129,12 +133,16 @@ pub struct CallCounts {
     pub network: u64,
     /// One-shot stats calls (read-only; the autoscaler's collector).
     pub stats: u64,
+    /// Image inspects and registry digest checks (read-only; the image worker's).
+    pub images: u64,
+    /// Image pulls.
+    pub pulls: u64,
 }
 
 impl CallCounts {
-    /// create + start + stop + remove + network.
+    /// create + start + stop + remove + network + pulls.
     pub fn mutating(&self) -> u64 {
-        self.create + self.start + self.stop + self.remove + self.network
+        self.create + self.start + self.stop + self.remove + self.network + self.pulls
     }
 
     /// Calls made since an earlier snapshot of the same counter.
@@ -148,6 +156,8 @@ impl CallCounts {
             remove: self.remove.saturating_sub(earlier.remove),
             network: self.network.saturating_sub(earlier.network),
             stats: self.stats.saturating_sub(earlier.stats),
+            images: self.images.saturating_sub(earlier.images),
+            pulls: self.pulls.saturating_sub(earlier.pulls),
         }
     }
 }
@@ -174,12 +184,78 @@ pub struct ContainerStats {
 pub enum RuntimeError {
     #[error("cannot reach the docker engine at {endpoint}: {message} (is the daemon running? check DOCKER_HOST)")]
     Unreachable { endpoint: String, message: String },
-    #[error("image {image} is not present on this host: build or load it (docker build / docker load); no registry pulls are attempted")]
+    #[error("image {image} is not present on this host: build or load it (docker build / docker load), or let berth pull it (imagePullPolicy IfNotPresent or Always)")]
     ImageMissing { image: String },
+    #[error("{}", pull_text(image, registry, *failure, message))]
+    Pull {
+        image: String,
+        registry: String,
+        failure: PullFailure,
+        message: String,
+    },
     #[error("refusing to touch container {id}: it does not carry the berth.managed label (or belongs to another berth.instance)")]
     NotOwned { id: String },
     #[error("docker engine error during {operation}: {message}")]
     Engine { operation: String, message: String },
+}
+
+/// Why a pull or a registry check failed, as far as the engine's answer tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullFailure {
+    /// 401/403: missing or wrong credentials, or no access to the repository.
+    Unauthorized,
+    /// 404: no such repository or tag.
+    NotFound,
+    /// The registry cannot be reached (refused, DNS, timeout, TLS).
+    Unreachable,
+    Other,
+}
+
+fn pull_text(image: &str, registry: &str, failure: PullFailure, message: &str) -> String {
+    match failure {
+        PullFailure::Unauthorized => format!(
+            "registry {registry} refused image {image} (unauthorized): add or fix its credentials in the docker config (docker login {registry}, or auths/credHelpers in $DOCKER_CONFIG/config.json) and check the account may read the repository; the engine said: {message}"
+        ),
+        PullFailure::NotFound => format!(
+            "image {image} was not found on registry {registry}: check the repository and tag in spec.image, or push the image; the engine said: {message}"
+        ),
+        PullFailure::Unreachable => format!(
+            "cannot reach registry {registry} to pull image {image}: check the address and that the registry is up (berth retries with backoff); the engine said: {message}"
+        ),
+        PullFailure::Other => format!(
+            "pulling image {image} from registry {registry} failed: {message}"
+        ),
+    }
+}
+
+/// One image on this host: its ID and the registry digests it is known by.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LocalImage {
+    /// `sha256:...`, what a container's `image_id` is compared with.
+    pub id: String,
+    /// `repo@sha256:...` entries (empty for an image that never came from a registry).
+    pub repo_digests: Vec<String>,
+}
+
+impl LocalImage {
+    /// True when the image is known by the registry manifest `digest` (`sha256:...`).
+    pub fn has_digest(&self, digest: &str) -> bool {
+        self.repo_digests
+            .iter()
+            .any(|d| d.rsplit_once('@').is_some_and(|(_, got)| got == digest))
+    }
+}
+
+/// What one pull did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PullReport {
+    /// The manifest digest the engine reported, when it did.
+    pub digest: Option<String>,
+    /// Layers the engine downloaded (0 when the image was up to date).
+    pub layers_downloaded: u32,
+    /// Bytes of the downloaded layers, as far as the engine reported them.
+    pub bytes: u64,
 }
 
 /// The read-only half of a backend: what the API, the autoscaler and the prober may hold.
@@ -203,6 +279,30 @@ pub trait ContainerObserver: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<ContainerStats>, RuntimeError>> + Send;
     /// Engine API calls made so far, by kind (tests and benchmarks prove no-op passes with it).
     fn calls(&self) -> CallCounts;
+    /// The local image `image` names (ID and registry digests); None when the host lacks it.
+    fn local_image(
+        &self,
+        image: &str,
+    ) -> impl Future<Output = Result<Option<LocalImage>, RuntimeError>> + Send {
+        let _ = image;
+        async { Ok(None) }
+    }
+    /// The manifest digest the registry serves for `image` now (asks the registry, changes
+    /// nothing on the host).
+    fn registry_digest(
+        &self,
+        image: &str,
+        auth: Option<&credentials::RegistryAuth>,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send {
+        let _ = auth;
+        let image = image.to_string();
+        async move {
+            Err(RuntimeError::Engine {
+                operation: "registry digest".to_string(),
+                message: format!("this backend cannot ask a registry about {image}"),
+            })
+        }
+    }
 }
 
 /// The mutating half, on top of the observer: only `reconcile` holds a value of a type
@@ -224,6 +324,21 @@ pub trait ContainerRuntime: ContainerObserver {
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Makes sure the dedicated network exists.
     fn ensure_network(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Pulls `image` from its registry (progress goes to the log).
+    fn pull(
+        &self,
+        image: &str,
+        auth: Option<&credentials::RegistryAuth>,
+    ) -> impl Future<Output = Result<PullReport, RuntimeError>> + Send {
+        let _ = auth;
+        let image = image.to_string();
+        async move {
+            Err(RuntimeError::Engine {
+                operation: "pull".to_string(),
+                message: format!("this backend cannot pull {image}"),
+            })
+        }
+    }
 }
 
 /// A runtime seen through its read-only half only: a task that owns an `Observer` can
@@ -268,5 +383,20 @@ impl<R: ContainerObserver> ContainerObserver for Observer<R> {
 
     fn calls(&self) -> CallCounts {
         self.runtime.calls()
+    }
+
+    fn local_image(
+        &self,
+        image: &str,
+    ) -> impl Future<Output = Result<Option<LocalImage>, RuntimeError>> + Send {
+        self.runtime.local_image(image)
+    }
+
+    fn registry_digest(
+        &self,
+        image: &str,
+        auth: Option<&credentials::RegistryAuth>,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send {
+        self.runtime.registry_digest(image, auth)
     }
 }

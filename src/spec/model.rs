@@ -12,6 +12,7 @@ pub(crate) fn test_worker(name: &str, image: &str) -> AppSpec {
         name: name.into(),
         app_type: AppType::Worker,
         image: image.into(),
+        image_pull_policy: ImagePullPolicy::IfNotPresent,
         command: None,
         ports: vec![],
         health: None,
@@ -31,6 +32,10 @@ pub struct AppSpec {
     pub name: String,
     pub app_type: AppType,
     pub image: String,
+    /// `spec.imagePullPolicy` (default `IfNotPresent`); absent in specs stored by an older
+    /// berth, which did not pull (they read back as the default).
+    #[serde(default)]
+    pub image_pull_policy: ImagePullPolicy,
     pub command: Option<Vec<String>>,
     /// Container ports; http apps have at least one, the first one is routed.
     pub ports: Vec<u16>,
@@ -50,6 +55,20 @@ pub struct AppSpec {
 pub enum AppType {
     Http,
     Worker,
+}
+
+/// When berth pulls an app's image (see docs/SPEC.md). Not part of the spec hash: changing
+/// it never restarts containers by itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ImagePullPolicy {
+    /// Pull only when the host lacks the image.
+    #[default]
+    IfNotPresent,
+    /// Follow the tag: check the registry's digest every `--image-poll` seconds, pull and
+    /// roll out when it moved.
+    Always,
+    /// Never pull: the image must be on the host (berth before registry support).
+    Never,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

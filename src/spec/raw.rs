@@ -57,6 +57,12 @@ pub struct Spec {
     /// Image reference, e.g. `my-app:1.2`. Must not be empty or contain whitespace.
     #[schemars(length(min = 1))]
     pub image: String,
+    /// When berth pulls the image from its registry: `IfNotPresent` (only when the host
+    /// lacks it), `Always` (follow the tag: the registry's digest is checked every
+    /// `--image-poll` seconds and the app rolls out when it moved) or `Never` (the image must
+    /// already be on the host). Credentials come from Docker's own config.json.
+    #[schemars(default = "default_pull_policy")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
     /// Overrides the image's entrypoint and command; omit to use the image's own.
     #[schemars(length(min = 1))]
     pub command: Option<Vec<String>>,
@@ -85,6 +91,17 @@ pub enum AppType {
 
 fn default_app_type() -> Option<AppType> {
     Some(AppType::Http)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum ImagePullPolicy {
+    IfNotPresent,
+    Always,
+    Never,
+}
+
+fn default_pull_policy() -> Option<ImagePullPolicy> {
+    Some(ImagePullPolicy::IfNotPresent)
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]

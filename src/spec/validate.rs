@@ -6,8 +6,8 @@
 
 use super::locate::{fpath, FieldPath};
 use super::model::{
-    AppSpec, AppType, EnvValue, EnvVar, HealthSpec, HttpScaling, Probe, Resources, Route, Scaling,
-    ScalingMode, Termination,
+    AppSpec, AppType, EnvValue, EnvVar, HealthSpec, HttpScaling, ImagePullPolicy, Probe, Resources,
+    Route, Scaling, ScalingMode, Termination,
 };
 use super::raw;
 use super::units;
@@ -200,6 +200,11 @@ pub fn validate(app: raw::App) -> Result<AppSpec, Vec<Problem>> {
         name,
         app_type,
         image: s.image,
+        image_pull_policy: match s.image_pull_policy {
+            Some(raw::ImagePullPolicy::Always) => ImagePullPolicy::Always,
+            Some(raw::ImagePullPolicy::Never) => ImagePullPolicy::Never,
+            Some(raw::ImagePullPolicy::IfNotPresent) | None => ImagePullPolicy::IfNotPresent,
+        },
         command: s.command,
         ports,
         health,

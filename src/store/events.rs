@@ -40,12 +40,18 @@ pub enum EventType {
     SourceDegraded,
     /// The spec source can be read again.
     SourceRecovered,
+    /// berth started pulling an app's image from its registry.
+    ImagePulling,
+    /// An image pull (or a moving tag's new digest) finished.
+    ImagePulled,
+    /// A pull or a registry check failed: which image, which registry, what to do.
+    ImagePullFailed,
     Other(String),
 }
 
 impl EventType {
     /// Every kind berth records.
-    pub const KNOWN: [EventType; 17] = [
+    pub const KNOWN: [EventType; 20] = [
         EventType::Created,
         EventType::Removed,
         EventType::RolloutStarted,
@@ -63,6 +69,9 @@ impl EventType {
         EventType::PruneRefused,
         EventType::SourceDegraded,
         EventType::SourceRecovered,
+        EventType::ImagePulling,
+        EventType::ImagePulled,
+        EventType::ImagePullFailed,
     ];
 
     pub fn as_str(&self) -> &str {
@@ -84,6 +93,9 @@ impl EventType {
             EventType::PruneRefused => "prune-refused",
             EventType::SourceDegraded => "source-degraded",
             EventType::SourceRecovered => "source-recovered",
+            EventType::ImagePulling => "image-pulling",
+            EventType::ImagePulled => "image-pulled",
+            EventType::ImagePullFailed => "image-pull-failed",
             EventType::Other(text) => text,
         }
     }

@@ -98,6 +98,7 @@ pub fn spec(name: &str) -> AppSpec {
         name: name.to_string(),
         app_type: AppType::Http,
         image: format!("{name}:v1"),
+        image_pull_policy: berth::spec::ImagePullPolicy::IfNotPresent,
         command: None,
         ports: vec![8080],
         health: Some(HealthSpec {
@@ -167,6 +168,7 @@ pub fn container(app: &str, n: u16, hash: &str) -> ObservedContainer {
         name: format!("berth-{app}-{}-{n:06x}", &hash[..6.min(hash.len())]),
         app: app.to_string(),
         image: format!("{app}:v1"),
+        image_id: String::new(),
         spec_hash: hash.to_string(),
         revision: "rev1".into(),
         state: ContainerState::Running,
@@ -228,6 +230,7 @@ async fn controller_with(
         stop_timeout_seconds: 1,
         deletion_budget: Default::default(),
         history: Default::default(),
+        images: Default::default(),
     };
     let runtime = FakeRuntime {
         containers,
@@ -294,6 +297,7 @@ async fn fixture_in(on_disk: bool) -> Fixture {
         proxy_files: BTreeMap::new(),
         heal: BTreeMap::new(),
         retry: BTreeMap::new(),
+        images: BTreeMap::new(),
     };
     let overrides = Overrides {
         replicas: BTreeMap::from([("api".to_string(), 5)]),

@@ -8,6 +8,8 @@
 //! Docker tests must fail, not skip, when no engine is reachable: [`ensure_images`] panics.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -374,6 +376,7 @@ pub fn test_settings(
         stop_timeout_seconds: 2,
         deletion_budget: Default::default(),
         history: Default::default(),
+        images: Default::default(),
     }
 }
 

@@ -10,14 +10,17 @@
 //! | `mapping.rs` | pure: request -> create body (labels, limits, restart policy, loopback ports, init), ownership rule, list/inspect -> [`ObservedContainer`] |
 //! | `network.rs` | berth's bridge network and the repair of this instance's duplicates |
 //! | `stats.rs` | read-only one-shot stats (at most [`STATS_CONCURRENCY`] in flight) |
+//! | `image.rs` | local image inspect, the registry's current digest of a tag, pulls with credentials |
 //!
 //! Must not touch: any container that lacks `berth.managed=true` (or, when this runtime has an
 //! instance, lacks the matching `berth.instance`; without an instance, containers that carry
 //! any `berth.instance` belong to someone else too). Every start/stop/remove/inspect inspects
-//! first and refuses with [`RuntimeError::NotOwned`]. It never pulls, builds or removes
-//! images, never touches nginx or the store, and never logs env values.
+//! first and refuses with [`RuntimeError::NotOwned`]. It pulls images (`image.rs`) but never
+//! builds, tags or removes one, never touches nginx or the store, and never logs env values
+//! or registry secrets.
 
 mod connect;
+mod image;
 mod mapping;
 mod network;
 mod stats;
@@ -56,6 +59,8 @@ struct Counters {
     remove: AtomicU64,
     network: AtomicU64,
     stats: AtomicU64,
+    images: AtomicU64,
+    pulls: AtomicU64,
 }
 
 impl Counters {
@@ -225,7 +230,21 @@ impl ContainerObserver for DockerRuntime {
             remove: c.remove.load(Ordering::Relaxed),
             network: c.network.load(Ordering::Relaxed),
             stats: c.stats.load(Ordering::Relaxed),
+            images: c.images.load(Ordering::Relaxed),
+            pulls: c.pulls.load(Ordering::Relaxed),
         }
+    }
+
+    async fn local_image(&self, image: &str) -> Result<Option<super::LocalImage>, RuntimeError> {
+        self.local_image_of(image).await
+    }
+
+    async fn registry_digest(
+        &self,
+        image: &str,
+        auth: Option<&super::credentials::RegistryAuth>,
+    ) -> Result<String, RuntimeError> {
+        self.registry_digest_of(image, auth).await
     }
 }
 
@@ -410,5 +429,13 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn ensure_network(&self, name: &str) -> Result<(), RuntimeError> {
         self.ensure_network_now(name).await
+    }
+
+    async fn pull(
+        &self,
+        image: &str,
+        auth: Option<&super::credentials::RegistryAuth>,
+    ) -> Result<super::PullReport, RuntimeError> {
+        self.pull_image(image, auth).await
     }
 }
