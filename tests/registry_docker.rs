@@ -263,6 +263,31 @@ async fn registry_errors_are_clear_per_app_errors_and_the_app_keeps_serving() {
         "the app keeps serving what it has"
     );
 
+    // Unreachable: nothing listens on the registry's address.
+    let closed = support::free_port();
+    let gone = format!("127.0.0.1:{closed}/demo:v2");
+    write(&scene, "web.yaml", &spec("web", &gone, "IfNotPresent"));
+    wait_until(
+        "a pull-failed event for the unreachable registry",
+        Duration::from_secs(60),
+        || async {
+            events(&ctl, "web", EventType::ImagePullFailed)
+                .await
+                .iter()
+                .any(|e| {
+                    e.message.starts_with(&format!(
+                        "cannot reach registry 127.0.0.1:{closed} to pull image {gone}"
+                    ))
+                })
+        },
+    )
+    .await;
+    assert_eq!(
+        body(&scene, "web"),
+        "v1\n",
+        "the app keeps serving what it has"
+    );
+
     // Fixed: the app rolls to v2.
     write(&scene, "web.yaml", &spec("web", &v2, "IfNotPresent"));
     wait_until("web serves v2", Duration::from_secs(60), || async {
@@ -347,5 +372,71 @@ async fn a_repushed_tag_rolls_out_with_always() {
         sample(&metrics, "berth_image_checks_total{result=\"changed\"}") >= 1.0,
         "{metrics}"
     );
+    served.stop().await;
+}
+
+/// A registry that accepts connections and never answers: the engine's pull hangs.
+struct Blackhole {
+    port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Blackhole {
+    fn start() -> Blackhole {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((conn, _)) = listener.accept() {
+                    held.push(conn);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Blackhole { port, stop }
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_pull_holds_only_its_own_app() {
+    let hole = Blackhole::start();
+    let registry = Registry::start(); // only for its DOCKER_CONFIG dir
+    let scene = Scene::new("reg-hang");
+    let stuck = format!("127.0.0.1:{}/demo:v1", hole.port);
+    write(&scene, "stuck.yaml", &spec("stuck", &stuck, "IfNotPresent"));
+    write(&scene, "web.yaml", &spec("web", IMAGE_V1, "IfNotPresent"));
+    let ctl = controller(&scene, &registry, Duration::from_secs(300)).await;
+    let served = Served::start(&ctl, None);
+    wait_until(
+        "web serves while stuck's pull hangs",
+        Duration::from_secs(30),
+        || async { body(&scene, "web") == "v1\n" },
+    )
+    .await;
+    // A later app is not held either: passes go on while the pull hangs.
+    write(&scene, "api.yaml", &spec("api", IMAGE_V2, "IfNotPresent"));
+    wait_until(
+        "api serves while stuck's pull hangs",
+        Duration::from_secs(30),
+        || async { body(&scene, "api") == "v2\n" },
+    )
+    .await;
+    let (plan, _) = berth::reconcile::plan_only(&ctl).await.unwrap();
+    let waiting = plan.steps_for("stuck").any(|s| {
+        matches!(s, berth::plan::Step::NoOp { reason, .. }
+            if reason == &format!("waiting for image {stuck} to be pulled; what runs is kept"))
+    });
+    assert!(waiting, "{:?}", plan.steps);
+    assert!(ctl.pulls_pending());
     served.stop().await;
 }
