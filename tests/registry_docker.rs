@@ -238,6 +238,15 @@ async fn registry_errors_are_clear_per_app_errors_and_the_app_keeps_serving() {
         },
     )
     .await;
+    let row = ctl.store().app("web").await.unwrap().unwrap();
+    assert_eq!(row.status, berth::store::AppStatus::Degraded, "{row:?}");
+    assert!(
+        row.last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("(unauthorized)"),
+        "the app's status says why: {row:?}"
+    );
 
     // 404: the right password, an unknown tag.
     registry.write_config(support::registry::PASSWORD);
@@ -438,5 +447,7 @@ async fn a_hanging_pull_holds_only_its_own_app() {
     });
     assert!(waiting, "{:?}", plan.steps);
     assert!(ctl.pulls_pending());
+    let row = ctl.store().app("stuck").await.unwrap().unwrap();
+    assert_eq!(row.status, berth::store::AppStatus::Progressing, "{row:?}");
     served.stop().await;
 }

@@ -237,6 +237,14 @@ impl Images {
         self.lock().view().values().any(|v| v.pulling)
     }
 
+    /// True while a pull of `image` an app asked for is pending or running.
+    pub fn pulling(&self, image: &str) -> bool {
+        self.lock()
+            .entries
+            .get(image)
+            .is_some_and(|e| e.wanted || e.running == Some(ImageJob::Pull))
+    }
+
     pub fn lock(&self) -> std::sync::MutexGuard<'_, ImageBook> {
         self.book.lock().expect("image book lock")
     }

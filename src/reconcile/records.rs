@@ -158,6 +158,9 @@ pub(super) async fn record_statuses<R: ContainerRuntime>(
             AppStatus::Progressing
         } else if plan.apps[name].ready_replicas >= plan.apps[name].desired_replicas {
             AppStatus::Synced
+        } else if ctl.images.pulling(&app.spec.image) {
+            // Waiting for its image: the worker wakes the loop when the pull ends.
+            AppStatus::Progressing
         } else if plan
             .steps_for(name)
             .any(|s| matches!(s, crate::plan::Step::NoOp { .. }))
