@@ -451,3 +451,18 @@ async fn a_hanging_pull_holds_only_its_own_app() {
     assert_eq!(row.status, berth::store::AppStatus::Progressing, "{row:?}");
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_once_waits_for_the_pulls_it_asked_for() {
+    let registry = Registry::start();
+    let scene = Scene::new("reg-once");
+    registry.push(IMAGE_V2, "once:v2");
+    let image = registry.image("once:v2");
+    write(&scene, "web.yaml", &spec("web", &image, "IfNotPresent"));
+    let ctl = controller(&scene, &registry, Duration::from_secs(300)).await;
+    let report = berth::daemon::apply_once(&ctl).await.unwrap();
+    assert_eq!(report.steps_failed, 0, "{report:?}");
+    assert_eq!(body(&scene, "web"), "v2\n");
+    assert_eq!(ctl.runtime().calls().pulls, 1);
+    assert!(!ctl.pulls_pending());
+}
