@@ -139,6 +139,11 @@ pub async fn section() -> String {
         compose.push(compose_run(&registry, run));
     }
     untag_all(&registry);
+    let build = if cfg!(debug_assertions) {
+        "a debug build (`cargo bench --profile dev`: the other sections use release)"
+    } else {
+        "a release build"
+    };
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -146,7 +151,8 @@ pub async fn section() -> String {
          Each app has its own repository on a local registry (docker-registry 2.8, htpasswd \
          auth, plain HTTP on 127.0.0.1), none on the host at the start; all repositories hold \
          the demo image. Start to every app answering 200 (berth through nginx, compose on \
-         its published ports), ms, median (min–max) of {RUNS} runs.\n\n\
+         its published ports), ms, median (min–max) of {RUNS} runs; berth ran from \
+         {build}.\n\n\
          | | {APPS} apps |\n|---|---|\n\
          | berth (`IfNotPresent`, pulls in the image worker, ≤ 4 at once) | {} |\n\
          | `docker-compose up -d` (pulls what is missing, then starts) | {} |",

@@ -9,20 +9,21 @@
 //!
 //! Must not touch: containers, nginx, the store (the pass records what the worker did).
 
-use super::{now_ms, Controller, Metrics};
+use super::{now_ms, Controller};
 use crate::plan::heal::{after_failure, BACKOFF_BASE_MS, BACKOFF_MAX_MS};
 use crate::plan::{Desired, ImageView, Observed};
 use crate::runtime::credentials::{self, registry_of};
-use crate::runtime::{ContainerRuntime, RuntimeError};
-use crate::source::Waker;
+use crate::runtime::ContainerRuntime;
 use crate::spec::ImagePullPolicy;
 use crate::store::EventType;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 use tokio::sync::Notify;
+
+mod worker;
+pub use worker::ImageWorker;
 
 /// Pulls (and checks) in flight at once, across apps.
 pub const PULL_CONCURRENCY: usize = 4;
@@ -76,6 +77,9 @@ pub struct ImageDone {
     pub digest: Option<String>,
     /// True when something was pulled (false: the registry's digest had not moved).
     pub pulled: bool,
+    /// Layers downloaded and their bytes, as the engine reported them.
+    pub layers: u32,
+    pub bytes: u64,
     pub millis: u64,
 }
 
@@ -309,8 +313,10 @@ pub(super) async fn record_outcomes<R: ContainerRuntime>(
                         Some(app),
                         EventType::ImagePulled,
                         format!(
-                            "pulled image {image} from {registry} in {} ms ({why}): {}",
+                            "pulled image {image} from {registry} in {} ms, {} layers, {} bytes ({why}): {}",
                             done.millis,
+                            done.layers,
+                            done.bytes,
                             done.digest.as_deref().unwrap_or(&done.id)
                         ),
                         revision,
@@ -320,6 +326,8 @@ pub(super) async fn record_outcomes<R: ContainerRuntime>(
                             "id": done.id,
                             "digest": done.digest,
                             "ms": done.millis,
+                            "layers": done.layers,
+                            "bytes": done.bytes,
                         }),
                     )
                     .await;
@@ -347,160 +355,6 @@ pub(super) async fn record_outcomes<R: ContainerRuntime>(
     }
     observed.images = ctl.images.lock().view();
     failed
-}
-
-/// The pulling task: started by the daemon (`Controller::image_worker`), runs until
-/// aborted. A job in flight when berth stops is simply dropped (the engine finishes or
-/// abandons the pull; the next berth asks again).
-pub struct ImageWorker<R: ContainerRuntime> {
-    pub(super) runtime: Arc<R>,
-    pub(super) images: Arc<Images>,
-    pub(super) metrics: Arc<Metrics>,
-    pub(super) wake: Waker,
-    pub(super) settings: ImageSettings,
-}
-
-impl<R: ContainerRuntime> ImageWorker<R> {
-    pub async fn run(self) {
-        let mut running = FuturesUnordered::new();
-        loop {
-            let now = now_ms();
-            let free = PULL_CONCURRENCY.saturating_sub(running.len());
-            let jobs = if free > 0 {
-                let mut jobs = self.images.lock().start_due(now);
-                // Over the bound: give the rest back, they start when a slot frees.
-                for (image, job, _) in jobs.split_off(free.min(jobs.len())) {
-                    let mut book = self.images.lock();
-                    if let Some(e) = book.entries.get_mut(&image) {
-                        e.running = None;
-                        e.wanted |= job == ImageJob::Pull;
-                    }
-                }
-                jobs
-            } else {
-                Vec::new()
-            };
-            for (image, job, apps) in jobs {
-                running.push(job_future(
-                    self.runtime.clone(),
-                    self.metrics.clone(),
-                    self.settings.docker_config.clone(),
-                    image,
-                    job,
-                    apps,
-                ));
-            }
-            let sleep = self
-                .images
-                .lock()
-                .next_due()
-                .map(|at| Duration::from_millis((at - now).clamp(0, 3_600_000) as u64))
-                .unwrap_or(Duration::from_secs(3600));
-            let sleep = if running.len() >= PULL_CONCURRENCY {
-                Duration::from_secs(3600)
-            } else {
-                sleep
-            };
-            tokio::select! {
-                _ = self.images.notify.notified() => {}
-                _ = tokio::time::sleep(sleep) => {}
-                Some(outcome) = running.next(), if !running.is_empty() => {
-                    let wake = match (&outcome.job, &outcome.result) {
-                        (ImageJob::Check, Ok(done)) => {
-                            let book = self.images.lock();
-                            let known = book.entries.get(&outcome.image).and_then(|e| e.id.clone());
-                            done.pulled || known.as_deref() != Some(done.id.as_str())
-                        }
-                        _ => true,
-                    };
-                    self.images.lock().finish(outcome, now_ms(), self.settings.poll);
-                    if wake {
-                        (self.wake)("image");
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// One job: credentials, then the pull or the check (+ pull when the digest moved), then
-/// the local ID.
-async fn job_future<R: ContainerRuntime>(
-    runtime: Arc<R>,
-    metrics: Arc<Metrics>,
-    docker_config: PathBuf,
-    image: String,
-    job: ImageJob,
-    apps: BTreeSet<String>,
-) -> ImageOutcome {
-    let started = Instant::now();
-    let result = run_job(&*runtime, &metrics, &docker_config, &image, job, started).await;
-    if let Err(e) = &result {
-        tracing::warn!(image, ?job, "{e}");
-    }
-    ImageOutcome {
-        image,
-        job,
-        apps,
-        result,
-    }
-}
-
-async fn run_job<R: ContainerRuntime>(
-    runtime: &R,
-    metrics: &Metrics,
-    docker_config: &std::path::Path,
-    image: &str,
-    job: ImageJob,
-    started: Instant,
-) -> Result<ImageDone, String> {
-    let auth = credentials::credentials_for(docker_config, image)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut digest = None;
-    if job == ImageJob::Check {
-        let local = runtime.local_image(image).await.map_err(|e| e.to_string());
-        let remote = runtime.registry_digest(image, auth.as_ref()).await;
-        let remote = match remote {
-            Ok(d) => d,
-            Err(e) => {
-                metrics.image_check(None);
-                return Err(e.to_string());
-            }
-        };
-        if let Some(local) = local?.filter(|l| l.has_digest(&remote)) {
-            metrics.image_check(Some(false));
-            return Ok(ImageDone {
-                id: local.id,
-                digest: Some(remote),
-                pulled: false,
-                millis: started.elapsed().as_millis() as u64,
-            });
-        }
-        metrics.image_check(Some(true));
-        tracing::info!(image, digest = %remote, "registry digest moved: pulling");
-        digest = Some(remote);
-    }
-    tracing::info!(image, registry = %registry_of(image), "pulling image");
-    let pulled = runtime.pull(image, auth.as_ref()).await;
-    metrics.image_pull(pulled.is_ok());
-    let report = pulled.map_err(|e| e.to_string())?;
-    let local = runtime
-        .local_image(image)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| {
-            RuntimeError::ImageMissing {
-                image: image.to_string(),
-            }
-            .to_string()
-        })?;
-    Ok(ImageDone {
-        id: local.id,
-        digest: report.digest.or(digest),
-        pulled: true,
-        millis: started.elapsed().as_millis() as u64,
-    })
 }
 
 #[cfg(test)]
@@ -541,6 +395,8 @@ mod tests {
                         id: id.into(),
                         digest: None,
                         pulled: true,
+                        layers: 1,
+                        bytes: 1,
                         millis: 1,
                     })
                     .map_err(str::to_string),
