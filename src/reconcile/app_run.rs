@@ -9,7 +9,6 @@ use super::prober::host_port_for;
 use super::{now_ms, Controller};
 use crate::health::{effective_health, probe_once, probe_port};
 use crate::plan::{heal, render, CreateReason, DesiredApp, Health, Observed, ReplaceReason, Step};
-use crate::runtime::credentials::registry_of;
 use crate::runtime::{ContainerRequest, ContainerRuntime, ContainerState, ObservedContainer};
 use crate::spec::{AppType, ImagePullPolicy};
 use crate::store::EventType;
@@ -394,25 +393,11 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         }
     }
 
-    /// The image is missing and the policy lets berth pull it: ask the image worker (once;
-    /// the pull runs outside the pass) and report it. Neither done nor failed: the plan
-    /// holds the app until the pull ends.
+    /// The image is missing and the policy lets berth pull it (`images::ask_for_pull`):
+    /// neither done nor failed, the plan holds the app until the pull ends.
     async fn ask_for_pull(&mut self, image: &str) {
         self.report.pulls_pending.insert(self.app.to_string());
-        if self.ctl.images.request_pull(image, self.app) {
-            self.ctl
-                .event(
-                    Some(self.app),
-                    EventType::ImagePulling,
-                    format!(
-                        "image {image} is not on this host: pulling it from {}",
-                        registry_of(image)
-                    ),
-                    self.revision,
-                    serde_json::json!({ "image": image }),
-                )
-                .await;
-        }
+        super::images::ask_for_pull(self.ctl, self.app, image, self.revision).await;
     }
 
     /// Remembers that spec `hash` never became healthy (not retried until the spec

@@ -275,6 +275,29 @@ impl Images {
     }
 }
 
+/// An app's create found `image` missing: ask the worker for a pull (once; it runs
+/// outside the pass) and record an `image-pulling` event when newly asked.
+pub(super) async fn ask_for_pull<R: ContainerRuntime>(
+    ctl: &Controller<R>,
+    app: &str,
+    image: &str,
+    revision: &str,
+) {
+    if ctl.images.request_pull(image, app) {
+        ctl.event(
+            Some(app),
+            EventType::ImagePulling,
+            format!(
+                "image {image} is not on this host: pulling it from {}",
+                registry_of(image)
+            ),
+            revision,
+            serde_json::json!({ "image": image }),
+        )
+        .await;
+    }
+}
+
 /// The pass's part, before it plans: publish the wanted images, then record what the
 /// worker finished since the last pass: events per app, and for a failed pull an app asked
 /// for, the app's retry backoff (in the loop's state and in this pass's `observed`, so this
