@@ -154,6 +154,7 @@ async fn populate(ctl: &Controller<api_support::FakeRuntime>) {
         held: BTreeMap::new(),
         prune_blocked: None,
         proxy_listen: "127.0.0.1:8080".into(),
+        upstreams: Default::default(),
     };
     let observed = Observed {
         health: containers

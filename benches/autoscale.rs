@@ -230,7 +230,12 @@ async fn live(rows: &mut Vec<Row>) {
     let yaml = "apiVersion: v1\nkind: App\nmetadata:\n  name: bench\nspec:\n  type: http\n  image: x\n  ports:\n    - containerPort: 8080\n";
     let loaded = berth::spec::load_files(&[(PathBuf::from("bench.yaml"), yaml.to_string())]);
     let spec = &loaded.apps["bench"].0;
-    let files = berth::plan::render::render_app(spec, &[format!("127.0.0.1:{up}")], &listen);
+    let files = berth::plan::render::render_app(
+        spec,
+        &[format!("127.0.0.1:{up}")],
+        &listen,
+        berth::plan::render::Upstreams::Static,
+    );
     proxy.prepare().await.unwrap();
     proxy.ensure_running().await.unwrap();
     proxy.apply_files(&files, &[]).await.unwrap();

@@ -40,6 +40,7 @@ fn world(image: &str) -> (Desired, Observed) {
         held: BTreeMap::new(),
         prune_blocked: None,
         proxy_listen: "127.0.0.1:8080".into(),
+        upstreams: Default::default(),
     };
     let mut observed = Observed::default();
     let mut port: u32 = 0;
@@ -72,7 +73,12 @@ fn world(image: &str) -> (Desired, Observed) {
             observed.containers.push(c);
         }
         members.sort();
-        for (file, text) in render::render_app(&app.spec, &members, &desired.proxy_listen) {
+        for (file, text) in render::render_app(
+            &app.spec,
+            &members,
+            &desired.proxy_listen,
+            desired.upstreams,
+        ) {
             observed.proxy_files.insert(file, text);
         }
         desired.apps.insert(app.spec.name.clone(), app);
@@ -98,7 +104,12 @@ fn bench_plan(c: &mut Criterion) {
     group.bench_function("render_10k_apps", |b| {
         b.iter(|| {
             for _ in 0..APPS {
-                std::hint::black_box(render::render_app(&one, &members, "127.0.0.1:8080"));
+                std::hint::black_box(render::render_app(
+                    &one,
+                    &members,
+                    "127.0.0.1:8080",
+                    render::Upstreams::Static,
+                ));
             }
         })
     });

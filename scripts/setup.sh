@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what berth needs on a fresh Debian machine (nginx, Debian's static busybox for the
+# Installs what berth needs on a fresh Debian machine (nginx with its Lua module for dynamic
+# upstreams, Debian's static busybox for the
 # demo/test images, OpenSSL headers for git2's https, promtool from the prometheus package
 # for the /metrics test, a pinned schemathesis in a venv for the API's schema test, git, and
 # for the git transport tests openssh-server (sshd, ssh-keygen, ssh-keyscan), fcgiwrap (git
@@ -10,6 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+# Dynamic upstreams (berth's default proxy mode): nginx's Lua module and resty.core.
+dpkg -s libnginx-mod-http-lua >/dev/null 2>&1 || need+=(libnginx-mod-http-lua)
+dpkg -s lua-resty-core >/dev/null 2>&1 || need+=(lua-resty-core)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need+=(busybox-static)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # git2 builds against OpenSSL (https) through pkg-config.

@@ -202,6 +202,13 @@ pub(crate) struct Common {
     /// starting berth's private nginx.
     #[arg(long)]
     pub(crate) nginx_conf_dir: Option<PathBuf>,
+    /// How upstream members reach nginx: `dynamic` pushes them to nginx's Lua balancer
+    /// (no reload on a rollout, heal or scaling step; needs libnginx-mod-http-lua and
+    /// lua-resty-core), `reload` rewrites the app's upstream and reloads nginx. Default:
+    /// dynamic when the private nginx can load the Lua module (else reload, with a
+    /// warning); reload with --nginx-conf-dir (see README: the snippet your nginx needs).
+    #[arg(long, env = "BERTH_PROXY_MODE", value_enum)]
+    pub(crate) proxy_mode: Option<ProxyModeArg>,
     /// Production mode: command that checks the config (split on spaces).
     #[arg(long, default_value = "nginx -t")]
     pub(crate) nginx_test_command: String,
@@ -238,4 +245,11 @@ pub(crate) struct Common {
     /// tag is pulled and rolled out).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) image_poll: u64,
+}
+
+/// `--proxy-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum ProxyModeArg {
+    Dynamic,
+    Reload,
 }

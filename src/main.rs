@@ -16,7 +16,7 @@ use berth::source::{self, GitConfig, Source, SourceConfig};
 use berth::spec;
 use berth::store::{HistoryLimits, Store};
 use clap::Parser;
-use cli::{ApiServe, AutoscaleArgs, Cli, Command, Common, LogFormat, Output};
+use cli::{ApiServe, AutoscaleArgs, Cli, Command, Common, LogFormat, Output, ProxyModeArg};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -350,8 +350,12 @@ async fn plan(common: &Common, observed_empty: bool, output: Output) -> Result<u
             &Default::default(),
             &Default::default(),
         );
+        let mut desired = state.desired;
+        if common.nginx_conf_dir.is_none() && common.proxy_mode != Some(ProxyModeArg::Reload) {
+            desired.upstreams = berth::proxy::Upstreams::Dynamic;
+        }
         let plan = berth::plan::plan(
-            &state.desired,
+            &desired,
             &Default::default(),
             &Default::default(),
             reconcile::now_ms(),
@@ -441,6 +445,7 @@ async fn controller(
             common.nginx_binary.clone(),
         ),
     };
+    let proxy = proxy_mode(common, proxy).await?;
     let settings = Settings {
         source,
         interval,
@@ -466,6 +471,33 @@ async fn controller(
         },
     };
     Ok(Controller::new(runtime, proxy, store, settings))
+}
+
+/// `--proxy-mode`: dynamic upstreams when asked (the Lua module must load) or, by
+/// default, when the private nginx can load it; reload otherwise, with a warning.
+async fn proxy_mode(common: &Common, proxy: Proxy) -> Result<Proxy> {
+    let external = common.nginx_conf_dir.is_some();
+    match common.proxy_mode {
+        Some(ProxyModeArg::Reload) => Ok(proxy),
+        // The operator's nginx loads the module itself (README: production mode).
+        Some(ProxyModeArg::Dynamic) if external => Ok(proxy.with_dynamic_upstreams(Vec::new())),
+        Some(ProxyModeArg::Dynamic) => {
+            let modules = berth::proxy::lua_modules(&common.nginx_binary)
+                .await
+                .map_err(|e| anyhow::anyhow!("--proxy-mode dynamic: {e}"))?;
+            Ok(proxy.with_dynamic_upstreams(modules))
+        }
+        None if external => Ok(proxy),
+        None => match berth::proxy::lua_modules(&common.nginx_binary).await {
+            Ok(modules) => Ok(proxy.with_dynamic_upstreams(modules)),
+            Err(e) => {
+                tracing::warn!(
+                    "proxy mode reload: every upstream change reloads nginx, which closes idle keep-alive connections ({e})"
+                );
+                Ok(proxy)
+            }
+        },
+    }
 }
 
 fn host_env(file: Option<&Path>) -> Result<BTreeMap<String, String>> {

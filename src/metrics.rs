@@ -35,6 +35,7 @@ pub struct Metrics {
     steps_failed: [AtomicU64; STEP_KINDS.len()],
     nginx_reloads: AtomicU64,
     nginx_reload_failures: AtomicU64,
+    nginx_member_pushes: AtomicU64,
     source_errors: AtomicU64,
     events: Mutex<BTreeMap<String, u64>>,
     /// (app, direction) -> decisions.
@@ -63,6 +64,7 @@ pub struct MetricsSnapshot {
     pub steps_failed: BTreeMap<&'static str, u64>,
     pub nginx_reloads: u64,
     pub nginx_reload_failures: u64,
+    pub nginx_member_pushes: u64,
     pub source_errors: u64,
     pub events: BTreeMap<String, u64>,
     pub scaling_decisions: BTreeMap<(String, &'static str), u64>,
@@ -113,6 +115,12 @@ impl Metrics {
 
     pub fn nginx_reloads(&self, count: usize) {
         self.nginx_reloads
+            .fetch_add(count as u64, Ordering::Relaxed);
+    }
+
+    /// Upstream member lists nginx confirmed (dynamic upstreams: a change without reload).
+    pub fn nginx_member_pushes(&self, count: usize) {
+        self.nginx_member_pushes
             .fetch_add(count as u64, Ordering::Relaxed);
     }
 
@@ -193,6 +201,7 @@ impl Metrics {
             steps_failed: by_kind(&self.steps_failed),
             nginx_reloads: load(&self.nginx_reloads),
             nginx_reload_failures: load(&self.nginx_reload_failures),
+            nginx_member_pushes: load(&self.nginx_member_pushes),
             source_errors: load(&self.source_errors),
             events: self.events.lock().expect("metrics lock").clone(),
             scaling_decisions: self.scaling_decisions.lock().expect("metrics lock").clone(),

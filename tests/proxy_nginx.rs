@@ -32,11 +32,12 @@ impl Drop for Running {
 async fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let proxy = Proxy::private(
+    let proxy = support::test_upstreams(Proxy::private(
         dir.path().join("nginx"),
         format!("127.0.0.1:{port}"),
         nginx_binary(),
-    );
+    ))
+    .await;
     assert!(proxy.ensure_running().await.unwrap(), "first start");
     Running {
         proxy,
@@ -115,9 +116,10 @@ async fn batch_applies_with_one_reload_and_unchanged_text_does_not_reload() {
         &app("hello"),
         &[format!("127.0.0.1:{upstream}")],
         nginx.proxy.listen(),
+        nginx.proxy.upstreams(),
     );
     let outcome = nginx.proxy.apply_files(&files, &[]).await.unwrap();
-    assert_eq!((outcome.written, outcome.reloaded), (2, true));
+    assert_eq!((outcome.written, outcome.reloaded), (files.len(), true));
     // Reload is asynchronous in nginx: new workers pick the config up within moments.
     let mut served = (0, String::new());
     for _ in 0..50 {
@@ -154,6 +156,7 @@ async fn rejected_batch_restores_previous_files_and_keeps_serving() {
         &app("kept"),
         &[format!("127.0.0.1:{upstream}")],
         nginx.proxy.listen(),
+        nginx.proxy.upstreams(),
     );
     nginx.proxy.apply_files(&good, &[]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -185,6 +188,7 @@ async fn killed_nginx_is_started_again_with_its_config() {
         &app("back"),
         &[format!("127.0.0.1:{upstream}")],
         nginx.proxy.listen(),
+        nginx.proxy.upstreams(),
     );
     nginx.proxy.apply_files(&files, &[]).await.unwrap();
     let pid = nginx.proxy.running_pid().await.unwrap();
@@ -209,7 +213,10 @@ async fn killed_nginx_is_started_again_with_its_config() {
                 break;
             }
             // The killed master's workers may still hold the port for a moment.
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => {
+                eprintln!("not restarted yet: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
         }
     }
     assert!(restarted);
@@ -232,12 +239,16 @@ async fn external_mode_writes_into_the_conf_dir_and_runs_the_given_commands() {
         words.extend(berth::proxy::private_args(prefix, extra));
         words
     };
-    let external = Proxy::external(
+    let mut external = Proxy::external(
         prefix.join("conf.d"),
         nginx.proxy.listen().to_string(),
         args(&["-t", "-q"]),
         args(&["-s", "reload"]),
     );
+    if nginx.proxy.upstreams() == berth::proxy::Upstreams::Dynamic {
+        // The operator's nginx loads the Lua module itself.
+        external = external.with_dynamic_upstreams(Vec::new());
+    }
     assert!(
         !external.ensure_running().await.unwrap(),
         "external mode starts nothing"
@@ -247,6 +258,7 @@ async fn external_mode_writes_into_the_conf_dir_and_runs_the_given_commands() {
         &app("ext"),
         &[format!("127.0.0.1:{upstream}")],
         external.listen(),
+        external.upstreams(),
     );
     let outcome = external.apply_files(&files, &[]).await.unwrap();
     assert!(outcome.reloaded);
@@ -281,7 +293,12 @@ fn generation(proxy: &Proxy) -> u64 {
 async fn concurrent_changes_share_one_reload_and_a_bad_one_is_isolated() {
     let nginx = start().await;
     let upstream = backend("many");
-    let first = render::render_app(&app("first"), &[], nginx.proxy.listen());
+    let first = render::render_app(
+        &app("first"),
+        &[],
+        nginx.proxy.listen(),
+        nginx.proxy.upstreams(),
+    );
     nginx.proxy.submit(first, Vec::new()).await.unwrap();
     let before = generation(&nginx.proxy);
     let submits = (0..5).map(|i| {
@@ -289,6 +306,7 @@ async fn concurrent_changes_share_one_reload_and_a_bad_one_is_isolated() {
             &app(&format!("app{i}")),
             &[format!("127.0.0.1:{upstream}")],
             nginx.proxy.listen(),
+            nginx.proxy.upstreams(),
         );
         nginx.proxy.submit(files, Vec::new())
     });
@@ -308,6 +326,7 @@ async fn concurrent_changes_share_one_reload_and_a_bad_one_is_isolated() {
         &app("good"),
         &[format!("127.0.0.1:{upstream}")],
         nginx.proxy.listen(),
+        nginx.proxy.upstreams(),
     );
     let bad = vec![("bad.conf".to_string(), "upstream {".to_string())];
     let (good_result, bad_result) = tokio::join!(
@@ -372,4 +391,134 @@ async fn oversized_logs_are_rotated_and_nginx_writes_a_fresh_one() {
     // Rotating again replaces the previous generation.
     nginx.proxy.rotate_logs(10).await.unwrap();
     assert!(lines(&rotated_log) >= 2);
+}
+
+/// Dynamic mode only (`BERTH_TEST_PROXY_MODE=reload` runs the static path instead).
+fn dynamic(nginx: &Running) -> bool {
+    nginx.proxy.upstreams() == berth::proxy::Upstreams::Dynamic
+}
+
+fn members_files(nginx: &Running, name: &str, members: &[String]) -> Vec<(String, String)> {
+    render::render_app(
+        &app(name),
+        members,
+        nginx.proxy.listen(),
+        nginx.proxy.upstreams(),
+    )
+}
+
+#[tokio::test]
+async fn dynamic_member_changes_are_pushed_without_a_reload() {
+    let nginx = start().await;
+    if !dynamic(&nginx) {
+        return;
+    }
+    let (one, two) = (backend("one"), backend("two"));
+    let first = members_files(&nginx, "dyn", &[format!("127.0.0.1:{one}")]);
+    let outcome = nginx.proxy.apply_files(&first, &[]).await.unwrap();
+    assert!(outcome.reloaded, "a new app's config is a reload");
+    assert_eq!(outcome.pushed, 1);
+    assert_eq!(get(nginx.port, "/dyn/"), (200, "one".to_string()));
+    let reloads = nginx.proxy.reloads();
+    let pushes = nginx.proxy.pushes();
+
+    // Swap the member: a push, confirmed, and no reload.
+    let second = members_files(&nginx, "dyn", &[format!("127.0.0.1:{two}")]);
+    let outcome = nginx.proxy.apply_files(&second, &[]).await.unwrap();
+    assert_eq!(
+        (outcome.written, outcome.pushed, outcome.reloaded),
+        (1, 1, false)
+    );
+    assert_eq!(nginx.proxy.reloads(), reloads);
+    assert_eq!(nginx.proxy.pushes(), pushes + 1);
+    assert_eq!(
+        nginx.proxy.held_members("dyn").await.unwrap().as_deref(),
+        Some(second[2].1.as_str()),
+        "nginx holds what the file says"
+    );
+    for _ in 0..5 {
+        assert_eq!(get(nginx.port, "/dyn/"), (200, "two".to_string()));
+    }
+
+    // No member: 503 from the Lua check, still no reload.
+    let none = members_files(&nginx, "dyn", &[]);
+    nginx.proxy.apply_files(&none, &[]).await.unwrap();
+    let (status, body) = get(nginx.port, "/dyn/");
+    assert_eq!(status, 503);
+    assert!(body.contains("no healthy replicas for app dyn"), "{body}");
+    assert_eq!(nginx.proxy.reloads(), reloads);
+
+    // Removing the app forgets its members in nginx too.
+    let removes: Vec<String> = none.iter().map(|(f, _)| f.clone()).collect();
+    nginx.proxy.apply_files(&[], &removes).await.unwrap();
+    assert_eq!(nginx.proxy.held_members("dyn").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn dynamic_refused_member_moves_on_to_the_next_within_the_request() {
+    let nginx = start().await;
+    if !dynamic(&nginx) {
+        return;
+    }
+    let live = backend("live");
+    let dead = free_port();
+    let files = members_files(
+        &nginx,
+        "retry",
+        &[format!("127.0.0.1:{dead}"), format!("127.0.0.1:{live}")],
+    );
+    nginx.proxy.apply_files(&files, &[]).await.unwrap();
+    for _ in 0..10 {
+        assert_eq!(get(nginx.port, "/retry/"), (200, "live".to_string()));
+    }
+}
+
+#[tokio::test]
+async fn dynamic_restarted_nginx_serves_the_members_from_the_file() {
+    let nginx = start().await;
+    if !dynamic(&nginx) {
+        return;
+    }
+    let (old, new) = (backend("old"), backend("new"));
+    let files = members_files(&nginx, "kept", &[format!("127.0.0.1:{old}")]);
+    nginx.proxy.apply_files(&files, &[]).await.unwrap();
+    let files = members_files(&nginx, "kept", &[format!("127.0.0.1:{new}")]);
+    nginx.proxy.apply_files(&files, &[]).await.unwrap();
+    let pid = nginx.proxy.running_pid().await.unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    for _ in 0..100 {
+        if nginx.proxy.running_pid().await.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut restarted = false;
+    for _ in 0..50 {
+        match nginx.proxy.ensure_running().await {
+            Ok(started) => {
+                restarted = started;
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert!(restarted);
+    let pushes = nginx.proxy.pushes();
+    assert_eq!(
+        nginx.proxy.held_members("kept").await.unwrap(),
+        None,
+        "a fresh nginx holds nothing until a request needs the app"
+    );
+    for _ in 0..3 {
+        assert_eq!(get(nginx.port, "/kept/"), (200, "new".to_string()));
+    }
+    assert_eq!(
+        nginx.proxy.pushes(),
+        pushes,
+        "served from the file, no push"
+    );
 }

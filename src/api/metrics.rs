@@ -25,7 +25,7 @@ pub struct Scrape<'a> {
 }
 
 /// Names of every metric family this renders (documented in README.md).
-pub const FAMILIES: [&str; 22] = [
+pub const FAMILIES: [&str; 23] = [
     "berth_build_info",
     "berth_store_up",
     "berth_reconcile_passes_total",
@@ -39,6 +39,7 @@ pub const FAMILIES: [&str; 22] = [
     "berth_app_replicas_ready",
     "berth_nginx_reloads_total",
     "berth_nginx_reload_failures_total",
+    "berth_nginx_member_pushes_total",
     "berth_source_revision_info",
     "berth_source_errors_total",
     "berth_spec_issues",
@@ -232,6 +233,16 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         "berth_nginx_reload_failures_total",
         &[],
         c.nginx_reload_failures,
+    );
+    out.family(
+        "berth_nginx_member_pushes_total",
+        "counter",
+        "Upstream member lists handed to nginx's Lua balancer and confirmed (dynamic upstreams: no reload).",
+    );
+    out.sample(
+        "berth_nginx_member_pushes_total",
+        &[],
+        c.nginx_member_pushes,
     );
 
     out.family(

@@ -40,6 +40,8 @@ pub struct Desired {
     pub prune_blocked: Option<PruneBlocked>,
     /// nginx `listen` value, e.g. `127.0.0.1:8080` (rendered into host-routed servers).
     pub proxy_listen: String,
+    /// How members reach nginx: `server` lines (a reload) or a push to its Lua balancer.
+    pub upstreams: render::Upstreams,
 }
 
 /// Why a pass removes none of the apps that left the source. `Display` gives the reason the
@@ -367,9 +369,12 @@ pub fn plan(desired: &Desired, observed: &Observed, overrides: &Overrides, now: 
             },
         );
         if app.spec.app_type == AppType::Http {
-            for (file, text) in
-                render::render_app(&app.spec, &outcome.members, &desired.proxy_listen)
-            {
+            for (file, text) in render::render_app(
+                &app.spec,
+                &outcome.members,
+                &desired.proxy_listen,
+                desired.upstreams,
+            ) {
                 let current = observed.proxy_files.get(&file);
                 if current != Some(&text) {
                     steps.push(Step::WriteProxy {

@@ -1,7 +1,13 @@
 //! nginx rendering (pure): one app's route and healthy members -> the text of its proxy
 //! files. Path-routed apps get `<app>.conf` (upstream, http context) and `<app>.loc`
-//! (location, included inside the default server); host-routed apps get one `<app>.conf`
+//! (locations, included inside the default server); host-routed apps get one `<app>.conf`
 //! holding the upstream and their own server block.
+//!
+//! Two upstream modes (`Upstreams`): `Static` lists the members as `server` lines (a member
+//! change rewrites `<app>.conf` and reloads nginx); `Dynamic` renders a member-independent
+//! upstream whose `balancer_by_lua_block` picks from the members nginx holds in a shared
+//! dict, and the members go to `<app>.members` (one address per line), which the proxy
+//! pushes to nginx at run time instead of reloading.
 //!
 //! Written with `std::fmt::Write` rather than tera: `plan()` renders every app on every
 //! pass, and with tera the rendering was ~80% of plan()'s instructions (callgrind, 10,000
@@ -9,7 +15,22 @@
 //! template (`proxy`). The golden tests in `plan::tests` pin the output.
 
 use crate::spec::{AppSpec, Route};
+use serde::Serialize;
 use std::fmt::Write;
+
+/// How an app's upstream members reach nginx.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Upstreams {
+    /// `server` lines in the upstream block: a member change is a reload.
+    #[default]
+    Static,
+    /// `balancer_by_lua` over a shared dict: a member change is a push, not a reload.
+    Dynamic,
+}
+
+/// Read timeout of upgraded (WebSocket) connections: they idle between messages.
+pub const UPGRADED_READ_TIMEOUT_SECONDS: u32 = 3600;
 
 /// The proxy file names an app can own.
 pub fn conf_file(app: &str) -> String {
@@ -18,15 +39,60 @@ pub fn conf_file(app: &str) -> String {
 pub fn location_file(app: &str) -> String {
     format!("{app}.loc")
 }
+pub fn members_file(app: &str) -> String {
+    format!("{app}.members")
+}
+
+/// Is this proxy file a member list (pushed at run time, never read by `nginx -t`)?
+pub fn is_members_file(file: &str) -> bool {
+    file.ends_with(".members")
+}
 
 /// The app a proxy file belongs to (file name without its extension).
 pub fn app_of_file(file: &str) -> &str {
     file.rsplit_once('.').map(|(stem, _)| stem).unwrap_or(file)
 }
 
+/// The text of `<app>.members`: a comment line, then one `127.0.0.1:<port>` per line.
+pub fn members_text(app: &str, members: &[String]) -> String {
+    let mut text = String::with_capacity(48 + 24 * members.len());
+    let _ = writeln!(
+        text,
+        "# berth app {app}: upstream members, generated, do not edit"
+    );
+    for member in members {
+        let _ = writeln!(text, "{member}");
+    }
+    text
+}
+
+/// The members listed in a `<app>.members` text or in a static upstream's `server` lines.
+pub fn members_in(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("server ") {
+                let address = rest.split_whitespace().next()?;
+                return (address != "0.0.0.1;").then(|| address.trim_end_matches(';').to_string());
+            }
+            // A `<app>.members` line is a bare address.
+            let bare = line.contains(':')
+                && line
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'));
+            bare.then(|| line.to_string())
+        })
+        .collect()
+}
+
 /// Renders an http app's proxy files: `(file name, text)` pairs, sorted by name.
 /// `members` are `127.0.0.1:<port>` addresses of healthy containers.
-pub fn render_app(spec: &AppSpec, members: &[String], listen: &str) -> Vec<(String, String)> {
+pub fn render_app(
+    spec: &AppSpec,
+    members: &[String],
+    listen: &str,
+    upstreams: Upstreams,
+) -> Vec<(String, String)> {
     let default_route = Route {
         host: None,
         path: format!("/{}", spec.name),
@@ -34,37 +100,56 @@ pub fn render_app(spec: &AppSpec, members: &[String], listen: &str) -> Vec<(Stri
     };
     let route = spec.route.as_ref().unwrap_or(&default_route);
     let app = spec.name.as_str();
+    let dynamic = upstreams == Upstreams::Dynamic;
+    // Dynamic upstreams always exist (a request finds no member at run time and gets
+    // 503 from the access check); static ones only with members.
+    let proxied = dynamic || !members.is_empty();
     let mut conf = String::with_capacity(160 + 64 * members.len());
     let _ = writeln!(conf, "# berth app {app}: generated, do not edit");
-    if !members.is_empty() {
+    if dynamic {
+        let _ = write!(
+            conf,
+            "upstream berth_{app} {{
+    server 0.0.0.1;
+    balancer_by_lua_block {{ require(\"berth\").balance(\"{app}\") }}
+    keepalive 16;
+}}
+"
+        );
+    } else if !members.is_empty() {
         let _ = writeln!(conf, "upstream berth_{app} {{");
         for member in members {
             let _ = writeln!(conf, "    server {member} max_fails=1 fail_timeout=2s;");
         }
         conf.push_str("    keepalive 16;\n}\n");
     }
-    match &route.host {
+    let mut files = match &route.host {
         Some(host) => {
             let _ = write!(
                 conf,
                 "\nserver {{\n    listen {listen};\n    server_name {host};\n    set $berth_app {app};\n"
             );
-            write_location(&mut conf, app, route, !members.is_empty());
+            write_locations(&mut conf, app, route, proxied, dynamic);
             conf.push_str("}\n");
             vec![(conf_file(app), conf)]
         }
         None => {
-            let mut location = String::with_capacity(720);
+            let mut location = String::with_capacity(1400);
             let _ = writeln!(location, "# berth app {app}: generated, do not edit");
-            write_location(&mut location, app, route, !members.is_empty());
+            write_locations(&mut location, app, route, proxied, dynamic);
             vec![(conf_file(app), conf), (location_file(app), location)]
         }
+    };
+    if dynamic {
+        files.push((members_file(app), members_text(app, members)));
     }
+    files
 }
 
-/// The `location` block(s) of a route: a redirect from the bare path to `<path>/`, then
-/// the proxied prefix (or a 503 while no member is healthy).
-fn write_location(out: &mut String, app: &str, route: &Route, has_members: bool) {
+/// The `location` blocks of a route: a redirect from the bare path to `<path>/`, then the
+/// proxied prefix (or a 503 while no member is healthy), and the named location upgraded
+/// (WebSocket) requests continue in, with a long read timeout.
+fn write_locations(out: &mut String, app: &str, route: &Route, proxied: bool, dynamic: bool) {
     let trimmed = route.path.trim_end_matches('/');
     let prefix = format!("{trimmed}/");
     if !trimmed.is_empty() {
@@ -73,35 +158,76 @@ fn write_location(out: &mut String, app: &str, route: &Route, has_members: bool)
             "    location = {trimmed} {{\n        return 308 {prefix}$is_args$args;\n    }}\n"
         );
     }
-    let pass_suffix = if route.strip_prefix && !trimmed.is_empty() {
-        "/"
-    } else {
-        ""
-    };
+    let strip = route.strip_prefix && !trimmed.is_empty();
+    let pass_suffix = if strip { "/" } else { "" };
     let _ = write!(
         out,
-        "    location {prefix} {{\n        set $berth_app {app};\n        add_header X-Request-ID $request_id always;\n"
+        "    location {prefix} {{\n        set $berth_app {app};\n        add_header X-Request-ID $berth_request_id always;\n"
     );
-    if has_members {
+    if !proxied {
         let _ = write!(
             out,
-            "        proxy_pass http://berth_{app}{pass_suffix};
-        proxy_http_version 1.1;
-        proxy_set_header Connection \"\";
+            "        default_type text/plain;\n        return 503 \"no healthy replicas for app {app}\\n\";\n    }}\n"
+        );
+        return;
+    }
+    if dynamic {
+        let _ = writeln!(
+            out,
+            "        access_by_lua_block {{ require(\"berth\").access(\"{app}\") }}"
+        );
+    }
+    let _ = write!(
+        out,
+        "        error_page 418 = @berth_{app}_upgrade;\n        if ($http_upgrade) {{\n            return 418;\n        }}\n        proxy_pass http://berth_{app}{pass_suffix};\n"
+    );
+    write_proxy_settings(out, "60s");
+    out.push_str("    }\n");
+    // An upgraded request keeps its connection open for as long as the client talks: the
+    // same proxying with the long read timeout (proxy_read_timeout takes no variables).
+    let _ = write!(
+        out,
+        "    location @berth_{app}_upgrade {{\n        set $berth_app {app};\n        add_header X-Request-ID $berth_request_id always;\n"
+    );
+    if dynamic {
+        let _ = writeln!(
+            out,
+            "        access_by_lua_block {{ require(\"berth\").access(\"{app}\") }}"
+        );
+    }
+    if strip {
+        let _ = writeln!(
+            out,
+            "        rewrite ^{}/(.*)$ /$1 break;",
+            regex_literal(trimmed)
+        );
+    }
+    let _ = writeln!(out, "        proxy_pass http://berth_{app};");
+    write_proxy_settings(out, &format!("{UPGRADED_READ_TIMEOUT_SECONDS}s"));
+    out.push_str("    }\n");
+}
+
+/// The proxying directives shared by a route's locations.
+fn write_proxy_settings(out: &mut String, read_timeout: &str) {
+    let _ = write!(
+        out,
+        "        proxy_http_version 1.1;
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $berth_connection_upgrade;
         proxy_set_header Host $host;
-        proxy_set_header X-Request-ID $request_id;
+        proxy_set_header X-Request-ID $berth_request_id;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Forwarded-Proto $scheme;
         proxy_next_upstream error timeout http_502 http_503;
         proxy_next_upstream_tries 3;
         proxy_connect_timeout 2s;
+        proxy_read_timeout {read_timeout};
 "
-        );
-    } else {
-        let _ = write!(
-            out,
-            "        default_type text/plain;\n        return 503 \"no healthy replicas for app {app}\\n\";\n"
-        );
-    }
-    out.push_str("    }\n");
+    );
+}
+
+/// A route path as a regex literal: validation allows only `A-Za-z0-9._~/-`, of which `.`
+/// is the only regex metacharacter.
+fn regex_literal(path: &str) -> String {
+    path.replace('.', "\\.")
 }

@@ -54,7 +54,7 @@ impl Proxy {
         Ok(rotated)
     }
 
-    /// Reads every managed file (`*.conf`, `*.loc`) in the conf dir.
+    /// Reads every managed per-app file (`*.conf`, `*.loc`, `*.members`) in the conf dir.
     pub async fn current_files(&self) -> Result<BTreeMap<String, String>, ProxyError> {
         let dir = self.conf_dir();
         // One blocking task for the whole directory: a hop to the blocking pool per file
@@ -117,8 +117,8 @@ pub(super) async fn write_atomically(path: &Path, text: &str) -> Result<(), Prox
     })?
 }
 
-/// Every berth-managed file (`*.conf`, `*.loc`, not hidden) in `dir` with its text; an
-/// absent directory has none.
+/// Every berth-managed per-app file (`*.conf`, `*.loc`, `*.members`; not hidden, and not
+/// berth's own `_berth*`) in `dir` with its text; an absent directory has none.
 fn read_conf_dir(dir: &Path) -> Result<BTreeMap<String, String>, ProxyError> {
     let mut files = BTreeMap::new();
     let entries = match std::fs::read_dir(dir) {
@@ -129,7 +129,9 @@ fn read_conf_dir(dir: &Path) -> Result<BTreeMap<String, String>, ProxyError> {
     for entry in entries {
         let entry = entry.map_err(|e| io_error(dir, e))?;
         let name = entry.file_name().to_string_lossy().to_string();
-        if !(name.ends_with(".conf") || name.ends_with(".loc")) || name.starts_with('.') {
+        let per_app =
+            name.ends_with(".conf") || name.ends_with(".loc") || name.ends_with(".members");
+        if !per_app || name.starts_with('.') || name.starts_with('_') {
             continue;
         }
         let path = entry.path();

@@ -3,13 +3,21 @@
 //! reload and restores the previous files when the test fails (`apply_files`), and in the
 //! default private mode starts and supervises berth's own nginx (system binary, own prefix,
 //! own port) so no root-owned config is touched. Rendering lives in `plan::render`.
+//! In dynamic mode (`Upstreams::Dynamic`) `<app>.members` files are not part of nginx's
+//! config: a batch pushes them to nginx's Lua balancer (dynamic.rs) after any config
+//! reload, so a member change alone never reloads.
 //! Must not touch: Docker, the store. Mutating calls come only from `reconcile`.
 
 mod confirm;
+mod dynamic;
 mod files;
 mod process;
 
+pub use crate::plan::render::Upstreams;
+pub use dynamic::{http_conf, lua_modules, BERTH_LUA};
 pub use process::{exited, private_args};
+
+use crate::plan::render::{app_of_file, is_members_file};
 
 use confirm::write_generation;
 use files::{read_optional, remove_optional, set_mode, write_atomically};
@@ -31,6 +39,8 @@ pub enum ProxyError {
     StartFailed { message: String },
     #[error("proxy file {path}: {message}")]
     Io { path: PathBuf, message: String },
+    #[error("cannot hand the upstream members of app {app} to nginx: {message} (is berth's nginx running with the Lua module? see its error.log)")]
+    PushFailed { app: String, message: String },
 }
 
 fn io_error(path: &Path, err: std::io::Error) -> ProxyError {
@@ -74,6 +84,12 @@ pub struct Proxy {
     flushing: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Reloads that succeeded (one per combined batch, however many callers shared it).
     reloads: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Member lists nginx confirmed (dynamic mode).
+    pushes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// How members reach nginx.
+    upstreams: Upstreams,
+    /// Private dynamic mode: `load_module` paths for nginx.conf (ndk + lua).
+    lua_modules: Vec<PathBuf>,
 }
 
 /// One caller's file changes waiting to be applied with everybody else's.
@@ -90,17 +106,20 @@ pub struct ApplyOutcome {
     pub written: usize,
     pub removed: usize,
     pub reloaded: bool,
+    /// Member lists pushed to nginx (dynamic mode).
+    pub pushed: usize,
 }
 
 const MAIN_CONF_TEMPLATE: &str = r#"# berth private nginx: generated, do not edit
-worker_processes 1;
+{% for module in lua_modules %}load_module {{ module }};
+{% endfor %}worker_processes 1;
 pid {{ prefix }}/nginx.pid;
 error_log {{ prefix }}/logs/error.log warn;
 events { worker_connections 4096; }
 http {
     log_format berth escape=json '{"time":$msec,"app":"$berth_app","status":$status,'
         '"request_time":$request_time,"upstream_time":"$upstream_response_time",'
-        '"upstream":"$upstream_addr","request_id":"$request_id","method":"$request_method",'
+        '"upstream":"$upstream_addr","request_id":"$berth_request_id","method":"$request_method",'
         '"host":"$host","uri":"$uri","connections":$connections_active}';
     access_log {{ prefix }}/logs/access.log berth;
     client_body_temp_path {{ prefix }}/tmp/body;
@@ -152,6 +171,14 @@ impl ProxyReader<'_> {
     pub fn reloads(&self) -> u64 {
         self.proxy.reloads()
     }
+
+    pub fn pushes(&self) -> u64 {
+        self.proxy.pushes()
+    }
+
+    pub fn upstreams(&self) -> Upstreams {
+        self.proxy.upstreams()
+    }
 }
 
 impl Proxy {
@@ -172,6 +199,9 @@ impl Proxy {
             pending: Default::default(),
             flushing: Default::default(),
             reloads: Default::default(),
+            pushes: Default::default(),
+            upstreams: Upstreams::Static,
+            lua_modules: Vec::new(),
         }
     }
 
@@ -194,7 +224,32 @@ impl Proxy {
             pending: Default::default(),
             flushing: Default::default(),
             reloads: Default::default(),
+            pushes: Default::default(),
+            upstreams: Upstreams::Static,
+            lua_modules: Vec::new(),
         }
+    }
+
+    /// Dynamic upstreams: members are pushed to nginx's Lua balancer instead of reloading.
+    /// `lua_modules` are the `load_module` paths the private nginx needs (from
+    /// [`lua_modules`]); an external nginx must load the module itself.
+    pub fn with_dynamic_upstreams(mut self, lua_modules: Vec<PathBuf>) -> Self {
+        self.upstreams = Upstreams::Dynamic;
+        self.lua_modules = lua_modules;
+        self
+    }
+
+    pub fn upstreams(&self) -> Upstreams {
+        self.upstreams
+    }
+
+    fn is_dynamic(&self) -> bool {
+        self.upstreams == Upstreams::Dynamic
+    }
+
+    /// Member lists nginx confirmed since this proxy was made.
+    pub fn pushes(&self) -> u64 {
+        self.pushes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The read-only face of this proxy.
@@ -232,7 +287,7 @@ impl Proxy {
             tokio::fs::create_dir_all(&dir)
                 .await
                 .map_err(|e| io_error(&dir, e))?;
-            return Ok(false);
+            return self.prepare_http_conf().await;
         };
         for sub in [
             "conf.d",
@@ -257,6 +312,12 @@ impl Proxy {
         let mut context = tera::Context::new();
         context.insert("prefix", &prefix.display().to_string());
         context.insert("listen", listen);
+        let modules: Vec<String> = self
+            .lua_modules
+            .iter()
+            .map(|m| m.display().to_string())
+            .collect();
+        context.insert("lua_modules", &modules);
         let text = tera::Tera::one_off(MAIN_CONF_TEMPLATE, &context, false).map_err(|e| {
             ProxyError::StartFailed {
                 message: format!("cannot render nginx.conf: {e}"),
@@ -266,9 +327,10 @@ impl Proxy {
         if read_optional(&generation).await?.is_none() {
             write_generation(&generation, 0).await?;
         }
+        let http_changed = self.prepare_http_conf().await?;
         let main_conf = prefix.join("nginx.conf");
         if read_optional(&main_conf).await?.as_deref() == Some(text.as_str()) {
-            return Ok(false);
+            return Ok(http_changed);
         }
         write_atomically(&main_conf, &text).await?;
         Ok(true)
@@ -334,6 +396,62 @@ impl Proxy {
         &self,
         writes: &[(String, String)],
         removes: &[String],
+    ) -> Result<ApplyOutcome, ProxyError> {
+        let (member_writes, writes): (Vec<_>, Vec<_>) =
+            writes.iter().partition(|(file, _)| is_members_file(file));
+        let (member_removes, removes): (Vec<_>, Vec<_>) =
+            removes.iter().partition(|file| is_members_file(file));
+        let mut outcome = self.apply_config(&writes, &removes).await?;
+        self.apply_members(&member_writes, &member_removes, &mut outcome)
+            .await?;
+        Ok(outcome)
+    }
+
+    /// Member lists: pushed to nginx (and confirmed) first, then written to disk, so the
+    /// file never claims a list nginx does not hold (a failed write is retried next pass:
+    /// the plan sees the old file). In static mode (stale files of an earlier dynamic run)
+    /// they are only written or removed.
+    async fn apply_members(
+        &self,
+        writes: &[&(String, String)],
+        removes: &[&String],
+        outcome: &mut ApplyOutcome,
+    ) -> Result<(), ProxyError> {
+        let dir = self.conf_dir();
+        for (file, text) in writes {
+            let path = dir.join(file);
+            if read_optional(&path).await?.as_deref() == Some(text.as_str()) {
+                continue;
+            }
+            if self.is_dynamic() {
+                self.push_members(app_of_file(file), text).await?;
+                outcome.pushed += 1;
+            }
+            write_atomically(&path, text).await?;
+            // nginx's workers (an unprivileged user when berth is root) read it after a
+            // restart.
+            set_mode(&path, 0o644).await;
+            outcome.written += 1;
+        }
+        for file in removes {
+            let path = dir.join(file);
+            if read_optional(&path).await?.is_none() {
+                continue;
+            }
+            if self.is_dynamic() {
+                self.forget_members(app_of_file(file)).await?;
+            }
+            remove_optional(&path).await?;
+            outcome.removed += 1;
+        }
+        Ok(())
+    }
+
+    /// Config files: written, tested, reloaded once; restored when nginx rejects them.
+    async fn apply_config(
+        &self,
+        writes: &[&(String, String)],
+        removes: &[&String],
     ) -> Result<ApplyOutcome, ProxyError> {
         let dir = self.conf_dir();
         let mut previous: Vec<(PathBuf, Option<String>)> = Vec::new();

@@ -27,9 +27,22 @@ impl Proxy {
     }
 
     /// Private mode: starts nginx when it is not running (first start, or it died) and
-    /// waits until it answers. Returns true when it had to start it. External mode: no-op.
+    /// waits until it answers. Returns true when it had to start it. External mode: writes
+    /// berth's http-level file once (reloading the operator's nginx if it changed).
     pub async fn ensure_running(&self) -> Result<bool, ProxyError> {
         let ProxyMode::Private { prefix, binary, .. } = &self.mode else {
+            // The operator's nginx: berth's http-level file (`_berth.conf`) brought up to
+            // date once, with one test and reload when it changed.
+            if !self
+                .prepared
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+                && self.prepare().await?
+            {
+                self.test_config()
+                    .await
+                    .map_err(|message| ProxyError::Rejected { message })?;
+                self.reload().await?;
+            }
             return Ok(false);
         };
         if self.running_pid().await.is_some() {
@@ -64,6 +77,8 @@ impl Proxy {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+        // nginx does not unlink a unix socket a dead master left behind; bind would fail.
+        let _ = tokio::fs::remove_file(self.admin_socket()).await;
         if let Err(message) = self.test_config().await {
             return Err(ProxyError::StartFailed { message });
         }

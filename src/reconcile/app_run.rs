@@ -87,7 +87,12 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         self.members.sort();
         self.members.dedup();
         self.routed_in_pass.extend(self.members.iter().cloned());
-        let files = render::render_app(&desired.spec, &self.members, self.listen);
+        let files = render::render_app(
+            &desired.spec,
+            &self.members,
+            self.listen,
+            self.ctl.proxy.upstreams(),
+        );
         match self.ctl.proxy.submit(files, Vec::new()).await {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -237,11 +242,10 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
     /// Was this address in the app's upstream when the pass started? (Phase 1 may already
     /// have taken it out; it still needs its drain.)
     fn was_routed(&self, address: &str) -> bool {
-        let needle = format!("server {address} ");
-        self.observed
-            .proxy_files
-            .get(&render::conf_file(self.app))
-            .is_some_and(|text| text.contains(&needle))
+        [render::conf_file(self.app), render::members_file(self.app)]
+            .iter()
+            .filter_map(|file| self.observed.proxy_files.get(file))
+            .any(|text| render::members_in(text).iter().any(|m| m == address))
     }
 
     /// Takes `ids` out of the upstream, waits `drain` when any of them was routed, then

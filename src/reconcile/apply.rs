@@ -64,9 +64,12 @@ pub async fn apply<R: ContainerRuntime>(
         }
     }
 
-    // 1. Proxy files, all apps at once: one test, one reload. A brand-new app that is about
-    // to get containers skips its placeholder (503) files: its creates write the real ones,
-    // which saves a reload on the way to its first 200.
+    // 1. Proxy files, all apps at once: one test, one reload. With static upstreams a
+    // brand-new app that is about to get containers skips its placeholder (503) files: its
+    // creates write the real ones, which saves a reload on the way to its first 200. With
+    // dynamic upstreams its config does not depend on members, so every new app's config
+    // goes into this one reload and its creates only push members (no reload at all).
+    let dynamic = desired.upstreams == crate::plan::render::Upstreams::Dynamic;
     let creating: BTreeSet<&str> = plan
         .steps
         .iter()
@@ -79,8 +82,9 @@ pub async fn apply<R: ContainerRuntime>(
             Step::WriteProxy {
                 app, file, text, ..
             } => {
-                let new_app_placeholder =
-                    creating.contains(app.as_str()) && !observed.proxy_files.contains_key(file);
+                let new_app_placeholder = !dynamic
+                    && creating.contains(app.as_str())
+                    && !observed.proxy_files.contains_key(file);
                 if !new_app_placeholder {
                     let change = changes.entry(app).or_default();
                     change.0.push((file.clone(), text.clone()));

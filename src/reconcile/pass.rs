@@ -137,7 +137,8 @@ pub async fn read_desired<R: ContainerRuntime>(
         Some(read) => read,
         None => {
             let loaded = loaded_specs(ctl, snapshot);
-            let state = desired_from(&loaded, revision, ctl.proxy.listen(), &known, &present);
+            let mut state = desired_from(&loaded, revision, ctl.proxy.listen(), &known, &present);
+            state.desired.upstreams = ctl.proxy.upstreams();
             let read = DesiredRead {
                 desired: Arc::new(state.desired.clone()),
                 state: Arc::new(state),
@@ -267,6 +268,7 @@ pub async fn run_pass<R: ContainerRuntime>(
         // Counted at the proxy: apps whose changes shared one reload count it once, and the
         // reload of an adopted nginx counts too.
         let reloads_before = ctl.proxy.reloads();
+        let pushes_before = ctl.proxy.pushes();
         report_source(ctl, &revision).await;
         if ctl.proxy.ensure_running().await? {
             ctl.event(
@@ -335,8 +337,10 @@ pub async fn run_pass<R: ContainerRuntime>(
             report.failed(&app, error);
         }
         let reloads = (ctl.proxy.reloads() - reloads_before) as usize;
+        let pushes = (ctl.proxy.pushes() - pushes_before) as usize;
         record_statuses(ctl, state, &plan, &overrides, &report).await;
         ctl.metrics.nginx_reloads(reloads);
+        ctl.metrics.nginx_member_pushes(pushes);
         forget_removed(ctl, state, &verdict, &report).await;
         record_revision(ctl, state, &verdict, &report).await;
         phases.record_ms = lap.next();

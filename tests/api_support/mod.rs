@@ -287,6 +287,7 @@ async fn fixture_in(on_disk: bool) -> Fixture {
         )]),
         prune_blocked: None,
         proxy_listen: "127.0.0.1:8080".into(),
+        upstreams: Default::default(),
     };
     let observed = Observed {
         health: containers

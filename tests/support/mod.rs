@@ -325,6 +325,23 @@ pub fn nginx_binary() -> PathBuf {
         .expect("nginx is not installed: run scripts/setup.sh (apt-get install nginx)")
 }
 
+/// The proxy mode tests run in: `BERTH_TEST_PROXY_MODE=reload` keeps static upstreams
+/// (every member change reloads nginx); anything else (the default) uses dynamic
+/// upstreams and needs the Lua module (scripts/setup.sh installs it).
+pub async fn test_upstreams(proxy: berth::proxy::Proxy) -> berth::proxy::Proxy {
+    if std::env::var("BERTH_TEST_PROXY_MODE").as_deref() == Ok("reload") {
+        return proxy;
+    }
+    let modules = berth::proxy::lua_modules(&nginx_binary())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "dynamic upstreams need the Lua module: {e} (or set BERTH_TEST_PROXY_MODE=reload)"
+            )
+        });
+    proxy.with_dynamic_upstreams(modules)
+}
+
 /// Stops a test's private nginx (prefix `prefix`) when dropped, even when the test panics.
 /// Declare it before the temp dir holding `prefix`, so it drops (and reads the pid file)
 /// before that dir is deleted.
@@ -402,11 +419,12 @@ pub async fn docker_controller(
         None => berth::runtime::docker::DockerRuntime::connect(instance_label).await,
     }
     .expect("the Docker engine must be reachable");
-    let proxy = berth::proxy::Proxy::private(
+    let proxy = test_upstreams(berth::proxy::Proxy::private(
         state.join("nginx"),
         format!("127.0.0.1:{port}"),
         nginx_binary(),
-    );
+    ))
+    .await;
     berth::reconcile::Controller::new(runtime, proxy, store, settings)
 }
 

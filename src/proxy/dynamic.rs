@@ -1,0 +1,256 @@
+//! Dynamic upstreams: the Lua side's files (`_berth.conf` at http level, `_berth/berth.lua`),
+//! finding the Lua module for the private nginx, and the admin client that pushes an app's
+//! members to nginx over the unix socket `<conf dir>/_berth/admin.sock` and confirms nginx
+//! holds them. Must not touch: the per-app config files or reloads (mod.rs, confirm.rs).
+//!
+//! Why a unix socket: its directory is mode 0700, so only berth's user (and root) can
+//! connect; nothing listens on a TCP port another local user or a container could reach,
+//! and there is no token to keep out of logs, events and `ps`.
+
+use super::files::{set_mode, write_atomically};
+use super::{Proxy, ProxyError};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The Lua module nginx loads (`require "berth"`).
+pub const BERTH_LUA: &str = include_str!("berth.lua");
+
+/// The longest unix socket path the kernel accepts (`sun_path` minus the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// The http-level config berth keeps next to the per-app files: the maps every route uses
+/// (WebSocket upgrade, the request id), and in dynamic mode the Lua set-up and the admin
+/// server. File names starting with `_` are never an app's (app names are DNS labels).
+pub fn http_conf(conf_dir: &Path, dynamic: bool) -> String {
+    let mut text = String::from(
+        "# berth: generated, do not edit
+map $http_upgrade $berth_connection_upgrade {
+    default upgrade;
+    \"\" \"\";
+}
+map $http_x_request_id $berth_request_id {
+    default $http_x_request_id;
+    \"\" $request_id;
+}
+",
+    );
+    if dynamic {
+        let dir = conf_dir.display();
+        text.push_str(&format!(
+            "lua_shared_dict berth_members 8m;
+lua_package_path \"{dir}/_berth/?.lua;;\";
+init_by_lua_block {{ require(\"berth\").init(\"{dir}\") }}
+server {{
+    listen unix:{dir}/_berth/admin.sock;
+    access_log off;
+    client_max_body_size 1m;
+    client_body_buffer_size 1m;
+    location /members/ {{
+        content_by_lua_block {{ require(\"berth\").admin() }}
+    }}
+    location / {{
+        return 404;
+    }}
+}}
+"
+        ));
+    }
+    text
+}
+
+/// The `load_module` paths the private nginx needs for Lua (empty when the binary has it
+/// built in), after checking that a config using it passes `nginx -t`. The error says
+/// what to install.
+pub async fn lua_modules(binary: &Path) -> Result<Vec<PathBuf>, String> {
+    let version = tokio::process::Command::new(binary)
+        .arg("-V")
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    let configure = String::from_utf8_lossy(&version.stderr).to_string();
+    let modules = if configure.contains("lua-nginx-module") {
+        Vec::new()
+    } else {
+        let dir = configure
+            .split_whitespace()
+            .find_map(|arg| arg.strip_prefix("--modules-path="))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/lib/nginx/modules"));
+        let paths = vec![
+            dir.join("ndk_http_module.so"),
+            dir.join("ngx_http_lua_module.so"),
+        ];
+        if let Some(missing) = paths.iter().find(|p| !p.exists()) {
+            return Err(format!(
+                "{} is missing: install the Lua module (apt-get install libnginx-mod-http-lua lua-resty-core)",
+                missing.display()
+            ));
+        }
+        paths
+    };
+    let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temp dir: {e}"))?;
+    let mut conf = String::new();
+    for module in &modules {
+        conf.push_str(&format!("load_module {};\n", module.display()));
+    }
+    conf.push_str(&format!(
+        "pid {0}/nginx.pid;\nevents {{}}\nhttp {{ lua_shared_dict berth_probe 1m; init_by_lua_block {{ require \"resty.core\" }} }}\n",
+        dir.path().display()
+    ));
+    std::fs::create_dir_all(dir.path().join("logs"))
+        .map_err(|e| format!("cannot make {}: {e}", dir.path().display()))?;
+    let path = dir.path().join("nginx.conf");
+    std::fs::write(&path, conf).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let output = tokio::process::Command::new(binary)
+        .args(super::private_args(dir.path(), &["-t", "-q"]))
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    if output.status.success() {
+        Ok(modules)
+    } else {
+        Err(format!(
+            "nginx cannot load the Lua module: {} (install libnginx-mod-http-lua and lua-resty-core)",
+            String::from_utf8_lossy(&output.stderr)
+                .trim()
+                .replace('\n', "; ")
+        ))
+    }
+}
+
+impl Proxy {
+    /// The admin socket of dynamic mode.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.conf_dir().join("_berth").join("admin.sock")
+    }
+
+    /// Writes `_berth.conf` and (dynamic mode) `_berth/berth.lua`; true when either changed.
+    pub(super) async fn prepare_http_conf(&self) -> Result<bool, ProxyError> {
+        let dir = self.conf_dir();
+        let dynamic = self.is_dynamic();
+        let mut changed = false;
+        if dynamic {
+            let socket = self.admin_socket();
+            if socket.as_os_str().len() > MAX_SOCKET_PATH {
+                return Err(ProxyError::Io {
+                    path: socket,
+                    message: format!(
+                        "the admin socket path is longer than {MAX_SOCKET_PATH} bytes: use a shorter --state-dir or --nginx-conf-dir"
+                    ),
+                });
+            }
+            let lua_dir = dir.join("_berth");
+            tokio::fs::create_dir_all(&lua_dir)
+                .await
+                .map_err(|e| super::io_error(&lua_dir, e))?;
+            // Only berth's user reaches the admin socket. nginx's master (same user, or
+            // root) binds it; workers inherit the listening socket.
+            set_mode(&lua_dir, 0o700).await;
+            changed |= write_if_changed(&lua_dir.join("berth.lua"), BERTH_LUA).await?;
+        }
+        changed |= write_if_changed(&dir.join("_berth.conf"), &http_conf(&dir, dynamic)).await?;
+        Ok(changed)
+    }
+
+    /// Sets an app's members in nginx (`text` is the `<app>.members` text) and checks nginx
+    /// answers with exactly that text: once this returns, every new request of the app
+    /// picks from the new list.
+    pub(super) async fn push_members(&self, app: &str, text: &str) -> Result<(), ProxyError> {
+        let (status, body) = self.admin("PUT", app, text).await?;
+        if status != 200 || body != text {
+            return Err(ProxyError::PushFailed {
+                app: app.to_string(),
+                message: format!("nginx answered {status} with {:?}", truncate(&body)),
+            });
+        }
+        self.pushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Drops an app's members from nginx (its files are gone).
+    pub(super) async fn forget_members(&self, app: &str) -> Result<(), ProxyError> {
+        let (status, body) = self.admin("DELETE", app, "").await?;
+        if status != 200 {
+            return Err(ProxyError::PushFailed {
+                app: app.to_string(),
+                message: format!("nginx answered {status} with {:?}", truncate(&body)),
+            });
+        }
+        Ok(())
+    }
+
+    /// What nginx holds for an app (the `<app>.members` text it was pushed or loaded), or
+    /// None when it holds nothing yet (no request and no push since it started).
+    pub async fn held_members(&self, app: &str) -> Result<Option<String>, ProxyError> {
+        let (status, body) = self.admin("GET", app, "").await?;
+        match status {
+            200 => Ok(Some(body)),
+            404 => Ok(None),
+            _ => Err(ProxyError::PushFailed {
+                app: app.to_string(),
+                message: format!("nginx answered {status} with {:?}", truncate(&body)),
+            }),
+        }
+    }
+
+    /// One HTTP/1.0 request over the admin socket (HTTP/1.0: nginx answers without
+    /// chunking and closes), at most 2 s.
+    async fn admin(
+        &self,
+        method: &str,
+        app: &str,
+        body: &str,
+    ) -> Result<(u16, String), ProxyError> {
+        let socket = self.admin_socket();
+        let failed = |message: String| ProxyError::PushFailed {
+            app: app.to_string(),
+            message,
+        };
+        let exchange = async {
+            let mut stream = tokio::net::UnixStream::connect(&socket)
+                .await
+                .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+            let request = format!(
+                "{method} /members/{app} HTTP/1.0\r\nHost: berth\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            stream
+                .write_all(request.as_bytes())
+                .await
+                .map_err(|e| format!("cannot send to {}: {e}", socket.display()))?;
+            let mut answer = Vec::new();
+            stream
+                .read_to_end(&mut answer)
+                .await
+                .map_err(|e| format!("cannot read from {}: {e}", socket.display()))?;
+            Ok::<_, String>(answer)
+        };
+        let answer = tokio::time::timeout(Duration::from_secs(2), exchange)
+            .await
+            .map_err(|_| failed(format!("no answer from {} within 2 s", socket.display())))?
+            .map_err(failed)?;
+        let text = String::from_utf8_lossy(&answer);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| failed(format!("unreadable answer {:?}", truncate(head))))?;
+        Ok((status, body.to_string()))
+    }
+}
+
+async fn write_if_changed(path: &Path, text: &str) -> Result<bool, ProxyError> {
+    if super::files::read_optional(path).await?.as_deref() == Some(text) {
+        return Ok(false);
+    }
+    write_atomically(path, text).await?;
+    set_mode(path, 0o644).await;
+    Ok(true)
+}
+
+fn truncate(text: &str) -> String {
+    text.chars().take(200).collect()
+}
