@@ -17,6 +17,7 @@ fn spec(i: usize, image: &str) -> AppSpec {
             host: None,
             path: format!("/{name}"),
             strip_prefix: true,
+            proxy: Default::default(),
         }),
         name,
         app_type: AppType::Http,

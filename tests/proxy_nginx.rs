@@ -85,6 +85,7 @@ fn app(name: &str) -> AppSpec {
             host: None,
             path: format!("/{name}"),
             strip_prefix: true,
+            proxy: Default::default(),
         }),
     }
 }

@@ -82,7 +82,8 @@ fn examples_load_without_issues() {
         Some(Route {
             host: Some("api.localhost".into()),
             path: "/".into(),
-            strip_prefix: true
+            strip_prefix: true,
+            proxy: Default::default(),
         })
     );
     assert!(api.termination.drain_seconds <= 2);

@@ -142,6 +142,7 @@ fn design_example_parses_to_the_expected_model() {
             host: Some("app.example.com".into()),
             path: "/".into(),
             strip_prefix: true,
+            proxy: Default::default(),
         }),
     };
     assert_eq!(
@@ -204,6 +205,7 @@ fn defaults_are_applied() {
             host: None,
             path: "/web".into(),
             strip_prefix: true,
+            proxy: Default::default(),
         })
     );
 }
@@ -228,7 +230,32 @@ fn more_defaults() {
             host: Some("web.example.com".into()),
             path: "/".into(),
             strip_prefix: false,
+            proxy: Default::default(),
         })
+    );
+    // Per-route proxy settings.
+    let app = only_app(&http_app(
+        "  route:\n    maxBodySize: 64Mi\n    timeouts: {connect: 5, read: 300}\n    headers:\n      X-Frame-Options: DENY\n      Strict-Transport-Security: max-age=31536000\n",
+    ));
+    let proxy = app.route.expect("route").proxy;
+    assert_eq!(proxy.max_body_bytes, 64 << 20);
+    assert_eq!(
+        (
+            proxy.connect_timeout_seconds,
+            proxy.read_timeout_seconds,
+            proxy.send_timeout_seconds
+        ),
+        (5, 300, 60)
+    );
+    assert_eq!(
+        proxy.headers,
+        vec![
+            (
+                "Strict-Transport-Security".to_string(),
+                "max-age=31536000".to_string()
+            ),
+            ("X-Frame-Options".to_string(), "DENY".to_string()),
+        ]
     );
     // Scaling without a policy block.
     let app = only_app(&http_app(
@@ -319,6 +346,14 @@ fn each_validation_rule_reports_file_line_and_field() {
         Case { what: "route dotdot", extra: "  route:\n    path: /a/../b\n", line: 10, field: "spec.route.path", says: "`..` segments" },
         Case { what: "route host", extra: "  route:\n    host: \"a.com; evil\"\n", line: 10, field: "spec.route.host", says: "not a valid host name" },
         Case { what: "route strip", extra: "  route:\n    stripPrefix: yes\n", line: 10, field: "spec.route.stripPrefix", says: "expected true or false" },
+        Case { what: "body size unit", extra: "  route:\n    maxBodySize: 10MB\n", line: 10, field: "spec.route.maxBodySize", says: "maxBodySize `10MB` has an unknown unit `MB`" },
+        Case { what: "body size too big", extra: "  route:\n    maxBodySize: 2Gi\n", line: 10, field: "spec.route.maxBodySize", says: "between 1 byte and 1Gi" },
+        Case { what: "body size zero", extra: "  route:\n    maxBodySize: 0\n", line: 10, field: "spec.route.maxBodySize", says: "between 1 byte and 1Gi" },
+        Case { what: "read timeout", extra: "  route:\n    timeouts:\n      read: 0\n", line: 11, field: "spec.route.timeouts.read", says: "use a value from 1 to 3600" },
+        Case { what: "unknown timeout", extra: "  route:\n    timeouts:\n      idle: 5\n", line: 11, field: "spec.route.timeouts.idle", says: "unknown field `idle`" },
+        Case { what: "header name", extra: "  route:\n    headers:\n      \"X Bad\": v\n", line: 11, field: "spec.route.headers.X Bad", says: "letters, digits or `-`" },
+        Case { what: "header injection", extra: "  route:\n    headers:\n      X-Frame-Options: \"DENY; return 200\"\n", line: 11, field: "spec.route.headers.X-Frame-Options", says: "contains `;`" },
+        Case { what: "header variable", extra: "  route:\n    headers:\n      X-Leak: $http_authorization\n", line: 11, field: "spec.route.headers.X-Leak", says: "contains `$`" },
         Case { what: "command empty", extra: "  command: []\n", line: 9, field: "spec.command", says: "must not be empty" },
         Case { what: "command type", extra: "  command: /bin/sh\n", line: 9, field: "spec.command", says: "expected a list" },
         Case { what: "duplicate image", extra: "  image: \"web 1\"\n", line: 9, field: "spec.image", says: "field `image` is set more than once" },

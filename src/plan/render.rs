@@ -14,7 +14,7 @@
 //! apps: ~30k instructions per app). The main nginx.conf, rendered once, stays a tera
 //! template (`proxy`). The golden tests in `plan::tests` pin the output.
 
-use crate::spec::{AppSpec, Route};
+use crate::spec::{AppSpec, Route, RouteProxy};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -97,6 +97,7 @@ pub fn render_app(
         host: None,
         path: format!("/{}", spec.name),
         strip_prefix: true,
+        proxy: RouteProxy::default(),
     };
     let route = spec.route.as_ref().unwrap_or(&default_route);
     let app = spec.name.as_str();
@@ -162,8 +163,9 @@ fn write_locations(out: &mut String, app: &str, route: &Route, proxied: bool, dy
     let pass_suffix = if strip { "/" } else { "" };
     let _ = write!(
         out,
-        "    location {prefix} {{\n        set $berth_app {app};\n        add_header X-Request-ID $berth_request_id always;\n"
+        "    location {prefix} {{\n        set $berth_app {app};\n"
     );
+    write_answer_settings(out, &route.proxy);
     if !proxied {
         let _ = write!(
             out,
@@ -181,14 +183,15 @@ fn write_locations(out: &mut String, app: &str, route: &Route, proxied: bool, dy
         out,
         "        error_page 418 = @berth_{app}_upgrade;\n        if ($http_upgrade) {{\n            return 418;\n        }}\n        proxy_pass http://berth_{app}{pass_suffix};\n"
     );
-    write_proxy_settings(out, "60s");
+    write_proxy_settings(out, &route.proxy, route.proxy.read_timeout_seconds);
     out.push_str("    }\n");
     // An upgraded request keeps its connection open for as long as the client talks: the
     // same proxying with the long read timeout (proxy_read_timeout takes no variables).
     let _ = write!(
         out,
-        "    location @berth_{app}_upgrade {{\n        set $berth_app {app};\n        add_header X-Request-ID $berth_request_id always;\n"
+        "    location @berth_{app}_upgrade {{\n        set $berth_app {app};\n"
     );
+    write_answer_settings(out, &route.proxy);
     if dynamic {
         let _ = writeln!(
             out,
@@ -203,12 +206,27 @@ fn write_locations(out: &mut String, app: &str, route: &Route, proxied: bool, dy
         );
     }
     let _ = writeln!(out, "        proxy_pass http://berth_{app};");
-    write_proxy_settings(out, &format!("{UPGRADED_READ_TIMEOUT_SECONDS}s"));
+    write_proxy_settings(out, &route.proxy, UPGRADED_READ_TIMEOUT_SECONDS);
     out.push_str("    }\n");
 }
 
+/// What every answer of a route carries (the request id, the route's headers) and its
+/// body limit.
+fn write_answer_settings(out: &mut String, proxy: &RouteProxy) {
+    out.push_str("        add_header X-Request-ID $berth_request_id always;\n");
+    for (name, value) in &proxy.headers {
+        let _ = writeln!(out, "        add_header {name} \"{value}\" always;");
+    }
+    let _ = writeln!(
+        out,
+        "        client_max_body_size {};",
+        proxy.max_body_bytes
+    );
+}
+
 /// The proxying directives shared by a route's locations.
-fn write_proxy_settings(out: &mut String, read_timeout: &str) {
+fn write_proxy_settings(out: &mut String, proxy: &RouteProxy, read_timeout: u32) {
+    let (connect, send) = (proxy.connect_timeout_seconds, proxy.send_timeout_seconds);
     let _ = write!(
         out,
         "        proxy_http_version 1.1;
@@ -220,8 +238,9 @@ fn write_proxy_settings(out: &mut String, read_timeout: &str) {
         proxy_set_header X-Forwarded-Proto $scheme;
         proxy_next_upstream error timeout http_502 http_503;
         proxy_next_upstream_tries 3;
-        proxy_connect_timeout 2s;
-        proxy_read_timeout {read_timeout};
+        proxy_connect_timeout {connect}s;
+        proxy_read_timeout {read_timeout}s;
+        proxy_send_timeout {send}s;
 "
     );
 }

@@ -29,6 +29,7 @@ fn http_app(name: &str, image: &str, replicas: u32) -> AppSpec {
             host: None,
             path: format!("/{name}"),
             strip_prefix: true,
+            proxy: Default::default(),
         }),
     }
 }
@@ -471,6 +472,7 @@ fn render_routes() {
         host: Some("api.localhost".into()),
         path: "/".into(),
         strip_prefix: true,
+        proxy: Default::default(),
     });
     let files = render::render_app(&hosted, &[], "127.0.0.1:8080", render::Upstreams::Static);
     assert_eq!(files.len(), 1);

@@ -139,13 +139,45 @@ pub struct Termination {
     pub drain_seconds: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     pub host: Option<String>,
     /// Always starts with `/`.
     pub path: String,
     /// Strip `path` before proxying, so the app sees `/` for `<path>/` (default true).
     pub strip_prefix: bool,
+    /// Per-route proxy settings (body limit, timeouts, added headers). `serde(default)`:
+    /// last good specs stored before these existed still load.
+    #[serde(default)]
+    pub proxy: RouteProxy,
+}
+
+/// Largest request body a route accepts unless its spec says otherwise (10 MiB).
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+
+/// How nginx proxies one route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteProxy {
+    /// nginx's `client_max_body_size`: a larger request body gets 413.
+    pub max_body_bytes: u64,
+    pub connect_timeout_seconds: u32,
+    /// Between two reads from the app (upgraded WebSocket connections get an hour).
+    pub read_timeout_seconds: u32,
+    pub send_timeout_seconds: u32,
+    /// Response headers added to every answer of the route, sorted by name.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Default for RouteProxy {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            connect_timeout_seconds: 2,
+            read_timeout_seconds: 60,
+            send_timeout_seconds: 60,
+            headers: Vec::new(),
+        }
+    }
 }
 
 /// Where an app's spec came from: file (relative to the source root) and the line of its

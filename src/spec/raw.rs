@@ -261,6 +261,31 @@ pub struct Route {
     /// Strip the path prefix before proxying, so the app sees `/` for `<path>/`.
     #[schemars(default = "default_true")]
     pub strip_prefix: Option<bool>,
+    /// Largest request body nginx accepts for this route: bytes as an integer, or a string
+    /// with a unit (`512Ki`, `10Mi`, `1Gi`); at most 1Gi. Default 10Mi. A larger body gets
+    /// 413.
+    pub max_body_size: Option<BodySize>,
+    /// Proxy timeouts in whole seconds (1..=3600).
+    pub timeouts: Option<RouteTimeouts>,
+    /// Response headers added to every answer of this route (`name: value`). Names are
+    /// letters, digits and `-`; values are printable ASCII without `"`, `\`, `$`, `{`, `}`
+    /// or `;` (they are written into the nginx config).
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteTimeouts {
+    /// Seconds to establish a connection to a replica (then the next one is tried).
+    #[schemars(range(min = 1, max = 3600), default = "default_2")]
+    pub connect: Option<i64>,
+    /// Seconds between two reads from the replica (an upgraded WebSocket connection gets
+    /// 3600).
+    #[schemars(range(min = 1, max = 3600), default = "default_60")]
+    pub read: Option<i64>,
+    /// Seconds between two writes to the replica.
+    #[schemars(range(min = 1, max = 3600), default = "default_60")]
+    pub send: Option<i64>,
 }
 
 fn default_0() -> Option<i64> {
@@ -345,6 +370,35 @@ pub struct Cpu(pub Quantity);
 /// Memory limit: bytes as an integer, or a string with a unit (`512Mi`, `1G`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Memory(pub Quantity);
+
+/// A request body limit: bytes as an integer, or a string with a unit (`512Ki`, `10Mi`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BodySize(pub Quantity);
+
+impl<'de> Deserialize<'de> for BodySize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(QuantityVisitor(
+            "a number of bytes or a string like \"10Mi\"",
+        ))
+        .map(BodySize)
+    }
+}
+
+impl JsonSchema for BodySize {
+    fn schema_name() -> String {
+        "BodySize".to_string()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        schema_from_json(serde_json::json!({
+            "description": "Largest request body: bytes as an integer, or a number with a unit: k, M, G (powers of 1000) or Ki, Mi, Gi (powers of 1024), e.g. 10Mi. 1 byte to 1Gi; default 10Mi.",
+            "default": "10Mi",
+            "anyOf": [
+                { "type": "integer", "minimum": 1, "maximum": 1073741824 },
+                { "type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?(k|K|M|G|Ki|Mi|Gi)?$" }
+            ]
+        }))
+    }
+}
 
 impl<'de> Deserialize<'de> for Cpu {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -140,12 +140,13 @@ fn unit_multiplier(unit: &str) -> Option<u128> {
 
 /// Memory in bytes. `k K M G T` are powers of 1000, `Ki Mi Gi Ti` powers of 1024 (the
 /// Kubernetes convention). Lowercase `m` is refused: in Kubernetes it means milli.
-pub fn memory_bytes(q: &Quantity) -> Result<u64, String> {
+/// A byte quantity (`512Mi`, `1G`, an integer) as bytes; `what` names it in errors.
+fn bytes_of(q: &Quantity, what: &str) -> Result<u128, String> {
     let bytes: u128 = match q {
         Quantity::Integer(n) => {
             if *n < 0 {
                 return Err(format!(
-                    "memory must not be negative, got {n}: {MEMORY_HELP}"
+                    "{what} must not be negative, got {n}: {MEMORY_HELP}"
                 ));
             }
             *n as u128
@@ -153,7 +154,7 @@ pub fn memory_bytes(q: &Quantity) -> Result<u64, String> {
         Quantity::Float(x) => {
             if !x.is_finite() || *x < 0.0 || x.fract() != 0.0 {
                 return Err(format!(
-                    "memory {x} is not a whole number of bytes: {MEMORY_HELP}"
+                    "{what} {x} is not a whole number of bytes: {MEMORY_HELP}"
                 ));
             }
             if *x > MAX_MEMORY_BYTES as f64 {
@@ -170,24 +171,29 @@ pub fn memory_bytes(q: &Quantity) -> Result<u64, String> {
             let (num, unit) = t.split_at(split);
             if unit == "m" || unit == "mi" {
                 return Err(format!(
-                    "memory `{s}`: lowercase m means milli; use Mi (mebibytes) or M (megabytes)"
+                    "{what} `{s}`: lowercase m means milli; use Mi (mebibytes) or M (megabytes)"
                 ));
             }
             let mult = unit_multiplier(unit).ok_or_else(|| {
-                format!("memory `{s}` has an unknown unit `{unit}`: {MEMORY_HELP}")
+                format!("{what} `{s}` has an unknown unit `{unit}`: {MEMORY_HELP}")
             })?;
             let d = parse_decimal(num)
-                .ok_or_else(|| format!("memory `{s}` is not a valid quantity: {MEMORY_HELP}"))?;
+                .ok_or_else(|| format!("{what} `{s}` is not a valid quantity: {MEMORY_HELP}"))?;
             match scale_exact(&d, mult) {
                 Some(b) => b,
                 None => {
                     return Err(format!(
-                        "memory `{s}` is not a whole number of bytes: use fewer decimals or a smaller unit"
+                        "{what} `{s}` is not a whole number of bytes: use fewer decimals or a smaller unit"
                     ))
                 }
             }
         }
     };
+    Ok(bytes)
+}
+
+pub fn memory_bytes(q: &Quantity) -> Result<u64, String> {
+    let bytes = bytes_of(q, "memory")?;
     if bytes < u128::from(MIN_MEMORY_BYTES) {
         return Err(format!(
             "memory {q} is below the minimum of 6Mi (6291456 bytes, Docker's lower limit): raise it"
@@ -196,6 +202,17 @@ pub fn memory_bytes(q: &Quantity) -> Result<u64, String> {
     if bytes > u128::from(MAX_MEMORY_BYTES) {
         return Err(format!(
             "memory {q} is more than the maximum of 1024Ti: lower it"
+        ));
+    }
+    Ok(bytes as u64)
+}
+
+/// A request body limit (`route.maxBodySize`): 0 (no limit is not offered) .. 1Gi.
+pub fn body_size_bytes(q: &Quantity) -> Result<u64, String> {
+    let bytes = bytes_of(q, "maxBodySize")?;
+    if bytes == 0 || bytes > 1 << 30 {
+        return Err(format!(
+            "maxBodySize {q} must be between 1 byte and 1Gi: use a size like 10Mi"
         ));
     }
     Ok(bytes as u64)

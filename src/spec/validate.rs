@@ -7,7 +7,7 @@
 use super::locate::{fpath, FieldPath};
 use super::model::{
     AppSpec, AppType, EnvValue, EnvVar, HealthSpec, HttpScaling, ImagePullPolicy, Probe, Resources,
-    Route, Scaling, ScalingMode, Termination,
+    Route, RouteProxy, Scaling, ScalingMode, Termination,
 };
 use super::raw;
 use super::units;
@@ -638,6 +638,7 @@ fn check_route(
             host: None,
             path: format!("/{name}"),
             strip_prefix: true,
+            proxy: RouteProxy::default(),
         });
     };
     let host = r.host.as_ref().map(|h| h.to_ascii_lowercase());
@@ -686,7 +687,87 @@ fn check_route(
         host,
         path,
         strip_prefix: r.strip_prefix.unwrap_or(true),
+        proxy: check_route_proxy(c, r),
     })
+}
+
+/// `route.maxBodySize`, `route.timeouts`, `route.headers`.
+fn check_route_proxy(c: &mut Checker, r: &raw::Route) -> RouteProxy {
+    let defaults = RouteProxy::default();
+    let max_body_bytes = match &r.max_body_size {
+        None => defaults.max_body_bytes,
+        Some(size) => units::body_size_bytes(&size.0)
+            .map_err(|m| c.err(fpath!["spec", "route", "maxBodySize"], m))
+            .unwrap_or(defaults.max_body_bytes),
+    };
+    let t = r.timeouts.as_ref();
+    let mut timeout = |key: &'static str, value: Option<i64>, default: u32| {
+        c.int(
+            fpath!["spec", "route", "timeouts", key],
+            value,
+            default,
+            1,
+            3600,
+        )
+        .unwrap_or(default)
+    };
+    let connect_timeout_seconds = timeout(
+        "connect",
+        t.and_then(|t| t.connect),
+        defaults.connect_timeout_seconds,
+    );
+    let read_timeout_seconds = timeout(
+        "read",
+        t.and_then(|t| t.read),
+        defaults.read_timeout_seconds,
+    );
+    let send_timeout_seconds = timeout(
+        "send",
+        t.and_then(|t| t.send),
+        defaults.send_timeout_seconds,
+    );
+    let mut headers = Vec::new();
+    for (name, value) in r.headers.iter().flatten() {
+        let at = fpath!["spec", "route", "headers", name.as_str()];
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+        {
+            c.err(
+                at,
+                format!(
+                    "header name `{}` must be 1 to 64 letters, digits or `-`",
+                    name.escape_debug()
+                ),
+            );
+        } else if let Some(bad) = value.chars().find(|ch| {
+            !(' '..='~').contains(ch) || matches!(ch, '"' | '\\' | '$' | '{' | '}' | ';')
+        }) {
+            c.err(
+                at,
+                format!(
+                    "header value contains `{}`: use printable ASCII without \" \\ $ {{ }} ; (the value is written into the nginx config)",
+                    bad.escape_debug()
+                ),
+            );
+        } else if value.len() > 1024 {
+            c.err(
+                at,
+                "header value is longer than 1024 characters: shorten it",
+            );
+        } else {
+            headers.push((name.clone(), value.clone()));
+        }
+    }
+    RouteProxy {
+        max_body_bytes,
+        connect_timeout_seconds,
+        read_timeout_seconds,
+        send_timeout_seconds,
+        headers,
+    }
 }
 
 #[cfg(test)]
