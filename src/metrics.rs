@@ -37,6 +37,7 @@ pub struct Metrics {
     nginx_reload_failures: AtomicU64,
     nginx_member_pushes: AtomicU64,
     source_errors: AtomicU64,
+    requests: Mutex<RequestTally>,
     events: Mutex<BTreeMap<String, u64>>,
     /// (app, direction) -> decisions.
     scaling_decisions: Mutex<BTreeMap<(String, &'static str), u64>>,
@@ -66,6 +67,8 @@ pub struct MetricsSnapshot {
     pub nginx_reload_failures: u64,
     pub nginx_member_pushes: u64,
     pub source_errors: u64,
+    /// Requests per app from nginx's access log (since this berth started).
+    pub requests: RequestTally,
     pub events: BTreeMap<String, u64>,
     pub scaling_decisions: BTreeMap<(String, &'static str), u64>,
     /// By `PULL_RESULTS`.
@@ -116,6 +119,15 @@ impl Metrics {
     pub fn nginx_reloads(&self, count: usize) {
         self.nginx_reloads
             .fetch_add(count as u64, Ordering::Relaxed);
+    }
+
+    /// Adds requests the access log collector read (`berth_app_requests_total`,
+    /// `berth_app_request_duration_seconds`).
+    pub fn add_requests(&self, tally: RequestTally) {
+        if tally.apps.is_empty() {
+            return;
+        }
+        self.requests.lock().expect("requests lock").merge(tally);
     }
 
     /// Upstream member lists nginx confirmed (dynamic upstreams: a change without reload).
@@ -202,6 +214,7 @@ impl Metrics {
             nginx_reloads: load(&self.nginx_reloads),
             nginx_reload_failures: load(&self.nginx_reload_failures),
             nginx_member_pushes: load(&self.nginx_member_pushes),
+            requests: self.requests.lock().expect("requests lock").clone(),
             source_errors: load(&self.source_errors),
             events: self.events.lock().expect("metrics lock").clone(),
             scaling_decisions: self.scaling_decisions.lock().expect("metrics lock").clone(),
@@ -285,5 +298,64 @@ mod tests {
         assert_eq!(s.steps_applied.values().sum::<u64>(), 2);
         assert_eq!(s.events["created"], 2);
         assert_eq!(s.scaling_decisions[&("web".to_string(), "out")], 1);
+    }
+}
+
+/// Upper bounds (seconds) of `berth_app_request_duration_seconds` buckets.
+pub const REQUEST_DURATION_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Requests per app: counts by status code and a duration histogram (nginx's
+/// `$request_time`). Pure data: the collector fills one, the counters merge it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestTally {
+    pub apps: BTreeMap<String, AppRequests>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppRequests {
+    pub codes: BTreeMap<u16, u64>,
+    /// Non-cumulative counts per bucket; the last one is `+Inf`.
+    pub buckets: Vec<u64>,
+    pub seconds_sum: f64,
+}
+
+impl RequestTally {
+    pub fn add(&mut self, app: &str, status: u16, seconds: f64) {
+        let entry = match self.apps.get_mut(app) {
+            Some(entry) => entry,
+            None => self.apps.entry(app.to_string()).or_default(),
+        };
+        *entry.codes.entry(status).or_insert(0) += 1;
+        if entry.buckets.is_empty() {
+            entry.buckets = vec![0; REQUEST_DURATION_BUCKETS.len() + 1];
+        }
+        let bucket = REQUEST_DURATION_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(REQUEST_DURATION_BUCKETS.len());
+        entry.buckets[bucket] += 1;
+        entry.seconds_sum += seconds;
+    }
+
+    pub fn merge(&mut self, other: RequestTally) {
+        for (app, theirs) in other.apps {
+            let ours = self.apps.entry(app).or_default();
+            for (code, n) in theirs.codes {
+                *ours.codes.entry(code).or_insert(0) += n;
+            }
+            if ours.buckets.is_empty() {
+                ours.buckets = vec![0; REQUEST_DURATION_BUCKETS.len() + 1];
+            }
+            for (slot, n) in ours.buckets.iter_mut().zip(theirs.buckets) {
+                *slot += n;
+            }
+            ours.seconds_sum += theirs.seconds_sum;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.apps.is_empty()
     }
 }

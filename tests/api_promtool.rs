@@ -44,9 +44,29 @@ async fn metrics_pass_promtool_check_metrics() {
     m.event("proxy-reloaded");
     m.scaling_decision("api", 2, 3);
     m.scaling_decision("api", 3, 2);
+    m.nginx_member_pushes(4);
+    let mut requests = berth::metrics::RequestTally::default();
+    requests.add("web", 200, 0.012);
+    requests.add("web", 200, 0.7);
+    requests.add("web", 503, 0.0);
+    requests.add("api", 404, 42.0);
+    m.add_requests(requests);
     let router = api::router(f.ctl.clone(), &ApiConfig::default());
     let answer = get(&router, "/metrics").await;
     assert_eq!(answer.status, 200);
+    let text = answer.body.clone();
+    assert!(
+        text.contains(r#"berth_app_requests_total{app="web",code="200"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"berth_app_request_duration_seconds_bucket{app="web",le="0.025"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"berth_app_request_duration_seconds_count{app="api"} 1"#),
+        "{text}"
+    );
 
     let mut child = Command::new(&promtool)
         .args(["check", "metrics"])

@@ -5,7 +5,7 @@
 //! the store, the runtime, the proxy.
 
 use super::dto::AppSummary;
-use crate::metrics::{MetricsSnapshot, PASS_DURATION_BUCKETS};
+use crate::metrics::{MetricsSnapshot, PASS_DURATION_BUCKETS, REQUEST_DURATION_BUCKETS};
 use crate::store::{AppStatus, ReplicaOverrideRow};
 use std::fmt::Write;
 
@@ -40,6 +40,8 @@ pub const FAMILIES: [&str; 23] = [
     "berth_nginx_reloads_total",
     "berth_nginx_reload_failures_total",
     "berth_nginx_member_pushes_total",
+    "berth_app_requests_total",
+    "berth_app_request_duration_seconds",
     "berth_source_revision_info",
     "berth_source_errors_total",
     "berth_spec_issues",
@@ -234,6 +236,52 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         &[],
         c.nginx_reload_failures,
     );
+    out.family(
+        "berth_app_requests_total",
+        "counter",
+        "Requests nginx answered per app and status code (its access log, since berth started).",
+    );
+    for (app, requests) in &c.requests.apps {
+        for (code, n) in &requests.codes {
+            out.sample(
+                "berth_app_requests_total",
+                &[("app", app), ("code", &code.to_string())],
+                n,
+            );
+        }
+    }
+    out.family(
+        "berth_app_request_duration_seconds",
+        "histogram",
+        "Time nginx took per request of an app, first client byte to last byte sent ($request_time).",
+    );
+    for (app, requests) in &c.requests.apps {
+        let mut cumulative = 0;
+        for (i, bound) in REQUEST_DURATION_BUCKETS.iter().enumerate() {
+            cumulative += requests.buckets.get(i).copied().unwrap_or(0);
+            out.sample(
+                "berth_app_request_duration_seconds_bucket",
+                &[("app", app), ("le", &bound.to_string())],
+                cumulative,
+            );
+        }
+        let total: u64 = requests.buckets.iter().sum();
+        out.sample(
+            "berth_app_request_duration_seconds_bucket",
+            &[("app", app), ("le", "+Inf")],
+            total,
+        );
+        out.sample(
+            "berth_app_request_duration_seconds_sum",
+            &[("app", app)],
+            requests.seconds_sum,
+        );
+        out.sample(
+            "berth_app_request_duration_seconds_count",
+            &[("app", app)],
+            total,
+        );
+    }
     out.family(
         "berth_nginx_member_pushes_total",
         "counter",

@@ -47,6 +47,11 @@ pub struct AccessLog {
     partial: Vec<u8>,
     /// First moment from which the log is complete (None: nothing read yet).
     coverage_start: Option<i64>,
+    /// Lines written at or after this time (the first poll) are counted into `requests`;
+    /// the tail read at start (backfill for the windows) is not counted again.
+    counting_since: Option<i64>,
+    /// Requests per app read since the last `take_requests`.
+    requests: crate::metrics::RequestTally,
     /// Skip up to the first newline (the first read started mid-file).
     skip_to_newline: bool,
     apps: HashMap<String, AppWindow>,
@@ -74,6 +79,8 @@ impl AccessLog {
             head: Vec::new(),
             partial: Vec::new(),
             coverage_start: None,
+            counting_since: None,
+            requests: Default::default(),
             skip_to_newline: false,
             apps: HashMap::new(),
             totals: IngestStats::default(),
@@ -102,6 +109,7 @@ impl AccessLog {
     /// Reads what nginx appended since the last poll. A missing file is not an error (nginx
     /// has not started yet); it is picked up once it appears.
     pub fn poll(&mut self, now: i64) -> Result<IngestStats, AccessLogError> {
+        self.counting_since.get_or_insert(now);
         let path = self.path.clone();
         let err = move |e: std::io::Error| AccessLogError {
             path: path.clone(),
@@ -236,10 +244,19 @@ impl AccessLog {
         if self.coverage_start.is_none() {
             self.coverage_start = Some(parsed.at);
         }
+        if parsed.app != "-" && self.counting_since.is_some_and(|since| parsed.at >= since) {
+            self.requests
+                .add(&parsed.app, parsed.status, parsed.request_time);
+        }
         match self.apps.get_mut(parsed.app.as_str()) {
             Some(window) => window.add(&parsed),
             None => stats.ignored += 1,
         }
+    }
+
+    /// The requests counted since the last call (for /metrics).
+    pub fn take_requests(&mut self) -> crate::metrics::RequestTally {
+        std::mem::take(&mut self.requests)
     }
 
     /// The app's figures over its window ending at `now`; `None` when the app is not

@@ -175,7 +175,9 @@ impl Autoscaler {
                 Some((name.clone(), http.window_seconds))
             })
             .collect();
-        let summaries = self.collect_requests(&windows, now, &mut report).await;
+        let summaries = self
+            .collect_requests(&deps.counters, &windows, now, &mut report)
+            .await;
         let ids: Vec<String> = auto
             .iter()
             .filter(|(name, _)| windows.contains_key(*name))
@@ -240,6 +242,7 @@ impl Autoscaler {
 
     async fn collect_requests(
         &mut self,
+        counters: &Arc<Counters>,
         windows: &BTreeMap<String, u32>,
         now: i64,
         report: &mut TickReport,
@@ -248,6 +251,7 @@ impl Autoscaler {
             return BTreeMap::new();
         };
         let windows = windows.clone();
+        let counters = counters.clone();
         let result = tokio::task::spawn_blocking(move || {
             let mut log = log.lock().expect("access log lock");
             log.configure(&windows);
@@ -256,6 +260,7 @@ impl Autoscaler {
                 .keys()
                 .filter_map(|app| Some((app.clone(), log.summary(app, now)?)))
                 .collect();
+            counters.add_requests(log.take_requests());
             (ingest, summaries)
         })
         .await;

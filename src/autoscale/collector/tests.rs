@@ -275,3 +275,41 @@ fn cpu_share_comes_from_two_samples() {
         "the system counter did not move"
     );
 }
+
+#[test]
+fn requests_are_counted_for_metrics_from_the_first_poll_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let t0 = 1_700_000_000_000;
+    let mut f = std::fs::File::create(&path).unwrap();
+    // Written before berth started: backfills the windows, is not counted again.
+    f.write_all(line(t0 - 5_000, "web", 200, 0.001, "0.001", "127.0.0.1:1").as_bytes())
+        .unwrap();
+    let mut log = AccessLog::new(path);
+    log.configure(&watched(&[("web", 60)]));
+    log.poll(t0).unwrap();
+    assert!(log.take_requests().is_empty());
+    for (at, app, status, seconds) in [
+        (t0 + 1, "web", 200, 0.02),
+        (t0 + 2, "web", 503, 0.0),
+        (t0 + 3, "manual", 200, 3.0),
+        (t0 + 4, "-", 404, 0.0),
+    ] {
+        f.write_all(line(at, app, status, seconds, "0.001", "127.0.0.1:1").as_bytes())
+            .unwrap();
+    }
+    log.poll(t0 + 10).unwrap();
+    let tally = log.take_requests();
+    let web = &tally.apps["web"];
+    assert_eq!(web.codes, BTreeMap::from([(200, 1), (503, 1)]));
+    assert_eq!(web.buckets.iter().sum::<u64>(), 2);
+    assert_eq!(
+        tally.apps["manual"].codes[&200], 1,
+        "every app, not only watched ones"
+    );
+    assert!(
+        !tally.apps.contains_key("-"),
+        "unrouted requests are not an app"
+    );
+    assert!(log.take_requests().is_empty(), "taken once");
+}
