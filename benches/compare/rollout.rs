@@ -232,7 +232,9 @@ pub fn wrk_binary() -> PathBuf {
 /// One rollout under load, berth side: converge v1, start wrk, switch the spec to v2 at
 /// [`UPDATE_AT`] and run passes until the plan is empty. Returns the load counts and the
 /// time from the spec change to the pass that found nothing left to do.
-async fn berth_once(run: usize) -> (Load, f64) {
+/// berth's side of one run: the load, the rollout's wall time and the nginx reloads the
+/// rollout's passes made (0 with dynamic upstreams).
+async fn berth_once(run: usize) -> (Load, f64, usize) {
     let env = env(&format!("roll{run}"));
     write_spec(env.specs.path(), "web", &web_spec("berth-demo:v1"));
     let ctl = controller(&env).await;
@@ -251,9 +253,11 @@ async fn berth_once(run: usize) -> (Load, f64) {
     tokio::time::sleep(UPDATE_AT).await;
     write_spec(env.specs.path(), "web", &web_spec("berth-demo:v2"));
     let update = Instant::now();
+    let mut reloads = 0;
     loop {
         let report = reconcile::run_pass(&ctl, "bench").await.unwrap();
         assert_eq!(report.steps_failed, 0, "{report:?}");
+        reloads += report.reloads;
         if !report.changed {
             break;
         }
@@ -276,7 +280,7 @@ async fn berth_once(run: usize) -> (Load, f64) {
     );
     drop(ctl);
     drop(env);
-    (load, rollout)
+    (load, rollout, reloads)
 }
 
 /// compose's side: the project, its fixed ports and the host nginx in front, torn down on drop.
@@ -426,16 +430,18 @@ pub async fn section(runs: usize) -> String {
     );
     let mut berth = Vec::new();
     let mut compose = Vec::new();
+    let mut berth_reloads = Vec::new();
     for run in 0..runs {
-        let (load, rollout) = berth_once(run).await;
+        let (load, rollout, reloads) = berth_once(run).await;
         eprintln!(
-            "rollout run {run}: berth failed {} of {} ({:.0} req/s), rollout {rollout:.0} ms; {}",
+            "rollout run {run}: berth failed {} of {} ({:.0} req/s), rollout {rollout:.0} ms, {reloads} nginx reloads; {}",
             load.failed(),
             load.sent,
             load.rps(),
             load.detail
         );
         berth.push((load, rollout));
+        berth_reloads.push(reloads);
         let (load, rollout) = tokio::task::spawn_blocking(move || compose_once(run))
             .await
             .unwrap();
@@ -448,10 +454,14 @@ pub async fn section(runs: usize) -> String {
         );
         compose.push((load, rollout));
     }
+    let mode = match std::env::var("BERTH_TEST_PROXY_MODE").as_deref() {
+        Ok("reload") => "reload",
+        _ => "dynamic",
+    };
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "\n### Rolling update under load (3 replicas, `berth-demo:v1` -> `v2`, {runs} runs)\n\n\
+        "\n### Rolling update under load (3 replicas, `berth-demo:v1` -> `v2`, {runs} runs, berth `--proxy-mode {mode}`)\n\n\
          wrk (Debian's 4.1, 1 thread, {CONNECTIONS} keep-alive connections, {DELAY_MS} ms think \
          time, {}s with no request sent in the last {}s, {}s timeout, so every request sent is \
          answered or timed out before wrk stops) \
@@ -503,6 +513,11 @@ pub async fn section(runs: usize) -> String {
         )
     };
     let _ = writeln!(md, "| all | {} {}", summary(&berth), summary(&compose));
+    let _ = writeln!(
+        md,
+        "\nnginx reloads during berth's rollouts (per run): {:?} (`BERTH_TEST_PROXY_MODE=reload` runs the reload mode).",
+        berth_reloads
+    );
     let worst =
         |v: &[(Load, f64)], f: fn(&Load) -> f64| v.iter().map(|(l, _)| f(l)).fold(0.0, f64::max);
     let _ = writeln!(
