@@ -25,7 +25,7 @@ pub struct Scrape<'a> {
 }
 
 /// Names of every metric family this renders (documented in README.md).
-pub const FAMILIES: [&str; 23] = [
+pub const FAMILIES: [&str; 25] = [
     "berth_build_info",
     "berth_store_up",
     "berth_reconcile_passes_total",
