@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what berth needs on a fresh Debian machine (nginx with its Lua module for dynamic
-# upstreams, Debian's static busybox for the
-# demo/test images, OpenSSL headers for git2's https, promtool from the prometheus package
-# for the /metrics test, a pinned schemathesis in a venv for the API's schema test, git, and
+# upstreams, Debian's static busybox for the demo/test images, systemd's systemd-analyze and
+# cargo-deb for the service and package tests, OpenSSL headers for git2's https, promtool
+# from the prometheus package for the /metrics test, a pinned schemathesis in a venv for
+# the API's schema test, git, and
 # for the git transport tests openssh-server (sshd, ssh-keygen, ssh-keyscan), fcgiwrap (git
 # http-backend behind nginx) and the openssl CLI, for the registry tests Debian's
 # docker-registry and htpasswd (apache2-utils)) and builds the local images. Idempotent
@@ -30,6 +31,10 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # tests/registry_docker.rs: a real registry (distribution) with htpasswd auth (bcrypt).
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
+# The systemd unit's test (systemd-analyze verify; systemd need not run as PID 1) and the
+# Debian package's test (dpkg -i runs the maintainer scripts: adduser).
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v adduser >/dev/null 2>&1 || need+=(adduser)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -50,6 +55,12 @@ if ! "$SCHEMATHESIS_VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$SCH
   python3 -m venv "$SCHEMATHESIS_VENV"
   "$SCHEMATHESIS_VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+# cargo-deb builds the Debian package (scripts/package.sh, tests/package_deb.rs); compiled
+# once (a few minutes), then quick.
+command -v cargo-deb >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/cargo-deb" ] || {
+  echo "setup: installing cargo-deb"
+  cargo install cargo-deb --locked --quiet
+}
 # sshd's privilege separation directory (compiled in; /run is emptied at boot). Starting
 # no service: the tests run their own sshd on a free loopback port.
 [ -d /run/sshd ] || { SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"; $SUDO mkdir -p -m 0755 /run/sshd; }

@@ -17,6 +17,10 @@ pub(crate) struct Cli {
     /// (timestamp, level, fields, target, spans). Secrets are redacted in both.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub(crate) log_format: LogFormat,
+    /// Config file whose keys are the long flags of `berth serve` (flag > env > file >
+    /// default) [default: /etc/berth/berth.toml when it exists; `none`: no file].
+    #[arg(long, global = true, env = "BERTH_CONFIG", value_name = "PATH")]
+    pub(crate) config: Option<PathBuf>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -64,26 +68,35 @@ pub(crate) enum Command {
     },
     /// Reconcile continuously until SIGTERM/Ctrl-C; containers and nginx keep running after.
     /// A --dir source is watched (a burst of saves gives one pass); a --git source is polled.
+    /// SIGHUP re-reads the config file and restarts berth in place (same pid).
     Serve {
         #[command(flatten)]
-        common: Common,
-        /// Seconds between timer-driven passes.
-        #[arg(long, default_value_t = 5)]
-        interval: u64,
-        /// Listen for push webhooks (POST /hooks/git, HMAC-SHA256 signed as GitHub or Gitea
-        /// send it) on this address; a valid call polls the git source at once.
-        #[arg(long)]
-        webhook_listen: Option<String>,
-        /// Env var holding the webhook's shared secret (at least 16 bytes).
-        #[arg(long, default_value = "BERTH_WEBHOOK_SECRET")]
-        webhook_secret_env: String,
-        /// Seconds a stop (SIGTERM, Ctrl-C) waits for the pass in flight to finish.
-        #[arg(long, default_value_t = 30)]
-        shutdown_timeout: u64,
+        serve: ServeArgs,
+    },
+    /// Check that this host is ready for `berth serve` with the same flags and config file:
+    /// one line per check saying what to fix. Exit 0 when every check passes, 1 otherwise.
+    Doctor {
         #[command(flatten)]
-        api: ApiServe,
-        #[command(flatten)]
-        autoscale: AutoscaleArgs,
+        serve: ServeArgs,
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// The config file: `berth config show` prints the effective configuration of `berth
+    /// serve` (secrets redacted) and where each value came from (flag, env, file, default).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write berth's man pages (berth.1 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Directory the pages are written into (created if missing).
+        dir: PathBuf,
     },
     /// Show apps (or one app) as the running `berth serve` reports them through its API.
     Status {
@@ -103,6 +116,43 @@ pub(crate) enum Command {
     },
     /// Print the JSON Schema of the App spec (for editors).
     Schema,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Print the effective configuration of `berth serve` with these flags: one `key =
+    /// value` line per serve flag and where it came from (flag, env, file:line, default).
+    Show {
+        #[command(flatten)]
+        serve: ServeArgs,
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+/// Every flag of `berth serve`; each long flag is also a key of the config file (derived
+/// from these definitions by `config.rs`: a new flag here is a new key with no other code).
+#[derive(Args, Clone)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) common: Common,
+    /// Seconds between timer-driven passes.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) interval: u64,
+    /// Listen for push webhooks (POST /hooks/git, HMAC-SHA256 signed as GitHub or Gitea
+    /// send it) on this address; a valid call polls the git source at once.
+    #[arg(long)]
+    pub(crate) webhook_listen: Option<String>,
+    /// Env var holding the webhook's shared secret (at least 16 bytes).
+    #[arg(long, default_value = "BERTH_WEBHOOK_SECRET")]
+    pub(crate) webhook_secret_env: String,
+    /// Seconds a stop (SIGTERM, Ctrl-C) waits for the pass in flight to finish.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) shutdown_timeout: u64,
+    #[command(flatten)]
+    pub(crate) api: ApiServe,
+    #[command(flatten)]
+    pub(crate) autoscale: AutoscaleArgs,
 }
 
 /// The read-only status API next to the loop.

@@ -1,7 +1,7 @@
 //! The composition root: the one place that starts berth's long-running tasks (the
 //! reconcile loop, the health prober, the image worker (registry pulls and moving-tag
 //! checks), the source's watcher or poll loop, the autoscaler, history pruning, the status
-//! API and the webhook listener) in one `JoinSet`, hands each
+//! API, the webhook listener and the systemd notifier) in one `JoinSet`, hands each
 //! only what it needs, and stops them on one cancellation token. Modules do not start each
 //! other's tasks.
 //!
@@ -165,6 +165,11 @@ pub async fn run<R: ContainerRuntime>(
     if let Some(webhook) = daemon.webhook {
         background.spawn(named("webhook listener", webhook));
     }
+    // systemd: READY=1 after the first pass, watchdog pings while passes complete.
+    background.spawn(named(
+        "service notifier",
+        crate::service::run(ctl.subscribe_last_pass(), ctl.settings().interval),
+    ));
 
     let mut result = Ok(());
     tokio::select! {

@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod reconcile;
 pub mod redact;
 pub mod runtime;
+pub mod service;
 pub mod source;
 pub mod spec;
 pub mod store;

@@ -15,8 +15,8 @@ use berth::runtime::docker::DockerRuntime;
 use berth::source::{self, GitConfig, Source, SourceConfig};
 use berth::spec;
 use berth::store::{HistoryLimits, Store};
-use clap::Parser;
-use cli::{ApiServe, AutoscaleArgs, Cli, Command, Common, LogFormat, Output, ProxyModeArg};
+use clap::{CommandFactory, FromArgMatches};
+use cli::{Cli, Command, Common, ConfigCommand, LogFormat, Output, ProxyModeArg, ServeArgs};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,9 +24,23 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 mod cli;
+mod config;
+mod doctor;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The command line with the config file layered under it (flag > env > file > default).
+    let layered = match config::layer(Cli::command(), std::env::args_os().collect()) {
+        Ok(layered) => layered,
+        Err(config::ConfigError::Clap(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cli = match Cli::from_arg_matches(&layered.matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let log_format = cli.log_format;
     init_logging(log_format);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -36,7 +50,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, &layered)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             match log_format {
@@ -78,8 +92,40 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(command: Command) -> Result<u8> {
+async fn run(command: Command, layered: &config::Layered) -> Result<u8> {
     match command {
+        Command::Doctor { serve, output } => doctor::run(&serve, output).await,
+        Command::Config {
+            command: ConfigCommand::Show { output, .. },
+        } => {
+            match output {
+                Output::Text => print!(
+                    "{}",
+                    config::render_text(layered.file.as_deref(), &layered.effective)
+                ),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "file": layered.file,
+                        "keys": layered.effective,
+                    }))?
+                ),
+            }
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "berth", &mut script);
+            write_stdout(&script)?;
+            Ok(0)
+        }
+        Command::Man { dir } => {
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+            Ok(0)
+        }
         Command::Validate { paths, output } => validate(&paths, output),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
@@ -102,25 +148,14 @@ async fn run(command: Command) -> Result<u8> {
             );
             Ok(if report.steps_failed > 0 { 1 } else { 0 })
         }
-        Command::Serve {
-            common,
-            interval,
-            webhook_listen,
-            webhook_secret_env,
-            shutdown_timeout,
-            api,
-            autoscale,
-        } => {
-            serve(
-                &common,
-                interval,
-                webhook_listen,
-                &webhook_secret_env,
-                Duration::from_secs(shutdown_timeout),
-                &api,
-                &autoscale,
-            )
-            .await
+        Command::Serve { serve: args } => {
+            let reload = serve(&args).await?;
+            if reload {
+                // SIGHUP: the new config was checked; start again in place (same pid, so
+                // systemd keeps tracking it). nginx and the containers kept running.
+                return Err(reexec());
+            }
+            Ok(0)
         }
         Command::Status {
             app,
@@ -141,15 +176,15 @@ async fn run(command: Command) -> Result<u8> {
     }
 }
 
-async fn serve(
-    common: &Common,
-    interval: u64,
-    webhook_listen: Option<String>,
-    webhook_secret_env: &str,
-    shutdown_timeout: Duration,
-    api_opts: &ApiServe,
-    autoscale: &AutoscaleArgs,
-) -> Result<u8> {
+/// Serves until SIGTERM/Ctrl-C (false) or a SIGHUP with a valid config (true: re-exec).
+async fn serve(args: &ServeArgs) -> Result<bool> {
+    let common = &args.common;
+    let interval = args.interval;
+    let webhook_listen = args.webhook_listen.clone();
+    let webhook_secret_env = args.webhook_secret_env.as_str();
+    let shutdown_timeout = Duration::from_secs(args.shutdown_timeout);
+    let api_opts = &args.api;
+    let autoscale = &args.autoscale;
     // Check the webhook's settings before touching anything.
     let secret = match &webhook_listen {
         Some(_) if common.git.is_none() => {
@@ -204,11 +239,20 @@ async fn serve(
         Some((listener, api::router(ctl.clone(), &ApiConfig { token })))
     };
     let shutdown = CancellationToken::new();
-    tokio::spawn({
+    let reload = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = tokio::spawn({
         let shutdown = shutdown.clone();
+        let reload_flag = reload.clone();
         async move {
-            shutdown_signal().await;
-            tracing::info!("stopping: the pass in flight finishes first");
+            let reload = shutdown_signal().await;
+            reload_flag.store(reload, std::sync::atomic::Ordering::SeqCst);
+            if reload {
+                tracing::info!("reloading: the pass in flight finishes, then berth starts again with the new config");
+                berth::service::notify_reloading();
+            } else {
+                tracing::info!("stopping: the pass in flight finishes first");
+                berth::service::notify_stopping();
+            }
             shutdown.cancel();
         }
     });
@@ -228,7 +272,30 @@ async fn serve(
         shutdown,
     )
     .await?;
-    Ok(0)
+    stop.abort();
+    Ok(reload.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Replaces this process with the same binary and arguments (the config file is read
+/// again). Returns only when exec failed.
+fn reexec() -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    let error = std::process::Command::new("/proc/self/exe")
+        .arg0(argv0)
+        .args(args)
+        .exec();
+    anyhow::anyhow!("cannot restart berth for the reload: {error}; start it again")
 }
 
 async fn status(
@@ -269,17 +336,31 @@ async fn status(
     Ok(0)
 }
 
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+/// Waits for SIGTERM or Ctrl-C (false), or for a SIGHUP whose config file is valid (true).
+/// A SIGHUP with a broken config file is logged and berth keeps running as it is.
+async fn shutdown_signal() -> bool {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return false;
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = term.recv() => {},
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return false,
+            _ = term.recv() => return false,
+            _ = hup.recv() => {
+                match config::layer(Cli::command(), std::env::args_os().collect()) {
+                    Ok(_) => return true,
+                    Err(e) => {
+                        tracing::error!("reload refused, berth keeps its current config: {}", berth::redact::redact_text(&e.to_string()));
+                        berth::service::notify_ready();
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -396,7 +477,13 @@ fn source_config(common: &Common) -> Result<SourceConfig> {
     std::fs::create_dir_all(&common.state_dir)
         .with_context(|| format!("cannot create state dir {}", common.state_dir.display()))?;
     let state_dir = std::fs::canonicalize(&common.state_dir)?;
-    let mut git = GitConfig::new(url.clone(), state_dir.join("git"));
+    let git = git_config(common, url, &state_dir.join("git"))?;
+    Ok(SourceConfig::Git(git))
+}
+
+/// The --git source's settings with its mirror under `cache_dir`; checks the files named.
+fn git_config(common: &Common, url: &str, cache_dir: &Path) -> Result<GitConfig> {
+    let mut git = GitConfig::new(url.to_string(), cache_dir.to_path_buf());
     git.branch = common.branch.clone();
     git.path = common.path.clone().unwrap_or_default();
     git.poll = Duration::from_secs(common.poll.max(1));
@@ -418,7 +505,7 @@ fn source_config(common: &Common) -> Result<SourceConfig> {
         }
     }
     git.ca_file = common.git_ca_file.clone();
-    Ok(SourceConfig::Git(git))
+    Ok(git)
 }
 
 async fn controller(

@@ -83,6 +83,33 @@ impl Store {
         Self::migrated(pool, location).await
     }
 
+    /// Checks an existing database without changing it (`berth doctor`): opens it read-only
+    /// and answers how many migrations it has applied.
+    pub async fn probe(path: &Path) -> Result<i64, StoreError> {
+        let location = path.display().to_string();
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open {
+                location: location.clone(),
+                source,
+            })?;
+        let applied = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations")
+            .fetch_one(&pool)
+            .await
+            .map_err(|source| StoreError::Open {
+                location: location.clone(),
+                source,
+            });
+        pool.close().await;
+        applied
+    }
+
     /// A fresh, empty, migrated database that lives only as long as this `Store` and its
     /// clones. For tests of other modules.
     pub async fn open_in_memory() -> Result<Store, StoreError> {

@@ -21,11 +21,13 @@
 
 mod connect;
 mod image;
+mod host;
 mod mapping;
 mod network;
 mod stats;
 
 pub use connect::DEFAULT_DOCKER_HOST;
+pub use host::EngineFacts;
 pub use stats::STATS_CONCURRENCY;
 
 use super::{

@@ -1,0 +1,476 @@
+//! `berth doctor`: is this host ready for `berth serve` with these flags and config file?
+//! One line per check, each failing one saying what to fix; exit 0 when nothing failed, 1
+//! otherwise; `-o json`. Checks only read: the store is opened read-only, ports are bound
+//! and released at once, a git source is fetched into a temporary mirror (never the one in
+//! the state dir), the state dir is probed with a temporary file.
+//! Must not touch: containers, networks, nginx's files or process, the store's rows.
+
+use crate::cli::{Output, ServeArgs};
+use anyhow::Result;
+use berth::proxy::Proxy;
+use berth::runtime::docker::DockerRuntime;
+use berth::source::{Source, SourceConfig};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long one network-bound check may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most clock difference to the engine's host accepted.
+const MAX_CLOCK_SKEW_S: f64 = 5.0;
+/// Where Debian's libnginx-mod-http-lua puts its module.
+const LUA_MODULE_DIRS: &[&str] = &["/usr/lib/nginx/modules", "/usr/share/nginx/modules"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Status {
+    Ok,
+    /// Worth knowing, but berth serves without it.
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Check {
+    pub(crate) name: &'static str,
+    pub(crate) status: Status,
+    /// What was found, and for a warning or failure what to do.
+    pub(crate) detail: String,
+}
+
+fn ok(name: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        name,
+        status: Status::Ok,
+        detail: detail.into(),
+    }
+}
+fn warn(name: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        name,
+        status: Status::Warn,
+        detail: detail.into(),
+    }
+}
+fn fail(name: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        name,
+        status: Status::Fail,
+        detail: detail.into(),
+    }
+}
+
+pub(crate) async fn run(args: &ServeArgs, output: Output) -> Result<u8> {
+    let checks = checks(args).await;
+    let failed = checks.iter().any(|c| c.status == Status::Fail);
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "ok": !failed, "checks": checks }))?
+        ),
+        Output::Text => {
+            for c in &checks {
+                let status = match c.status {
+                    Status::Ok => "ok  ",
+                    Status::Warn => "warn",
+                    Status::Fail => "FAIL",
+                };
+                println!(
+                    "{status}  {:<12} {}",
+                    c.name,
+                    berth::redact::redact_text(&c.detail)
+                );
+            }
+            let fails = checks.iter().filter(|c| c.status == Status::Fail).count();
+            if failed {
+                println!("{fails} checks failed: fix them, then run `berth doctor` again");
+            } else {
+                println!("ready: berth serve can run on this host");
+            }
+        }
+    }
+    Ok(u8::from(failed))
+}
+
+async fn checks(args: &ServeArgs) -> Vec<Check> {
+    let common = &args.common;
+    let mut out = Vec::new();
+    let engine = docker(common.instance.clone()).await;
+    let (docker_check, runtime, engine_time) = engine;
+    out.push(docker_check);
+    out.push(match &runtime {
+        Some(rt) => match rt.network_exists(&common.network).await {
+            Ok(true) => ok(
+                "network",
+                format!("docker network {:?} exists", common.network),
+            ),
+            Ok(false) => ok(
+                "network",
+                format!(
+                    "docker network {:?} does not exist yet: berth creates it at its first pass",
+                    common.network
+                ),
+            ),
+            Err(e) => fail("network", e.to_string()),
+        },
+        None => fail("network", "not checked: the docker engine is unreachable"),
+    });
+    if common.nginx_conf_dir.is_none() {
+        out.push(nginx(&common.nginx_binary).await);
+    } else {
+        out.push(ok("nginx", "production mode (--nginx-conf-dir): berth runs the test and reload commands of your nginx"));
+    }
+    out.push(lua_module());
+    out.extend(ports(args).await);
+    out.push(state_dir(&common.state_dir));
+    out.push(store(&common.state_dir.join("berth.db")).await);
+    out.push(source(args).await);
+    out.push(registry_credentials());
+    out.push(clock(engine_time));
+    out
+}
+
+/// Docker reachable and its version; hands back the runtime and the engine's clock.
+async fn docker(instance: Option<String>) -> (Check, Option<DockerRuntime>, Option<String>) {
+    let connect = tokio::time::timeout(CHECK_TIMEOUT, DockerRuntime::connect(instance)).await;
+    let runtime = match connect {
+        Ok(Ok(rt)) => rt,
+        Ok(Err(e)) => return (
+            fail(
+                "docker",
+                format!(
+                    "{e}; the user berth runs as needs the docker group (usermod -aG docker USER)"
+                ),
+            ),
+            None,
+            None,
+        ),
+        Err(_) => {
+            return (
+                fail(
+                    "docker",
+                    "the docker engine did not answer within 30 s: check `systemctl status docker`",
+                ),
+                None,
+                None,
+            )
+        }
+    };
+    match runtime.engine_facts().await {
+        Ok(facts) => (
+            ok(
+                "docker",
+                format!(
+                    "engine {} (API {}) at {}",
+                    facts.version,
+                    facts.api_version,
+                    runtime.endpoint()
+                ),
+            ),
+            Some(runtime),
+            facts.system_time,
+        ),
+        Err(e) => (fail("docker", e.to_string()), Some(runtime), None),
+    }
+}
+
+/// The nginx binary and its version (`nginx -v` writes it on stderr).
+async fn nginx(binary: &Path) -> Check {
+    let run = tokio::process::Command::new(binary)
+        .arg("-v")
+        .output()
+        .await;
+    match run {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stderr);
+            let version = text
+                .trim()
+                .trim_start_matches("nginx version: ")
+                .to_string();
+            ok("nginx", format!("{} ({version})", binary.display()))
+        }
+        Ok(out) => fail(
+            "nginx",
+            format!(
+                "{} -v failed: {}; install nginx (apt install nginx) or pass --nginx-binary PATH",
+                binary.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ),
+        Err(e) => fail(
+            "nginx",
+            format!(
+                "cannot run {}: {e}; install nginx (apt install nginx) or pass --nginx-binary PATH",
+                binary.display()
+            ),
+        ),
+    }
+}
+
+/// The Lua module (libnginx-mod-http-lua) for dynamic upstreams: recommended, not needed.
+fn lua_module() -> Check {
+    let found = LUA_MODULE_DIRS
+        .iter()
+        .map(|d| Path::new(d).join("ngx_http_lua_module.so"))
+        .find(|p| p.exists());
+    match found {
+        Some(path) => ok("lua-module", format!("{} is installed", path.display())),
+        None => warn(
+            "lua-module",
+            "libnginx-mod-http-lua is not installed: berth works without it (upstream changes \
+             reload nginx); install it for dynamic upstreams: apt install libnginx-mod-http-lua",
+        ),
+    }
+}
+
+/// The addresses serve binds: nginx's --listen, --api-listen, --webhook-listen.
+async fn ports(args: &ServeArgs) -> Vec<Check> {
+    let common = &args.common;
+    let mut wanted: Vec<(&str, &str)> = Vec::new();
+    if common.nginx_conf_dir.is_none() {
+        wanted.push(("--listen", common.listen.as_str()));
+    }
+    if args.api.api_listen != "off" {
+        wanted.push(("--api-listen", args.api.api_listen.as_str()));
+    }
+    if let Some(addr) = &args.webhook_listen {
+        wanted.push(("--webhook-listen", addr.as_str()));
+    }
+    let nginx_pid = Proxy::private(
+        common.state_dir.join("nginx"),
+        common.listen.clone(),
+        common.nginx_binary.clone(),
+    )
+    .running_pid()
+    .await;
+    let mut out = Vec::new();
+    for (flag, addr) in wanted {
+        let check = match std::net::TcpListener::bind(addr) {
+            Ok(listener) => {
+                drop(listener);
+                ok("port", format!("{addr} ({flag}) is free"))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => match (flag, nginx_pid) {
+                ("--listen", Some(pid)) => ok(
+                    "port",
+                    format!("{addr} ({flag}) is served by berth's private nginx (pid {pid}), which berth adopts"),
+                ),
+                _ => fail(
+                    "port",
+                    format!("{addr} ({flag}) is in use: stop what listens there (ss -ltnp) or choose another address with {flag}"),
+                ),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => fail(
+                "port",
+                format!("{addr} ({flag}): {e}; ports below 1024 need CAP_NET_BIND_SERVICE (the systemd unit grants it) or use a port from 1024"),
+            ),
+            Err(e) => fail("port", format!("{addr} ({flag}): {e}; pass a HOST:PORT address with {flag}")),
+        };
+        out.push(check);
+    }
+    out
+}
+
+/// The state dir (or the directory it will be created in) is writable.
+fn state_dir(dir: &Path) -> Check {
+    let mut existing: PathBuf = dir.to_path_buf();
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p.to_path_buf(),
+            _ => {
+                existing = PathBuf::from(".");
+                break;
+            }
+        }
+    }
+    let probe = tempfile::Builder::new()
+        .prefix(".berth-doctor")
+        .tempfile_in(&existing);
+    match probe {
+        Ok(_) if existing == dir => ok("state-dir", format!("{} is writable", dir.display())),
+        Ok(_) => ok(
+            "state-dir",
+            format!("{} does not exist yet; berth creates it ({} is writable)", dir.display(), existing.display()),
+        ),
+        Err(e) => fail(
+            "state-dir",
+            format!(
+                "{} is not writable ({e}): give it to the user berth runs as (chown -R berth: {}) or pass --state-dir",
+                existing.display(),
+                existing.display()
+            ),
+        ),
+    }
+}
+
+/// The SQLite store opens and answers (read-only).
+async fn store(db: &Path) -> Check {
+    if !db.exists() {
+        return ok(
+            "store",
+            format!(
+                "{} does not exist yet; berth creates it at start",
+                db.display()
+            ),
+        );
+    }
+    match berth::store::Store::probe(db).await {
+        Ok(n) => ok("store", format!("SQLite {} answers ({n} migrations applied)", db.display())),
+        Err(e) => fail(
+            "store",
+            format!("{e}: check the file's owner and permissions, or move it away to start with an empty store"),
+        ),
+    }
+}
+
+/// The spec source: a directory's specs are valid; a git remote answers with the branch,
+/// fetched into a temporary mirror with the configured credentials.
+async fn source(args: &ServeArgs) -> Check {
+    let common = &args.common;
+    let Some(url) = &common.git else {
+        let dir = common
+            .dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("examples/apps"));
+        return match berth::source::dir::read_snapshot(&dir) {
+            Ok(snapshot) => {
+                let loaded = berth::spec::load_source(&snapshot.files, &snapshot.unreadable);
+                let problems = loaded.issues.len();
+                if problems == 0 {
+                    ok(
+                        "source",
+                        format!(
+                            "dir {}: {} apps in {} files, all valid",
+                            dir.display(),
+                            loaded.apps.len(),
+                            snapshot.files.len()
+                        ),
+                    )
+                } else {
+                    warn("source", format!("dir {}: {problems} problems (berth validate {} lists them; those apps are quarantined)", dir.display(), dir.display()))
+                }
+            }
+            Err(e) => fail("source", format!("{e}; pass --dir PATH or --git URL")),
+        };
+    };
+    let mirror = match tempfile::Builder::new()
+        .prefix("berth-doctor-git")
+        .tempdir()
+    {
+        Ok(d) => d,
+        Err(e) => return fail("source", format!("cannot create a temporary mirror: {e}")),
+    };
+    let config = match crate::git_config(common, url, mirror.path()) {
+        Ok(c) => c,
+        Err(e) => return fail("source", format!("{e:#}")),
+    };
+    let describe = config.describe();
+    let source = Source::new(SourceConfig::Git(config));
+    match tokio::time::timeout(CHECK_TIMEOUT, source.snapshot()).await {
+        Ok(Ok(snapshot)) => ok(
+            "source",
+            format!(
+                "{describe}: reachable, credentials accepted, commit {} ({} spec files)",
+                snapshot.revision.chars().take(12).collect::<String>(),
+                snapshot.files.len()
+            ),
+        ),
+        Ok(Err(e)) => fail("source", e.to_string()),
+        Err(_) => fail(
+            "source",
+            format!("{describe}: no answer within 30 s: check the URL and the network"),
+        ),
+    }
+}
+
+/// Registry credentials in the docker CLI's config ($DOCKER_CONFIG or ~/.docker).
+fn registry_credentials() -> Check {
+    let dir = std::env::var_os("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
+    let Some(file) = dir.map(|d| d.join("config.json")) else {
+        return warn(
+            "registry",
+            "neither $DOCKER_CONFIG nor $HOME is set: no registry credentials",
+        );
+    };
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(_) => {
+            return warn(
+                "registry",
+                format!("no {}: no registry credentials (berth runs local images and never pulls; `docker login` adds them)", file.display()),
+            )
+        }
+    };
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) => {
+            let auths = v["auths"].as_object().map_or(0, |a| a.len());
+            let helpers = v["credHelpers"].as_object().map_or(0, |a| a.len());
+            let store = v["credsStore"].as_str();
+            if auths + helpers == 0 && store.is_none() {
+                warn(
+                    "registry",
+                    format!(
+                        "{} holds no registry credentials (`docker login` adds them)",
+                        file.display()
+                    ),
+                )
+            } else {
+                ok(
+                    "registry",
+                    format!(
+                        "{}: {auths} registries{}{}",
+                        file.display(),
+                        if helpers > 0 {
+                            format!(", {helpers} credential helpers")
+                        } else {
+                            String::new()
+                        },
+                        store.map(|s| format!(", store {s}")).unwrap_or_default()
+                    ),
+                )
+            }
+        }
+        Err(e) => fail(
+            "registry",
+            format!(
+                "{} is not valid JSON ({e}): fix or remove it",
+                file.display()
+            ),
+        ),
+    }
+}
+
+/// berth's clock against the engine host's (probes, backoffs and history use wall time).
+fn clock(engine_time: Option<String>) -> Check {
+    let now = jiff::Timestamp::now();
+    if now.as_second() < 1_704_067_200 {
+        return fail(
+            "clock",
+            format!("the clock says {now}, before 2024: set the time (timedatectl set-ntp true)"),
+        );
+    }
+    let Some(text) = engine_time else {
+        return warn(
+            "clock",
+            format!("{now}; not compared with the engine's clock (engine unreachable)"),
+        );
+    };
+    match text.parse::<jiff::Timestamp>() {
+        Ok(engine) => {
+            let skew = (now.as_millisecond() - engine.as_millisecond()).abs() as f64 / 1000.0;
+            if skew <= MAX_CLOCK_SKEW_S {
+                ok(
+                    "clock",
+                    format!("{now}, {skew:.1} s from the engine's clock"),
+                )
+            } else {
+                fail("clock", format!("{skew:.1} s off the engine's clock ({engine}): enable NTP (timedatectl set-ntp true)"))
+            }
+        }
+        Err(e) => warn(
+            "clock",
+            format!("{now}; the engine's time {text:?} does not parse ({e})"),
+        ),
+    }
+}
