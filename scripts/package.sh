@@ -20,7 +20,7 @@ done
 dir=release; [ "$profile" = dev ] && dir=debug
 if ! command -v cargo-deb >/dev/null 2>&1 && ! [ -x "$HOME/.cargo/bin/cargo-deb" ]; then
   echo "package: installing cargo-deb"
-  cargo install cargo-deb --locked
+  cargo install cargo-deb --version 3.8.0 --locked
 fi
 if [ "$build" = 1 ]; then
   cargo build --profile "$profile" --bin berth

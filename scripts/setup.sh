@@ -59,7 +59,7 @@ fi
 # once (a few minutes), then quick.
 command -v cargo-deb >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/cargo-deb" ] || {
   echo "setup: installing cargo-deb"
-  cargo install cargo-deb --locked --quiet
+  cargo install cargo-deb --version 3.8.0 --locked --quiet
 }
 # sshd's privilege separation directory (compiled in; /run is emptied at boot). Starting
 # no service: the tests run their own sshd on a free loopback port.

@@ -132,29 +132,30 @@ async fn checks(args: &ServeArgs) -> Vec<Check> {
 /// Docker reachable and its version; hands back the runtime and the engine's clock.
 async fn docker(instance: Option<String>) -> (Check, Option<DockerRuntime>, Option<String>) {
     let connect = tokio::time::timeout(CHECK_TIMEOUT, DockerRuntime::connect(instance)).await;
-    let runtime = match connect {
-        Ok(Ok(rt)) => rt,
-        Ok(Err(e)) => return (
-            fail(
-                "docker",
-                format!(
+    let runtime =
+        match connect {
+            Ok(Ok(rt)) => rt,
+            Ok(Err(e)) => {
+                return (
+                    fail(
+                        "docker",
+                        format!(
                     "{e}; the user berth runs as needs the docker group (usermod -aG docker USER)"
                 ),
-            ),
-            None,
-            None,
-        ),
-        Err(_) => {
-            return (
+                    ),
+                    None,
+                    None,
+                )
+            }
+            Err(_) => return (
                 fail(
                     "docker",
                     "the docker engine did not answer within 30 s: check `systemctl status docker`",
                 ),
                 None,
                 None,
-            )
-        }
-    };
+            ),
+        };
     match runtime.engine_facts().await {
         Ok(facts) => (
             ok(

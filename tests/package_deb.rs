@@ -2,7 +2,7 @@
 //! packages the debug binary this test suite built (a release build takes minutes on 2
 //! cores; the package's contents and scripts are the same), `dpkg -i` installs it, the
 //! installed unit passes `systemd-analyze verify`, `berth --version` and `berth doctor`
-//! (as the berth user, with the installed config) pass, the unit's ExecStart with its
+//! (as the unit's user, with the installed config) pass, the unit's ExecStart with its
 //! config serves examples/apps as the unit's user, `dpkg -r` stops berth's private nginx
 //! and `dpkg --purge` removes config and state but keeps the containers and says so.
 //! Slow-ish (~1 min: packaging and dpkg); refuses to run when berth is installed already.
@@ -50,6 +50,20 @@ struct Installed;
 impl Drop for Installed {
     fn drop(&mut self) {
         let _ = run("dpkg", &["--purge", "berth"]);
+    }
+}
+
+/// SIGTERMs the unit's berth if the test stops half way.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
     }
 }
 
@@ -140,20 +154,26 @@ fn the_deb_installs_serves_examples_and_purges_cleanly() {
     let listen = format!("127.0.0.1:{}", free_port());
     let api = format!("127.0.0.1:{}", free_port());
     let as_unit = |args: &[&str]| {
-        let mut cmd = Command::new("runuser");
-        cmd.args(["-u", user, "--"])
-            .args(args)
-            .current_dir(workdir)
-            .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .env(env_key, env_value)
-            // Free ports and this test's instance label: env wins over the config file.
-            .env("BERTH_LISTEN", &listen)
-            .env("BERTH_API_LISTEN", &api)
-            .env("BERTH_INSTANCE", &instance);
+        // setpriv execs (no process in between), as systemd does: SIGTERM reaches berth.
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            &format!("--reuid={user}"),
+            &format!("--regid={user}"),
+            "--init-groups",
+            "--",
+        ])
+        .args(args)
+        .current_dir(workdir)
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env(env_key, env_value)
+        // Free ports and this test's instance label: env wins over the config file.
+        .env("BERTH_LISTEN", &listen)
+        .env("BERTH_API_LISTEN", &api)
+        .env("BERTH_INSTANCE", &instance);
         cmd
     };
     for app in ["web.yaml", "api.yaml", "worker.yaml"] {
@@ -172,11 +192,14 @@ fn the_deb_installs_serves_examples_and_purges_cleanly() {
     );
 
     let log = tempfile::NamedTempFile::new().unwrap();
-    let mut serve = as_unit(&exec)
-        .stdout(Stdio::null())
-        .stderr(log.reopen().unwrap())
-        .spawn()
-        .unwrap();
+    let mut serve = Serving(
+        as_unit(&exec)
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let serve = &mut serve.0;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let web = http_get(&listen, "/web/", None).map(|r| r.0).unwrap_or(0);
@@ -199,11 +222,19 @@ fn the_deb_installs_serves_examples_and_purges_cleanly() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let status = Command::new("/usr/bin/berth")
-        .args(["status", "--api", &api])
-        .output()
-        .unwrap();
-    assert!(text(&status).contains("web"), "{}", text(&status));
+    // The status API of the unit's berth lists the apps once its first pass is recorded.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = Command::new("/usr/bin/berth")
+            .args(["status", "--api", &api])
+            .output()
+            .unwrap();
+        if text(&status).contains("3 apps") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "berth status: {}", text(&status));
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let _ = Command::new("kill")
         .args(["-TERM", &serve.id().to_string()])
         .status();
