@@ -38,7 +38,7 @@ for lib in $( (ldd "$bin"; ldd "$nginx") | grep -o '/[^ ]*' | sort -u); do
 done
 [ -f /etc/ssl/certs/ca-certificates.crt ] && cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
 printf 'root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n' > "$root/etc/passwd"
-printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
+printf 'root:x:0:\nnogroup:x:65534:\nnobody:x:65534:\n' > "$root/etc/group"
 chmod 1777 "$root/tmp"
 cp contrib/berth.toml "$root/etc/berth/berth.toml"
 tar -C "$root" -c . | docker import \

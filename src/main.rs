@@ -1,5 +1,6 @@
-//! The `berth` command line: validate, plan, apply --once, serve (with the status API),
-//! status, schema; logging (human or JSON lines on stderr, always redacted). The only place
+//! The `berth` command line: validate, plan, apply --once, serve (with the status API;
+//! SIGHUP re-executes it with the re-read config), status, schema, doctor, config show,
+//! completions, man; the config file layered under the flags (config.rs); logging (human or JSON lines on stderr, always redacted). The only place
 //! that uses anyhow; everything it does is a thin call into the library.
 
 use anyhow::{bail, Context, Result};
@@ -149,6 +150,10 @@ async fn run(command: Command, layered: &config::Layered) -> Result<u8> {
             Ok(if report.steps_failed > 0 { 1 } else { 0 })
         }
         Command::Serve { serve: args } => {
+            match &layered.file {
+                Some(file) => tracing::info!(file = %file.display(), "config file read"),
+                None => tracing::info!("no config file (flags, env and defaults only)"),
+            }
             let reload = serve(&args).await?;
             if reload {
                 // SIGHUP: the new config was checked; start again in place (same pid, so
