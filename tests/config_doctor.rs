@@ -284,3 +284,69 @@ fn doctor_fails_and_says_what_to_fix() {
         text(&out)
     );
 }
+
+#[test]
+fn doctor_fetches_a_git_source_into_a_temporary_mirror() {
+    let repo = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(repo.path())
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@localhost")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@localhost")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", text(&out));
+    };
+    git(&["init", "-q", "-b", "main"]);
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/apps/web.yaml"),
+        repo.path().join("web.yaml"),
+    )
+    .unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-qm", "web"]);
+    let state = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", repo.path().display());
+    let mut args = doctor_args(state.path(), &["--git", &url, "-o", "json"]);
+    // doctor_args gives --dir; a --git source replaces it.
+    let at = args.iter().position(|a| a == "--dir").unwrap();
+    args.drain(at..at + 2);
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = berth(&args_ref, &[]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let source = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "source")
+        .unwrap()
+        .clone();
+    assert_eq!(source["status"], "ok", "{source}");
+    assert!(
+        source["detail"].as_str().unwrap().contains("reachable"),
+        "{source}"
+    );
+    // The mirror was temporary: nothing was written into the state dir.
+    assert!(!state.path().join("git").exists());
+
+    let missing = format!("file://{}/nothing-here", repo.path().display());
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| if a == url { missing.clone() } else { a })
+        .collect();
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = berth(&args_ref, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let source = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "source")
+        .unwrap()
+        .clone();
+    assert_eq!(source["status"], "fail", "{source}");
+}

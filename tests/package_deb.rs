@@ -76,6 +76,10 @@ fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
 
 #[test]
 fn the_deb_installs_serves_examples_and_purges_cleanly() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test installs a .deb with dpkg: run the suite as root (CI does)"
+    );
     let installed = run("dpkg-query", &["-W", "-f=${Status}", "berth"]);
     assert!(
         !String::from_utf8_lossy(&installed.stdout).contains("installed"),
