@@ -20,6 +20,9 @@ pub(crate) const DEFAULT_PATH: &str = "/etc/berth/berth.toml";
 pub(crate) const NONE: &str = "none";
 /// The subcommand whose flags are the file's keys.
 const KEYS_OF: &str = "serve";
+/// Keys that feed a differently named flag of another command: (command, its flag, key,
+/// a key value that does not apply). `berth status` finds the API `serve` listens on.
+const ALIASES: &[(&str, &str, &str, &str)] = &[("status", "api", "api-listen", "off")];
 /// Arguments that are never keys.
 const NOT_KEYS: &[&str] = &["help", "version", "config"];
 
@@ -124,9 +127,10 @@ pub(crate) fn layer(mut cmd: Command, argv: Vec<OsString>) -> Result<Layered, Co
     let mut injected: BTreeMap<String, usize> = BTreeMap::new();
     let mut extra: Vec<OsString> = Vec::new();
     for (key, entry) in &entries {
-        let Some(arg) = find_arg(&cmd, sub, key) else {
+        let Some(arg) = find_arg(&cmd, sub, key).or_else(|| alias(sub, key, &entry.values)) else {
             continue; // a serve key this subcommand has no use for (plan has no --interval)
         };
+        let long = arg.get_long().unwrap_or(key);
         let matches = if arg.is_global_set() {
             &first
         } else {
@@ -163,10 +167,10 @@ pub(crate) fn layer(mut cmd: Command, argv: Vec<OsString>) -> Result<Layered, Co
         for value in &entry.values {
             if is_flag(arg) {
                 if value == "true" {
-                    extra.push(format!("--{key}").into());
+                    extra.push(format!("--{long}").into());
                 }
             } else {
-                extra.push(format!("--{key}={value}").into());
+                extra.push(format!("--{long}={value}").into());
             }
         }
         injected.insert(key.clone(), entry.line);
@@ -243,6 +247,17 @@ fn find_arg<'a>(root: &'a Command, sub: &'a Command, long: &str) -> Option<&'a A
     sub.get_arguments()
         .chain(root.get_arguments().filter(|a| a.is_global_set()))
         .find(|a| a.get_long() == Some(long) && !NOT_KEYS.contains(&a.get_id().as_str()))
+}
+
+/// The flag of `sub` a key feeds under another name ([`ALIASES`]).
+fn alias<'a>(sub: &'a Command, key: &str, values: &[String]) -> Option<&'a Arg> {
+    let (_, long, _, skip) = ALIASES
+        .iter()
+        .find(|(command, _, k, _)| *command == sub.get_name() && *k == key)?;
+    if values.iter().any(|v| v == skip) {
+        return None;
+    }
+    sub.get_arguments().find(|a| a.get_long() == Some(long))
 }
 
 /// Was this argument given as a flag or through its env var?

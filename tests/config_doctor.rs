@@ -350,3 +350,63 @@ fn doctor_fetches_a_git_source_into_a_temporary_mirror() {
         .clone();
     assert_eq!(source["status"], "fail", "{source}");
 }
+
+/// The `store` check of `berth doctor -o json` on this state dir: (status, detail).
+fn store_check(state: &Path) -> (String, String) {
+    let mut args = doctor_args(state, &["-o", "json"]);
+    args.retain(|a| !a.is_empty());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = berth(&args, &[]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let check = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "store")
+        .unwrap()
+        .clone();
+    (
+        check["status"].as_str().unwrap().to_string(),
+        check["detail"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn doctor_reads_the_store_without_changing_it() {
+    // A real store, made by berth itself (plan opens and migrates it).
+    let state = tempfile::tempdir().unwrap();
+    let out = berth(
+        &[
+            "--config",
+            "none",
+            "plan",
+            "--dir",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/apps"),
+            "--state-dir",
+            state.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(2),
+        "{}",
+        text(&out)
+    );
+    let db = state.path().join("berth.db");
+    let before = std::fs::read(&db).unwrap();
+    let (status, detail) = store_check(state.path());
+    assert_eq!(status, "ok", "{detail}");
+    assert!(detail.contains("migrations applied"), "{detail}");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "doctor changed the store"
+    );
+
+    // A file that is not a SQLite database fails, saying what to do.
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::write(broken.path().join("berth.db"), "not a database, just text").unwrap();
+    let (status, detail) = store_check(broken.path());
+    assert_eq!(status, "fail", "{detail}");
+    assert!(detail.contains("move it away"), "{detail}");
+}

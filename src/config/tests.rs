@@ -167,3 +167,27 @@ fn line_columns_count_from_one() {
     assert_eq!(line_column("a\nbc\n", 3), (2, 2));
     assert_eq!(edit_distance("intervall", "interval"), 1);
 }
+
+#[test]
+fn status_finds_the_api_serve_listens_on() {
+    let f = file("api-listen = \"127.0.0.1:7171\"\n");
+    let l = layer_with(&["status"], &f).unwrap();
+    let cli = Cli::from_arg_matches(&l.matches).unwrap();
+    let crate::cli::Command::Status { api, .. } = cli.command else {
+        panic!("not status")
+    };
+    assert_eq!(api, "127.0.0.1:7171");
+    let l = layer_with(&["status", "--api", "127.0.0.1:1"], &f).unwrap();
+    let cli = Cli::from_arg_matches(&l.matches).unwrap();
+    let crate::cli::Command::Status { api, .. } = cli.command else {
+        panic!("not status")
+    };
+    assert_eq!(api, "127.0.0.1:1");
+    let f = file("api-listen = \"off\"\n");
+    let l = layer_with(&["status"], &f).unwrap();
+    let cli = Cli::from_arg_matches(&l.matches).unwrap();
+    let crate::cli::Command::Status { api, .. } = cli.command else {
+        panic!("not status")
+    };
+    assert_eq!(api, berth::api::DEFAULT_LISTEN);
+}
