@@ -99,6 +99,21 @@ impl Notify {
         panic!("no {state} within {timeout:?}; saw {:?}", self.texts());
     }
 
+    /// Every datagram that arrives within `window`.
+    fn collect(&mut self, window: Duration) -> Vec<String> {
+        let deadline = Instant::now() + window;
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        while Instant::now() < deadline {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                self.seen.push((Instant::now(), text.clone()));
+                got.push(text);
+            }
+        }
+        got
+    }
+
     fn texts(&self) -> Vec<&str> {
         self.seen.iter().map(|(_, t)| t.as_str()).collect()
     }
@@ -173,6 +188,10 @@ fn serve_notifies_ready_after_the_first_pass_pings_the_watchdog_and_reloads_on_s
         "pings too far apart"
     );
     eprintln!("READY=1 after {:?}", started.elapsed());
+    // Steady state (no-op passes) beyond the stall limit (3 x interval): pings go on.
+    let steady = notify.collect(Duration::from_secs(5));
+    let pings = steady.iter().filter(|t| t.trim() == "WATCHDOG=1").count();
+    assert!(pings >= 8, "{pings} pings in 5 s: {steady:?}");
 
     // SIGHUP with a valid file: RELOADING=1, the same pid starts again, READY=1 again.
     std::fs::write(
