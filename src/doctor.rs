@@ -255,6 +255,10 @@ async fn ports(args: &ServeArgs) -> Vec<Check> {
                     "port",
                     format!("{addr} ({flag}) is served by berth's private nginx (pid {pid}), which berth adopts"),
                 ),
+                ("--api-listen", _) if berth_api_answers(addr).await => ok(
+                    "port",
+                    format!("{addr} ({flag}) is served by a running berth serve (its /healthz answers)"),
+                ),
                 _ => fail(
                     "port",
                     format!("{addr} ({flag}) is in use: stop what listens there (ss -ltnp) or choose another address with {flag}"),
@@ -269,6 +273,21 @@ async fn ports(args: &ServeArgs) -> Vec<Check> {
         out.push(check);
     }
     out
+}
+
+/// Does a berth status API answer on `addr` (a running `berth serve`)?
+async fn berth_api_answers(addr: &str) -> bool {
+    let Ok(client) = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+    else {
+        return false;
+    };
+    match client.get(format!("http://{addr}/healthz")).send().await {
+        Ok(answer) => answer.status().is_success(),
+        Err(_) => false,
+    }
 }
 
 /// The state dir (or the directory it will be created in) is writable.

@@ -239,6 +239,22 @@ fn the_deb_installs_serves_examples_and_purges_cleanly() {
         assert!(Instant::now() < deadline, "berth status: {}", text(&status));
         std::thread::sleep(Duration::from_millis(200));
     }
+    // doctor next to the running service: its ports are berth's own.
+    let doctor = as_unit(&["/usr/bin/berth", "doctor"]).output().unwrap();
+    let report = text(&doctor);
+    assert_eq!(
+        doctor.status.code(),
+        Some(0),
+        "doctor while serving: {report}"
+    );
+    assert!(
+        report.contains("served by berth's private nginx"),
+        "{report}"
+    );
+    assert!(
+        report.contains("served by a running berth serve"),
+        "{report}"
+    );
     let _ = Command::new("kill")
         .args(["-TERM", &serve.id().to_string()])
         .status();
