@@ -8,8 +8,8 @@
 //! Shutdown: when the token fires, the loop finishes the pass in flight (so nginx files are
 //! never left between write and `nginx -t`/restore, and no container is left half made) and
 //! the API drains its requests, bounded by `shutdown_timeout`; the background tasks (prober,
-//! image worker, source, autoscaler, history, webhook) only read, pull or wake, so they are
-//! aborted at once.
+//! image worker, source, autoscaler, history, webhook, notifier) only read, pull or wake,
+//! so they are aborted at once.
 //! Containers and the private nginx keep running after berth stops.
 //! Must not touch: any decision (it wires, it does not reconcile).
 

@@ -1,7 +1,8 @@
 //! The `berth` command line: validate, plan, apply --once, serve (with the status API;
 //! SIGHUP re-executes it with the re-read config), status, schema, doctor, config show,
-//! completions, man; the config file layered under the flags (config.rs); logging (human or JSON lines on stderr, always redacted). The only place
-//! that uses anyhow; everything it does is a thin call into the library.
+//! completions, man; the config file layered under the flags (config.rs); logging (human
+//! or JSON lines on stderr, always redacted). The only place that uses anyhow; everything
+//! it does is a thin call into the library.
 
 use anyhow::{bail, Context, Result};
 use berth::api::{self, client::Client, ApiConfig};
