@@ -124,7 +124,7 @@ async fn checks(args: &ServeArgs) -> Vec<Check> {
     out.push(state_dir(&common.state_dir));
     out.push(store(&common.state_dir.join("berth.db")).await);
     out.push(source(args).await);
-    out.push(registry_credentials());
+    out.push(registry_credentials(common.docker_config.as_deref()));
     out.push(clock(engine_time));
     out
 }
@@ -402,41 +402,37 @@ async fn source(args: &ServeArgs) -> Check {
     }
 }
 
-/// Registry credentials in the docker CLI's config ($DOCKER_CONFIG or ~/.docker).
-fn registry_credentials() -> Check {
-    let dir = std::env::var_os("DOCKER_CONFIG")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
-    let Some(file) = dir.map(|d| d.join("config.json")) else {
+/// Registry credentials in the docker CLI's config (`--docker-config`, else $DOCKER_CONFIG
+/// or ~/.docker), read the way berth's pulls read it.
+fn registry_credentials(docker_config: Option<&Path>) -> Check {
+    use berth::runtime::credentials;
+    let dir = docker_config
+        .map(Path::to_path_buf)
+        .unwrap_or_else(credentials::default_config_dir);
+    let file = dir.join("config.json");
+    let Ok(text) = std::fs::read_to_string(&file) else {
         return warn(
             "registry",
-            "neither $DOCKER_CONFIG nor $HOME is set: no registry credentials",
+            format!(
+                "no {}: images are pulled anonymously (`docker login` as berth's user, or \
+                 --docker-config DIR, adds credentials)",
+                file.display()
+            ),
         );
     };
-    let text = match std::fs::read_to_string(&file) {
-        Ok(t) => t,
-        Err(_) => {
-            return warn(
-                "registry",
-                format!("no {}: no registry credentials (berth runs local images and never pulls; `docker login` adds them)", file.display()),
-            )
-        }
-    };
-    match serde_json::from_str::<serde_json::Value>(&text) {
-        Ok(v) => {
-            let auths = v["auths"].as_object().map_or(0, |a| a.len());
-            let helpers = v["credHelpers"].as_object().map_or(0, |a| a.len());
-            let store = v["credsStore"].as_str();
-            if auths + helpers == 0 && store.is_none() {
-                warn(
+    match credentials::parse_config(&text) {
+        Ok(config) => {
+            let auths = config.auths.len();
+            let helpers = config.cred_helpers.len();
+            match (&config.creds_store, auths + helpers) {
+                (None, 0) => warn(
                     "registry",
                     format!(
                         "{} holds no registry credentials (`docker login` adds them)",
                         file.display()
                     ),
-                )
-            } else {
-                ok(
+                ),
+                (store, _) => ok(
                     "registry",
                     format!(
                         "{}: {auths} registries{}{}",
@@ -446,17 +442,17 @@ fn registry_credentials() -> Check {
                         } else {
                             String::new()
                         },
-                        store.map(|s| format!(", store {s}")).unwrap_or_default()
+                        store
+                            .as_ref()
+                            .map(|s| format!(", store {s}"))
+                            .unwrap_or_default()
                     ),
-                )
+                ),
             }
         }
         Err(e) => fail(
             "registry",
-            format!(
-                "{} is not valid JSON ({e}): fix or remove it",
-                file.display()
-            ),
+            format!("{} is not valid ({e}): fix or remove it", file.display()),
         ),
     }
 }

@@ -410,3 +410,36 @@ fn doctor_reads_the_store_without_changing_it() {
     assert_eq!(status, "fail", "{detail}");
     assert!(detail.contains("move it away"), "{detail}");
 }
+
+#[test]
+fn doctor_reads_registry_credentials_like_the_pulls_do() {
+    let state = tempfile::tempdir().unwrap();
+    let docker = tempfile::tempdir().unwrap();
+    let dir = docker.path().to_str().unwrap();
+    let registry = |config: &str| {
+        std::fs::write(docker.path().join("config.json"), config).unwrap();
+        let mut args = doctor_args(state.path(), &["--docker-config", dir, "-o", "json"]);
+        args.retain(|a| !a.is_empty());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = berth(&args, &[]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "registry")
+            .unwrap()
+            .clone()
+    };
+    let found = registry(r#"{"auths": {"127.0.0.1:5000": {"auth": "dTpw"}}}"#);
+    assert_eq!(found["status"], "ok", "{found}");
+    assert!(
+        found["detail"].as_str().unwrap().contains("1 registries"),
+        "{found}"
+    );
+    assert!(!found.to_string().contains("dTpw"), "{found}");
+    let none = registry("{}");
+    assert_eq!(none["status"], "warn", "{none}");
+    let broken = registry("{not json");
+    assert_eq!(broken["status"], "fail", "{broken}");
+}

@@ -20,8 +20,8 @@
 //! or registry secrets.
 
 mod connect;
-mod image;
 mod host;
+mod image;
 mod mapping;
 mod network;
 mod stats;
