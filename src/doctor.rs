@@ -5,7 +5,7 @@
 //! the state dir), the state dir is probed with a temporary file.
 //! Must not touch: containers, networks, nginx's files or process, the store's rows.
 
-use crate::cli::{Output, ServeArgs};
+use crate::cli::{Common, Output, ProxyModeArg, ServeArgs};
 use anyhow::Result;
 use berth::proxy::Proxy;
 use berth::runtime::docker::DockerRuntime;
@@ -17,8 +17,6 @@ use std::time::Duration;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most clock difference to the engine's host accepted.
 const MAX_CLOCK_SKEW_S: f64 = 5.0;
-/// Where Debian's libnginx-mod-http-lua puts its module.
-const LUA_MODULE_DIRS: &[&str] = &["/usr/lib/nginx/modules", "/usr/share/nginx/modules"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -119,7 +117,7 @@ async fn checks(args: &ServeArgs) -> Vec<Check> {
     } else {
         out.push(ok("nginx", "production mode (--nginx-conf-dir): berth runs the test and reload commands of your nginx"));
     }
-    out.push(lua_module());
+    out.push(lua_module(common).await);
     out.extend(ports(args).await);
     out.push(state_dir(&common.state_dir));
     out.push(store(&common.state_dir.join("berth.db")).await);
@@ -207,18 +205,30 @@ async fn nginx(binary: &Path) -> Check {
     }
 }
 
-/// The Lua module (libnginx-mod-http-lua) for dynamic upstreams: recommended, not needed.
-fn lua_module() -> Check {
-    let found = LUA_MODULE_DIRS
-        .iter()
-        .map(|d| Path::new(d).join("ngx_http_lua_module.so"))
-        .find(|p| p.exists());
-    match found {
-        Some(path) => ok("lua-module", format!("{} is installed", path.display())),
-        None => warn(
+/// The Lua module (libnginx-mod-http-lua + lua-resty-core) for dynamic upstreams, checked
+/// the way `serve` checks it (`nginx -t` of a config that loads it): needed with
+/// `--proxy-mode dynamic`, otherwise berth falls back to reloads.
+async fn lua_module(common: &Common) -> Check {
+    if common.nginx_conf_dir.is_some() {
+        return ok(
             "lua-module",
-            "libnginx-mod-http-lua is not installed: berth works without it (upstream changes \
-             reload nginx); install it for dynamic upstreams: apt install libnginx-mod-http-lua",
+            "production mode: your nginx loads the Lua module itself (README)",
+        );
+    }
+    let wanted = common.proxy_mode;
+    if wanted == Some(ProxyModeArg::Reload) {
+        return ok("lua-module", "not needed: --proxy-mode reload");
+    }
+    match berth::proxy::lua_modules(&common.nginx_binary).await {
+        Ok(modules) if modules.is_empty() => ok("lua-module", "built into nginx: dynamic upstreams"),
+        Ok(modules) => ok(
+            "lua-module",
+            format!("nginx loads {}: dynamic upstreams", modules.iter().map(|m| m.display().to_string()).collect::<Vec<_>>().join(", ")),
+        ),
+        Err(e) if wanted == Some(ProxyModeArg::Dynamic) => fail("lua-module", format!("--proxy-mode dynamic: {e}")),
+        Err(e) => warn(
+            "lua-module",
+            format!("{e}; berth works without it (proxy mode reload: each upstream change reloads nginx)"),
         ),
     }
 }
