@@ -116,6 +116,26 @@ pub(crate) enum Command {
     },
     /// Print the JSON Schema of the App spec (for editors).
     Schema,
+    /// Print an app's container logs (every replica, `CONTAINER | line`, secrets redacted)
+    /// through the running `berth serve`'s API.
+    Logs {
+        app: String,
+        /// Keep printing new lines until Ctrl-C or until every replica stops.
+        #[arg(short, long)]
+        follow: bool,
+        /// Newest lines per replica (1 to 10000).
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        tail: u32,
+        /// Only lines since then: a duration (90s, 15m, 2h, 7d) or unix milliseconds.
+        #[arg(long)]
+        since: Option<String>,
+        /// Address of the status API (`--api-listen` of `berth serve`).
+        #[arg(long, env = "BERTH_API", default_value = api::DEFAULT_LISTEN)]
+        api: String,
+        /// File whose first line is the API's bearer token (default: $BERTH_API_TOKEN).
+        #[arg(long)]
+        api_token_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]

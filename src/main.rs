@@ -179,7 +179,55 @@ async fn run(command: Command, layered: &config::Layered) -> Result<u8> {
             )
             .await
         }
+        Command::Logs {
+            app,
+            follow,
+            tail,
+            since,
+            api,
+            api_token_file,
+        } => {
+            logs(
+                &app,
+                follow,
+                tail,
+                since.as_deref(),
+                &api,
+                api_token_file.as_deref(),
+            )
+            .await
+        }
     }
+}
+
+/// `berth logs`: streams the API's text answer to stdout as it arrives.
+async fn logs(
+    app: &str,
+    follow: bool,
+    tail: u32,
+    since: Option<&str>,
+    address: &str,
+    token_file: Option<&Path>,
+) -> Result<u8> {
+    use std::io::Write;
+    let token = api::load_token(std::env::var(api::TOKEN_ENV).ok(), token_file)?;
+    let client = Client::new(address, token, Duration::from_secs(10));
+    let mut path = format!("/api/v1/apps/{}/logs?tail={tail}", api::client::encode(app));
+    if let Some(since) = since {
+        path.push_str(&format!("&since={}", api::client::encode(since)));
+    }
+    if follow {
+        path.push_str("&follow=true");
+    }
+    let stdout = std::io::stdout();
+    client
+        .stream(&path, follow, |chunk| {
+            let mut out = stdout.lock();
+            out.write_all(chunk)?;
+            out.flush()
+        })
+        .await?;
+    Ok(0)
 }
 
 /// Serves until SIGTERM/Ctrl-C (false) or a SIGHUP with a valid config (true: re-exec).

@@ -18,11 +18,12 @@ fn router(fixture: &Fixture) -> axum::Router {
 }
 
 /// Every route with a concrete path, for the blanket checks.
-const PATHS: [&str; 10] = [
+const PATHS: [&str; 11] = [
     "/api/v1/apps",
     "/api/v1/apps/api",
     "/api/v1/apps/api/events",
     "/api/v1/apps/api/scaling",
+    "/api/v1/apps/web/logs",
     "/api/v1/events",
     "/api/v1/plan?source=last",
     "/api/v1/openapi.json",
@@ -353,6 +354,18 @@ impl<V: StatusView> StatusView for FreshPlan<V> {
     }
     async fn pending_plan(&self) -> Result<Plan, berth::reconcile::ReconcileError> {
         Ok(self.plan.clone())
+    }
+    async fn containers(
+        &self,
+    ) -> Result<Vec<berth::runtime::ObservedContainer>, berth::runtime::RuntimeError> {
+        self.inner.containers().await
+    }
+    async fn logs(
+        &self,
+        id: &str,
+        request: &berth::runtime::LogRequest,
+    ) -> Result<berth::runtime::LogLines, berth::runtime::RuntimeError> {
+        self.inner.logs(id, request).await
     }
 }
 
@@ -792,4 +805,48 @@ fn api_source_names_no_mutating_call() {
         }
     }
     assert!(checked >= 8, "checked {checked} files");
+}
+
+#[tokio::test]
+async fn logs_merge_replicas_with_a_prefix_and_redact_every_line() {
+    let f = fixture().await;
+    let r = router(&f);
+    let answer = get(&r, "/api/v1/apps/web/logs").await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.headers["content-type"], "text/plain; charset=utf-8");
+    assert_no_secrets("logs", &answer.body);
+    let lines: Vec<&str> = answer.body.lines().collect();
+    // Two replicas, three lines each, merged by the engine's timestamps.
+    assert_eq!(lines.len(), 6, "{}", answer.body);
+    assert!(lines[0].starts_with("berth-web-") && lines[0].ends_with(" | listening on :8080"));
+    assert!(
+        lines[2].ends_with(" | connecting with DB_PASSWORD=<redacted>"),
+        "{}",
+        answer.body
+    );
+    let first = lines[0].split(" | ").next().unwrap();
+    let second = lines[1].split(" | ").next().unwrap();
+    assert_ne!(
+        first, second,
+        "replicas interleave by time: {}",
+        answer.body
+    );
+    // follow streams the same lines and ends when the replicas' streams end.
+    let followed = get(&r, "/api/v1/apps/web/logs?follow=true&tail=3&since=10m").await;
+    assert_eq!(followed.status, 200, "{}", followed.body);
+    assert_eq!(followed.body.lines().count(), 6, "{}", followed.body);
+    assert_no_secrets("followed logs", &followed.body);
+    assert_eq!(api::logs::open_follows(), 0);
+    // Errors are the API's JSON.
+    for (path, status) in [
+        ("/api/v1/apps/nope/logs", 404),
+        ("/api/v1/apps/web/logs?tail=0", 400),
+        ("/api/v1/apps/web/logs?follow=1", 400),
+        ("/api/v1/apps/web/logs?since=5w", 400),
+        ("/api/v1/apps/web/logs?lines=5", 400),
+    ] {
+        let answer = get(&r, path).await;
+        assert_eq!(answer.status, status, "{path}: {}", answer.body);
+        assert!(answer.json()["error"].is_string(), "{path}");
+    }
 }

@@ -1,5 +1,6 @@
-//! The client side of `berth status`: one HTTP/1.1 GET per answer to the API (reqwest, plain
-//! HTTP, no proxy: the API binds loopback by default), parsed as JSON; and `encode`, the
+//! The client side of `berth status` and `berth logs`: one HTTP/1.1 GET per answer to the API
+//! (reqwest, plain HTTP, no proxy: the API binds loopback by default), parsed as JSON or
+//! streamed as text; and `encode`, the
 //! percent-encoding of a path segment or query value. Owns only those requests. Must not
 //! touch: anything on the server; it sends GET requests only.
 
@@ -84,30 +85,55 @@ impl Client {
         &self.address
     }
 
-    /// GETs `path` (with its query, already percent-encoded) and parses the JSON answer; a
-    /// non-2xx answer is an error carrying the API's own message.
-    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+    /// Sends the GET; a non-2xx answer is an error carrying the API's own message. With
+    /// `whole_timeout` false only connecting is bounded by the timeout (a followed log
+    /// stream may stay open for days).
+    async fn send(
+        &self,
+        path: &str,
+        accept: &str,
+        whole_timeout: bool,
+    ) -> Result<reqwest::Response, ClientError> {
         let url = reqwest::Url::parse(&format!("http://{}{path}", self.address)).map_err(|e| {
             ClientError::Address {
                 api: self.address.clone(),
                 source: Box::new(e),
             }
         })?;
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .no_proxy()
-            .timeout(self.timeout)
-            .user_agent("berth-status")
-            .build()
-            .map_err(|source| ClientError::Setup {
-                address: self.address.clone(),
-                source,
-            })?;
-        let mut request = client.get(url).header("accept", "application/json");
+            .connect_timeout(self.timeout)
+            .user_agent("berth-status");
+        if whole_timeout {
+            builder = builder.timeout(self.timeout);
+        }
+        let client = builder.build().map_err(|source| ClientError::Setup {
+            address: self.address.clone(),
+            source,
+        })?;
+        let mut request = client.get(url).header("accept", accept);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let mut response = request.send().await.map_err(|e| self.failed(e))?;
+        let response = request.send().await.map_err(|e| self.failed(e))?;
         let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(response);
+        }
+        let body = self.body(response).await?;
+        let message = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
+        Err(ClientError::Status {
+            address: self.address.clone(),
+            status,
+            message,
+        })
+    }
+
+    /// The whole body, at most [`MAX_ANSWER_BYTES`].
+    async fn body(&self, mut response: reqwest::Response) -> Result<Vec<u8>, ClientError> {
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| self.failed(e))? {
             if body.len() + chunk.len() > MAX_ANSWER_BYTES {
@@ -118,22 +144,33 @@ impl Client {
             }
             body.extend_from_slice(&chunk);
         }
-        let value: Result<Value, _> = serde_json::from_slice(&body);
-        if !(200..300).contains(&status) {
-            let message = value
-                .ok()
-                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
-            return Err(ClientError::Status {
-                address: self.address.clone(),
-                status,
-                message,
-            });
-        }
-        value.map_err(|source| ClientError::NotJson {
+        Ok(body)
+    }
+
+    /// GETs `path` (with its query, already percent-encoded) and parses the JSON answer; a
+    /// non-2xx answer is an error carrying the API's own message.
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        let response = self.send(path, "application/json", true).await?;
+        let body = self.body(response).await?;
+        serde_json::from_slice(&body).map_err(|source| ClientError::NotJson {
             address: self.address.clone(),
             source,
         })
+    }
+
+    /// GETs a text answer and hands each chunk to `sink` as it arrives (`berth logs`);
+    /// with `follow` the answer may last as long as the server streams it.
+    pub async fn stream(
+        &self,
+        path: &str,
+        follow: bool,
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<(), ClientError> {
+        let mut response = self.send(path, "text/plain", !follow).await?;
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.failed(e))? {
+            sink(&chunk).map_err(|source| ClientError::Write { source })?;
+        }
+        Ok(())
     }
 
     fn failed(&self, source: reqwest::Error) -> ClientError {

@@ -41,6 +41,13 @@ pub enum ApiError {
         source: crate::reconcile::ReconcileError,
     },
 
+    #[error("cannot read the logs of {container} from the container engine (retry; check that docker is running)")]
+    Logs {
+        container: String,
+        #[source]
+        source: crate::runtime::RuntimeError,
+    },
+
     #[error("internal error: the request handler panicked; berth's log has the details, please report it")]
     Panicked,
 
@@ -76,9 +83,10 @@ impl ApiError {
             ApiError::BadQuery { .. } | ApiError::BadPath { .. } => StatusCode::BAD_REQUEST,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::NotReady { .. } | ApiError::Store(_) | ApiError::Plan { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::NotReady { .. }
+            | ApiError::Store(_)
+            | ApiError::Plan { .. }
+            | ApiError::Logs { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Panicked
             | ApiError::TokenFile { .. }
             | ApiError::TokenFileEmpty { .. }
@@ -145,6 +153,12 @@ pub enum ClientError {
         "the berth api at {address} sent more than {limit} bytes (is --api pointing at berth?)"
     )]
     TooLarge { address: String, limit: usize },
+
+    #[error("cannot write the answer to standard output")]
+    Write {
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error(
         "the berth api at {address} sent an answer that is not json (is --api pointing at berth?)"

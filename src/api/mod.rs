@@ -1,11 +1,11 @@
-//! The read-only status API (axum): apps, app detail, events, scaling decisions, the pending
-//! plan, health/readiness, Prometheus metrics and the OpenAPI document; plus the client and
+//! The read-only status API (axum): apps, app detail, events, scaling decisions, app logs
+//! (`logs`), the pending plan, health/readiness, Prometheus metrics and the OpenAPI document; plus the client and
 //! table rendering behind `berth status`, and the redaction used for every answer and log
 //! line.
 //!
 //! Owns: routes and their JSON (`dto`), `/metrics` text (`metrics`), redaction (`redact`),
 //! the bearer-token and read-only guards (`routes`), the catch-panic layer (a panicking
-//! handler answers 500 with a JSON error and is logged), the `berth status` client
+//! handler answers 500 with a JSON error and is logged), the `berth status` / `berth logs` client
 //! (`client`, `table`), and the server and client error types (`error`). Must not touch — the invariant: the API never writes. It reaches berth only
 //! through `view::StatusView` (reads, copies, a read-only store handle); it never calls a
 //! mutating runtime method, a proxy write or reload, or a store write, and anything but
@@ -14,6 +14,7 @@
 pub mod client;
 pub mod dto;
 mod error;
+pub mod logs;
 pub mod metrics;
 pub use crate::redact;
 mod routes;
@@ -52,9 +53,10 @@ impl std::fmt::Debug for ApiConfig {
 }
 
 /// Every route the router serves (all GET/HEAD), as written in `openapi.json`.
-pub const ROUTES: [&str; 10] = [
+pub const ROUTES: [&str; 11] = [
     "/api/v1/apps",
     "/api/v1/apps/{name}",
+    "/api/v1/apps/{name}/logs",
     "/api/v1/apps/{name}/events",
     "/api/v1/apps/{name}/scaling",
     "/api/v1/events",
@@ -73,6 +75,7 @@ pub fn router<S: StatusView>(view: Arc<S>, config: &ApiConfig) -> Router {
         .route("/api/v1/apps/{name}", get(routes::app_detail::<S>))
         .route("/api/v1/apps/{name}/events", get(routes::app_events::<S>))
         .route("/api/v1/apps/{name}/scaling", get(routes::app_scaling::<S>))
+        .route("/api/v1/apps/{name}/logs", get(logs::app_logs::<S>))
         .route("/api/v1/events", get(routes::events::<S>))
         .route("/api/v1/plan", get(routes::plan::<S>))
         .route("/api/v1/openapi.json", get(routes::openapi))

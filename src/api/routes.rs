@@ -33,8 +33,8 @@ const DEFAULT_EVENT_PAGE: u32 = 100;
 const DEFAULT_SCALING_PAGE: u32 = 50;
 
 type Handled = Result<Response, ApiError>;
-type RawQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
-type RawPath = Result<Path<String>, PathRejection>;
+pub(crate) type RawQuery = Result<Query<Vec<(String, String)>>, QueryRejection>;
+pub(crate) type RawPath = Result<Path<String>, PathRejection>;
 
 /// Most digits a `since` number may have (10^15 ms is ~31,700 years).
 const MAX_SINCE_DIGITS: usize = 15;
@@ -165,7 +165,7 @@ pub(crate) async fn require_token(
 }
 
 /// The query's parameters: each at most once, each one of `allowed`.
-fn query(raw: RawQuery, allowed: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
+pub(crate) fn query(raw: RawQuery, allowed: &[&str]) -> Result<BTreeMap<String, String>, ApiError> {
     let Query(pairs) = raw.map_err(|e| ApiError::bad_query("(query string)", e.body_text()))?;
     let mut params = BTreeMap::new();
     for (name, value) in pairs {
@@ -188,7 +188,7 @@ fn query(raw: RawQuery, allowed: &[&str]) -> Result<BTreeMap<String, String>, Ap
 
 /// A whole number written as plain ASCII digits (no sign, no spaces), as OpenAPI's
 /// `integer` means it.
-fn digits(text: &str) -> Option<u64> {
+pub(crate) fn digits(text: &str) -> Option<u64> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -253,7 +253,7 @@ pub(crate) fn parse_since(text: &str, now_ms: i64) -> Result<i64, ApiError> {
 
 /// The app name from the path; a path that does not decode to UTF-8 is a 400 in the API's
 /// JSON, not axum's plain-text rejection.
-fn app_name(raw: RawPath, uri: &axum::http::Uri) -> Result<String, ApiError> {
+pub(crate) fn app_name(raw: RawPath, uri: &axum::http::Uri) -> Result<String, ApiError> {
     raw.map(|Path(name)| name).map_err(|e| ApiError::BadPath {
         path: uri.path().to_string(),
         message: e.body_text(),
@@ -324,7 +324,7 @@ async fn event_page<S: StatusView>(
     ))
 }
 
-async fn ensure_known<S: StatusView>(view: &S, name: &str) -> Result<(), ApiError> {
+pub(crate) async fn ensure_known<S: StatusView>(view: &S, name: &str) -> Result<(), ApiError> {
     let row = view.store().app(name).await?;
     if view.with_last_pass(|last| dto::app_known(name, row.as_ref(), last)) {
         Ok(())

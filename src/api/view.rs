@@ -14,7 +14,9 @@ use crate::health::ProbeRecord;
 use crate::metrics::MetricsSnapshot;
 use crate::plan::Plan;
 use crate::reconcile::{self, Controller, LastPass, ReconcileError};
-use crate::runtime::ContainerRuntime;
+use crate::runtime::{
+    ContainerObserver, ContainerRuntime, LogLines, LogRequest, ObservedContainer, RuntimeError,
+};
 use crate::store::{
     AppRow, EventQuery, EventRow, FailedRollout, ReplicaOverrideRow, ScalingDecisionRow, Store,
     StoreError,
@@ -83,6 +85,18 @@ pub trait StatusView: Send + Sync + 'static {
 
     /// What the next pass would do, computed now without doing it.
     fn pending_plan(&self) -> impl Future<Output = Result<Plan, ReconcileError>> + Send;
+
+    /// berth's containers now (one labelled list call through the observer).
+    fn containers(
+        &self,
+    ) -> impl Future<Output = Result<Vec<ObservedContainer>, RuntimeError>> + Send;
+
+    /// One container's log lines (the observer's read-only `logs`).
+    fn logs(
+        &self,
+        id: &str,
+        request: &LogRequest,
+    ) -> impl Future<Output = Result<LogLines, RuntimeError>> + Send;
 }
 
 impl<R: ContainerRuntime> StatusView for Controller<R> {
@@ -105,5 +119,13 @@ impl<R: ContainerRuntime> StatusView for Controller<R> {
 
     async fn pending_plan(&self) -> Result<Plan, ReconcileError> {
         reconcile::plan_only(self).await.map(|(plan, _issues)| plan)
+    }
+
+    async fn containers(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        self.observer().observe().await
+    }
+
+    async fn logs(&self, id: &str, request: &LogRequest) -> Result<LogLines, RuntimeError> {
+        self.observer().logs(id, request).await
     }
 }

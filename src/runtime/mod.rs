@@ -303,7 +303,47 @@ pub trait ContainerObserver: Send + Sync + 'static {
             })
         }
     }
+    /// The lines one berth-owned container wrote (stdout and stderr), oldest first; with
+    /// `follow` the stream stays open for new lines until the container stops or the
+    /// stream is dropped. Read-only (the engine's log endpoint). A backend without logs
+    /// answers an error saying so.
+    fn logs(
+        &self,
+        id: &str,
+        request: &LogRequest,
+    ) -> impl Future<Output = Result<LogLines, RuntimeError>> + Send {
+        let _ = (id, request);
+        async {
+            Err(RuntimeError::Engine {
+                operation: "logs".to_string(),
+                message: "this backend does not serve container logs".to_string(),
+            })
+        }
+    }
 }
+
+/// Which lines `ContainerObserver::logs` returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogRequest {
+    /// At most this many of the newest lines (None: all).
+    pub tail: Option<u32>,
+    /// Only lines written at or after this unix second.
+    pub since_seconds: Option<i64>,
+    /// Keep the stream open for new lines.
+    pub follow: bool,
+}
+
+/// One line a container wrote, without its line break.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// The engine's RFC 3339 timestamp (nanoseconds, UTC): sortable as text.
+    pub timestamp: String,
+    pub stderr: bool,
+    pub text: String,
+}
+
+/// A container's log lines as they arrive.
+pub type LogLines = futures_util::stream::BoxStream<'static, Result<LogLine, RuntimeError>>;
 
 /// The mutating half, on top of the observer: only `reconcile` holds a value of a type
 /// that implements it. Every method is idempotent: "already exists", "already stopped" and
@@ -398,5 +438,13 @@ impl<R: ContainerObserver> ContainerObserver for Observer<R> {
         auth: Option<&credentials::RegistryAuth>,
     ) -> impl Future<Output = Result<String, RuntimeError>> + Send {
         self.runtime.registry_digest(image, auth)
+    }
+
+    fn logs(
+        &self,
+        id: &str,
+        request: &LogRequest,
+    ) -> impl Future<Output = Result<LogLines, RuntimeError>> + Send {
+        self.runtime.logs(id, request)
     }
 }

@@ -68,6 +68,32 @@ impl ContainerObserver for FakeRuntime {
     fn calls(&self) -> CallCounts {
         *self.calls.lock().unwrap()
     }
+    /// Three fixed lines per known container (one carries a secret), oldest first; a
+    /// followed stream ends after them like a stopped container's.
+    async fn logs(
+        &self,
+        id: &str,
+        _request: &berth::runtime::LogRequest,
+    ) -> Result<berth::runtime::LogLines, RuntimeError> {
+        use futures_util::StreamExt;
+        let Some(n) = self.containers.iter().position(|c| c.id == id) else {
+            return Err(RuntimeError::Engine {
+                operation: "logs".to_string(),
+                message: format!("no such container {id}"),
+            });
+        };
+        let line = |second: usize, text: &str| berth::runtime::LogLine {
+            timestamp: format!("2026-01-01T00:00:{:02}.000000000Z", second * 2 + n),
+            stderr: false,
+            text: text.to_string(),
+        };
+        let lines = vec![
+            Ok(line(0, "listening on :8080")),
+            Ok(line(1, "connecting with DB_PASSWORD=hunter2")),
+            Ok(line(2, &format!("replica {n} ready"))),
+        ];
+        Ok(futures_util::stream::iter(lines).boxed())
+    }
 }
 
 impl ContainerRuntime for FakeRuntime {

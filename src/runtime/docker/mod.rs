@@ -11,6 +11,7 @@
 //! | `network.rs` | berth's bridge network and the repair of this instance's duplicates |
 //! | `stats.rs` | read-only one-shot stats (at most [`STATS_CONCURRENCY`] in flight) |
 //! | `image.rs` | local image inspect, the registry's current digest of a tag, pulls with credentials |
+//! | `logs.rs` | read-only container logs (timestamps, stdout and stderr, optionally followed) |
 //!
 //! Must not touch: any container that lacks `berth.managed=true` (or, when this runtime has an
 //! instance, lacks the matching `berth.instance`; without an instance, containers that carry
@@ -22,6 +23,7 @@
 mod connect;
 mod host;
 mod image;
+mod logs;
 mod mapping;
 mod network;
 mod stats;
@@ -219,6 +221,14 @@ impl ContainerObserver for DockerRuntime {
 
     async fn stats(&self, ids: &[String]) -> Result<Vec<ContainerStats>, RuntimeError> {
         self.stats_of(ids).await
+    }
+
+    async fn logs(
+        &self,
+        id: &str,
+        request: &super::LogRequest,
+    ) -> Result<super::LogLines, RuntimeError> {
+        self.logs_of(id, request).await
     }
 
     fn calls(&self) -> CallCounts {
