@@ -6,7 +6,8 @@
 # the API's schema test, git, and
 # for the git transport tests openssh-server (sshd, ssh-keygen, ssh-keyscan), fcgiwrap (git
 # http-backend behind nginx) and the openssl CLI, for the registry tests Debian's
-# docker-registry and htpasswd (apache2-utils)) and builds the local images. Idempotent
+# docker-registry and htpasswd (apache2-utils), Debian's chromium for the dashboard's
+# browser test) and builds the local images. Idempotent
 # and quick when all is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +36,8 @@ command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 # Debian package's test (dpkg -i runs the maintainer scripts: adduser).
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v adduser >/dev/null 2>&1 || need+=(adduser)
+# tests/dashboard_browser.rs: the dashboard in a real headless browser (DevTools protocol).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -850,3 +850,70 @@ async fn logs_merge_replicas_with_a_prefix_and_redact_every_line() {
         assert!(answer.json()["error"].is_string(), "{path}");
     }
 }
+
+#[tokio::test]
+async fn dashboard_page_is_open_but_its_data_needs_the_token() {
+    let f = fixture().await;
+    let r = api::router(
+        f.ctl.clone(),
+        &ApiConfig {
+            token: Some("t0ken".into()),
+        },
+    );
+    // The page and its assets carry no data and need no token.
+    for path in api::dashboard::OPEN_ROUTES {
+        let answer = api_support::call(&r, "GET", path, None).await;
+        assert_eq!(answer.status, 200, "{path}");
+        assert!(answer.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'"));
+        assert!(!answer.body.contains("berth-web-"), "{path} carries data");
+        assert_eq!(call_status(&r, "POST", path).await, 405, "{path}");
+    }
+    let page = api_support::call(&r, "GET", "/", None).await;
+    assert!(
+        page.body.contains("<form id=\"login-form\""),
+        "{}",
+        page.body
+    );
+    // The fragments are API answers: 401 without the token.
+    for path in ["/ui/overview", "/ui/apps/web"] {
+        let answer = api_support::call(&r, "GET", path, None).await;
+        assert_eq!(answer.status, 401, "{path}");
+        assert!(!answer.body.contains("berth-web-"));
+    }
+    let overview = api_support::call(&r, "GET", "/ui/overview", Some("t0ken")).await;
+    assert_eq!(overview.status, 200, "{}", overview.body);
+    assert_eq!(overview.headers["content-type"], "text/html; charset=utf-8");
+    for text in [
+        "data-app=\"web\"",
+        "data-app=\"api\"",
+        "href=\"#/apps/web\"",
+        "Spec issues",
+    ] {
+        assert!(overview.body.contains(text), "{text}: {}", overview.body);
+    }
+    assert_no_secrets("overview", &overview.body);
+    let page = api_support::call(&r, "GET", "/ui/apps/web", Some("t0ken")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    for text in [
+        "<h2>Containers</h2>",
+        "berth-web-",
+        "<svg",
+        "<h2>Events</h2>",
+        "listening on :8080",
+    ] {
+        assert!(page.body.contains(text), "{text}: {}", page.body);
+    }
+    assert_no_secrets("app page", &page.body);
+    let missing = api_support::call(&r, "GET", "/ui/apps/nope", Some("t0ken")).await;
+    assert_eq!(missing.status, 404);
+}
+
+async fn call_status(r: &axum::Router, method: &str, path: &str) -> u16 {
+    api_support::call(r, method, path, None)
+        .await
+        .status
+        .as_u16()
+}

@@ -48,6 +48,9 @@ pub enum ApiError {
         source: crate::runtime::RuntimeError,
     },
 
+    #[error("cannot render the dashboard page: {message} (a bug: please report it)")]
+    Render { message: String },
+
     #[error("internal error: the request handler panicked; berth's log has the details, please report it")]
     Panicked,
 
@@ -88,6 +91,7 @@ impl ApiError {
             | ApiError::Plan { .. }
             | ApiError::Logs { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Panicked
+            | ApiError::Render { .. }
             | ApiError::TokenFile { .. }
             | ApiError::TokenFileEmpty { .. }
             | ApiError::Bind { .. }

@@ -103,7 +103,7 @@ fn redacted(line: &str, secrets: &[String]) -> String {
     text
 }
 
-fn render(container: &str, line: &LogLine, secrets: &[String]) -> String {
+pub(crate) fn render(container: &str, line: &LogLine, secrets: &[String]) -> String {
     let mut text = redacted(&format!("{container} | {}", line.text), secrets);
     text.push('\n');
     text
@@ -111,7 +111,7 @@ fn render(container: &str, line: &LogLine, secrets: &[String]) -> String {
 
 /// Literal values of the app's env vars with a secret name (at least 4 bytes, so a short
 /// value cannot blank out ordinary text), longest first.
-fn secret_values<S: StatusView>(view: &S, app: &str) -> Vec<String> {
+pub(crate) fn secret_values<S: StatusView>(view: &S, app: &str) -> Vec<String> {
     let mut values: Vec<String> = view.with_last_pass(|last| {
         last.and_then(|l| l.desired.apps.get(app))
             .map(|d| {

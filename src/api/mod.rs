@@ -1,5 +1,5 @@
 //! The read-only status API (axum): apps, app detail, events, scaling decisions, app logs
-//! (`logs`), the pending plan, health/readiness, Prometheus metrics and the OpenAPI document; plus the client and
+//! (`logs`), the read-only dashboard at `/` (`dashboard`), the pending plan, health/readiness, Prometheus metrics and the OpenAPI document; plus the client and
 //! table rendering behind `berth status`, and the redaction used for every answer and log
 //! line.
 //!
@@ -12,6 +12,7 @@
 //! GET/HEAD answers 405 before any handler runs.
 
 pub mod client;
+pub mod dashboard;
 pub mod dto;
 mod error;
 pub mod logs;
@@ -82,9 +83,20 @@ pub fn router<S: StatusView>(view: Arc<S>, config: &ApiConfig) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz::<S>))
         .route("/metrics", get(routes::prometheus::<S>))
+        .merge(dashboard::fragment_routes::<S>())
         .fallback(routes::no_route)
         .with_state(view);
-    guarded(router, token)
+    guarded(router, token).merge(open(dashboard::open_routes()))
+}
+
+/// The layers of the dashboard's routes that carry no data: catch-panic and read-only,
+/// no token (the page is the login form).
+fn open(router: Router) -> Router {
+    router
+        .layer(axum::middleware::from_fn(routes::read_only))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            routes::panicked,
+        ))
 }
 
 /// The layers every route sits behind, outermost first: catch-panic (500 JSON, logged),
