@@ -173,6 +173,8 @@ pub(crate) struct ServeArgs {
     pub(crate) api: ApiServe,
     #[command(flatten)]
     pub(crate) autoscale: AutoscaleArgs,
+    #[command(flatten)]
+    pub(crate) notify: NotifyArgs,
 }
 
 /// The read-only status API next to the loop.
@@ -185,6 +187,19 @@ pub(crate) struct ApiServe {
     /// (default: $BERTH_API_TOKEN; neither set: no token).
     #[arg(long)]
     pub(crate) api_token_file: Option<PathBuf>,
+}
+
+/// Outgoing notifications (JSON POSTs, HMAC-signed with $BERTH_NOTIFY_SECRET when set).
+#[derive(Args, Clone)]
+pub(crate) struct NotifyArgs {
+    /// POST a JSON notification here for each chosen event (repeat the flag, or give a
+    /// comma-separated list in the env var); retried with backoff, never blocking a pass.
+    #[arg(long, env = "BERTH_NOTIFY_URL", value_delimiter = ',')]
+    pub(crate) notify_url: Vec<String>,
+    /// Which events to send: rollout-failed, quarantined, crash-looping, prune-refused,
+    /// source-degraded, source-recovered, scaling, or all (comma-separated; default all).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) notify_on: Vec<String>,
 }
 
 /// The autoscaler (apps with `scaling.policy.mode: auto`).

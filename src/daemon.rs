@@ -45,6 +45,8 @@ pub struct Daemon<R: ContainerRuntime> {
     pub api: Option<(TcpListener, axum::Router)>,
     /// The git webhook listener, already bound (`source::webhook::bind`).
     pub webhook: Option<Task>,
+    /// The notifier draining the store's tap (`notify::start`); aborted on stop.
+    pub notifier: Option<Task>,
     /// How long shutdown waits for the pass in flight and the API's open requests.
     pub shutdown_timeout: Duration,
 }
@@ -170,6 +172,9 @@ pub async fn run<R: ContainerRuntime>(
         "service notifier",
         crate::service::run(ctl.subscribe_last_pass(), ctl.settings().interval),
     ));
+    if let Some(notifier) = daemon.notifier {
+        background.spawn(named("notifier", notifier));
+    }
 
     let mut result = Ok(());
     tokio::select! {

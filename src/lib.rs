@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod health;
 pub mod last_pass;
 pub mod metrics;
+pub mod notify;
 pub mod plan;
 pub mod proxy;
 pub mod reconcile;

@@ -239,6 +239,15 @@ async fn serve(args: &ServeArgs) -> Result<bool> {
     let shutdown_timeout = Duration::from_secs(args.shutdown_timeout);
     let api_opts = &args.api;
     let autoscale = &args.autoscale;
+    let notify_config = (!args.notify.notify_url.is_empty())
+        .then(|| {
+            berth::notify::NotifyConfig::new(
+                &args.notify.notify_url,
+                &args.notify.notify_on,
+                std::env::var("BERTH_NOTIFY_SECRET").ok(),
+            )
+        })
+        .transpose()?;
     // Check the webhook's settings before touching anything.
     let secret = match &webhook_listen {
         Some(_) if common.git.is_none() => {
@@ -276,6 +285,13 @@ async fn serve(args: &ServeArgs) -> Result<bool> {
             Some(Box::pin(task))
         }
         _ => None,
+    };
+    let notifier: Option<daemon::Task> = match notify_config {
+        Some(config) => {
+            tracing::info!(?config, "notifications on");
+            Some(Box::pin(berth::notify::start(ctl.store(), config)?))
+        }
+        None => None,
     };
     let api = if api_opts.api_listen == "off" {
         None
@@ -321,6 +337,7 @@ async fn serve(args: &ServeArgs) -> Result<bool> {
             autoscale,
             api,
             webhook,
+            notifier,
             shutdown_timeout,
         },
         shutdown,

@@ -468,7 +468,8 @@ pub(crate) async fn prometheus<S: StatusView>(State(view): State<Arc<S>>) -> Res
             version: env!("CARGO_PKG_VERSION"),
         })
     });
-    let text = redact::redact_text(&text).into_owned();
+    let mut text = redact::redact_text(&text).into_owned();
+    text.push_str(&crate::notify::prometheus_text());
     (
         StatusCode::OK,
         [(CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],

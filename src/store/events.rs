@@ -217,6 +217,7 @@ impl Store {
         .fetch_one(&self.pool)
         .await
         .map_err(self.query_error("recording an event"))?;
+        self.tell(|| super::Recorded::Event(event.clone()));
         Ok(id)
     }
 

@@ -18,6 +18,7 @@ mod overrides;
 mod revisions;
 mod rollouts;
 mod scaling;
+mod tap;
 
 pub use apps::{AppDesiredRecord, AppRow, AppStatus, LastGood};
 pub use error::StoreError;
@@ -28,6 +29,7 @@ pub use overrides::ReplicaOverrideRow;
 pub use revisions::{NewRevision, RevisionRow, RevisionSource, RevisionStatus, MAX_REVISION_PAGE};
 pub use rollouts::FailedRollout;
 pub use scaling::{NewScalingDecision, OverrideChange, ScalingDecisionRow, MAX_SCALING_PAGE};
+pub use tap::{dropped as tap_dropped, Recorded};
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -50,6 +52,8 @@ const MEMORY_LOCATION: &str = ":memory:";
 pub struct Store {
     pool: SqlitePool,
     location: Arc<str>,
+    /// The notifier's channel (`tap.rs`), when one listens.
+    tap: Arc<std::sync::OnceLock<tokio::sync::mpsc::Sender<Recorded>>>,
 }
 
 impl Store {
@@ -142,7 +146,11 @@ impl Store {
                 location: location.to_string(),
                 source,
             })?;
-        Ok(Store { pool, location })
+        Ok(Store {
+            pool,
+            location,
+            tap: Default::default(),
+        })
     }
 
     /// The database path as given to `open`, or `:memory:`.

@@ -90,6 +90,7 @@ impl Store {
         }
         let id = insert_decision(&mut *tx, decision).await.map_err(err())?;
         tx.commit().await.map_err(err())?;
+        self.tell(|| super::Recorded::Scaling(decision.clone()));
         Ok(id)
     }
 
@@ -101,6 +102,7 @@ impl Store {
         let id = insert_decision(&self.pool, decision)
             .await
             .map_err(self.query_error("recording a scaling decision"))?;
+        self.tell(|| super::Recorded::Scaling(decision.clone()));
         Ok(id)
     }
 

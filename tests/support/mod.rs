@@ -483,6 +483,7 @@ impl Served {
             autoscale,
             api: None,
             webhook: None,
+            notifier: None,
             shutdown_timeout: std::time::Duration::from_secs(30),
         };
         let task = tokio::spawn(berth::daemon::run(daemon, cancel.clone()));
