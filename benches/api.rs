@@ -244,6 +244,57 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
 }
 
+/// The dashboard: bytes a first visit transfers (page, script, CSS, the overview fragment of
+/// 200 apps), the overview's latency on one connection, and what 10 open browsers polling
+/// every 2 s cost (5 overview renders a second, measured as the server's CPU time per
+/// render: the process's CPU time over a sequential run, client included, so a ceiling).
+async fn dashboard(address: &str, requests: usize) {
+    let mut total = 0;
+    for path in api::dashboard::OPEN_ROUTES.iter().chain(&["/ui/overview"]) {
+        total += Conn::open(address, path).await.get().await;
+    }
+    let mut conn = Conn::open(address, "/ui/overview").await;
+    for _ in 0..requests / 10 {
+        conn.get().await;
+    }
+    let cpu_before = cpu_seconds();
+    let mut micros = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let started = Instant::now();
+        conn.get().await;
+        micros.push(started.elapsed().as_micros() as u64);
+    }
+    let cpu_per_request = (cpu_seconds() - cpu_before) / requests as f64;
+    micros.sort_unstable();
+    println!(
+        "dashboard, {APPS} apps: first visit {:.1} KiB (page + script + css + overview); \
+         GET /ui/overview p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms over {requests}; \
+         10 browsers polling every 2 s: {:.2}% of one core",
+        total as f64 / 1024.0,
+        percentile(&micros, 50.0),
+        percentile(&micros, 99.0),
+        percentile(&micros, 100.0),
+        cpu_per_request * 5.0 * 100.0,
+    );
+}
+
+/// This process's user + system CPU seconds (from /proc/self/stat).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -297,6 +348,7 @@ fn main() {
                 row.body_bytes as f64 / 1024.0,
             );
         }
+        dashboard(&address, if full { 2_000 } else { 50 }).await;
         let calls = ctl.runtime().calls();
         assert_eq!(
             calls.mutating(),

@@ -239,7 +239,8 @@ async fn the_dashboard_in_a_real_browser() {
             token: Some(TOKEN.to_string()),
         },
     );
-    let server = tokio::spawn(api::serve(listener, router, std::future::pending()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(api::serve(listener, router, stop.clone().cancelled_owned()));
 
     let browser = Browser::start().await;
     let mut page = Page::open(&browser).await;
@@ -297,6 +298,31 @@ async fn the_dashboard_in_a_real_browser() {
         .await;
     assert_eq!(page.eval("window.__sameDocument === true").await, true);
     println!("beta after the change: {beta}");
+
+    // The API goes away (a controller restart) and comes back on the same address: the
+    // page says so, keeps polling and recovers without a reload.
+    // A graceful stop, as `berth serve` does on SIGTERM: idle keep-alive connections close.
+    stop.cancel();
+    server.await.unwrap().unwrap();
+    page.wait_for(
+        "!document.getElementById('banner').hidden",
+        "the 'not answering' banner",
+    )
+    .await;
+    let listener = api::bind(&address).await.unwrap();
+    let router = api::router(
+        ctl.clone(),
+        &ApiConfig {
+            token: Some(TOKEN.to_string()),
+        },
+    );
+    let server = tokio::spawn(api::serve(listener, router, std::future::pending()));
+    page.wait_for(
+        "document.getElementById('banner').hidden && !!document.querySelector('tr[data-app=\"alpha\"]')",
+        "the overview after the restart",
+    )
+    .await;
+    assert_eq!(page.eval("window.__sameDocument === true").await, true);
 
     // An app page: containers and the events timeline.
     page.eval("location.hash = '#/apps/alpha'; true").await;

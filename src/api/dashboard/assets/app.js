@@ -19,8 +19,12 @@
 
   function fragmentUrl() {
     var hash = location.hash.replace(/^#/, "") || "/";
-    var m = hash.match(/^\/apps\/(.+)$/);
-    return m ? "/ui/apps/" + m[1] : "/ui/overview";
+    // One path segment only: a crafted link cannot point the fetch at another route.
+    var m = hash.match(/^\/apps\/([^\/?#.][^\/?#]*)$/);
+    if (!m) return "/ui/overview";
+    var name = m[1];
+    try { name = decodeURIComponent(name); } catch (e) { /* keep it as typed */ }
+    return "/ui/apps/" + encodeURIComponent(name);
   }
 
   function showLogin(message) {
@@ -59,7 +63,7 @@
         return r.text().then(function (body) {
           if (r.status === 401) {
             showLogin(token() ? "That token was refused." : "");
-          } else if (r.ok) {
+          } else if (r.ok && (r.headers.get("content-type") || "").indexOf("text/html") === 0) {
             render(body);
           } else {
             var message = body;
