@@ -104,6 +104,7 @@ async fn controller(
         deletion_budget: Default::default(),
         history: Default::default(),
         images: Default::default(),
+        spec_policy: Default::default(),
     };
     Controller::new(Default::default(), proxy, store, settings)
 }
@@ -155,6 +156,7 @@ async fn populate(ctl: &Controller<api_support::FakeRuntime>) {
         prune_blocked: None,
         proxy_listen: "127.0.0.1:8080".into(),
         upstreams: Default::default(),
+        leaving_deps: Default::default(),
     };
     let observed = Observed {
         health: containers

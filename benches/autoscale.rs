@@ -395,6 +395,7 @@ async fn stats(rows: &mut Vec<Row>) {
                 (LABEL_REVISION.to_string(), "r".to_string()),
             ]),
             network: None,
+            options: Default::default(),
         };
         let id = rt.create(&request).await.unwrap();
         rt.start(&id).await.unwrap();
@@ -410,7 +411,9 @@ async fn stats(rows: &mut Vec<Row>) {
     let cpu = (thread_cpu_ns() - cpu0) as f64 / 1e6 / f64::from(rounds);
     for id in &ids {
         let _ = rt.stop(id, 0).await;
-        let _ = rt.remove(id).await;
+        let _ = rt
+            .remove(id, berth::runtime::RemoveVolumes::Anonymous)
+            .await;
     }
     rows.push(Row {
         what: "stats, 4 containers, one tick (8 in flight max)".into(),

@@ -30,7 +30,11 @@ fn spec(i: usize, image: &str) -> AppSpec {
         replicas: Some(REPLICAS as u32),
         scaling: None,
         env: vec![],
-        termination: Termination { drain_seconds: 5 },
+        termination: Termination {
+            drain_seconds: 5,
+            ..Default::default()
+        },
+        workload: Default::default(),
     }
 }
 
@@ -42,6 +46,7 @@ fn world(image: &str) -> (Desired, Observed) {
         prune_blocked: None,
         proxy_listen: "127.0.0.1:8080".into(),
         upstreams: Default::default(),
+        leaving_deps: Default::default(),
     };
     let mut observed = Observed::default();
     let mut port: u32 = 0;

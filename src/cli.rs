@@ -47,6 +47,9 @@ pub(crate) enum Command {
         paths: Vec<PathBuf>,
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Host directory specs may mount with `hostPath` (repeatable; none by default).
+        #[arg(long = "allow-host-path", value_name = "PREFIX", value_parser = host_path_prefix)]
+        allow_host_path: Vec<String>,
     },
     /// Show what the next pass would do. Exit 0: no changes, 2: changes, 1: error.
     Plan {
@@ -136,6 +139,49 @@ pub(crate) enum Command {
         #[arg(long)]
         api_token_file: Option<PathBuf>,
     },
+    /// berth's named volumes (`berth-<app>-<name>`): list them, or delete a removed app's.
+    Volumes {
+        #[command(subcommand)]
+        command: VolumesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum VolumesCommand {
+    /// List berth's volumes (of one app, or all).
+    Ls {
+        app: Option<String>,
+        /// Only volumes labelled berth.instance=<NAME>.
+        #[arg(long, env = "BERTH_INSTANCE")]
+        instance: Option<String>,
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Delete the volumes of an app that is no longer in the source (its data is lost).
+    /// Asks on a terminal unless --yes; refuses while the app is in the source or still has
+    /// containers.
+    Prune {
+        app: String,
+        /// Do not ask (needed without a terminal).
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        common: Box<Common>,
+    },
+}
+
+/// `--allow-host-path`: an absolute, normalized directory other than `/`.
+pub(crate) fn host_path_prefix(s: &str) -> Result<String, String> {
+    if let Some(problem) = berth::spec::path_problem(s) {
+        return Err(format!("--allow-host-path {problem}"));
+    }
+    if s == "/" {
+        return Err(
+            "--allow-host-path / would let a spec mount any host file: name a narrower directory"
+                .to_string(),
+        );
+    }
+    Ok(s.to_string())
 }
 
 #[derive(Subcommand)]
@@ -313,9 +359,14 @@ pub(crate) struct Common {
     /// is used too; the file wins).
     #[arg(long)]
     pub(crate) host_env: Option<PathBuf>,
-    /// Seconds a container gets between SIGTERM and SIGKILL.
+    /// Seconds a container gets between SIGTERM and SIGKILL (an app's
+    /// `termination.gracePeriodSeconds` wins).
     #[arg(long, default_value_t = 10)]
     pub(crate) stop_timeout: u32,
+    /// Host directory specs may mount with `hostPath` (repeatable; none by default, and
+    /// never the Docker socket). Specs come from git: allow only what they may read/write.
+    #[arg(long = "allow-host-path", value_name = "PREFIX", value_parser = host_path_prefix)]
+    pub(crate) allow_host_path: Vec<String>,
     /// serve: days of events, scaling decisions and revisions to keep (0: no age limit).
     #[arg(long, default_value_t = 30)]
     pub(crate) history_days: u32,

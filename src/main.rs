@@ -1,5 +1,5 @@
 //! The `berth` command line: validate, plan, apply --once, serve (with the status API;
-//! SIGHUP re-executes it with the re-read config), status, schema, doctor, config show,
+//! SIGHUP re-executes it with the re-read config), status, schema, volumes, doctor, config show,
 //! completions, man; the config file layered under the flags (config.rs); logging (human
 //! or JSON lines on stderr, always redacted). The only place that uses anyhow; everything
 //! it does is a thin call into the library.
@@ -14,11 +14,14 @@ use berth::plan::prune::DeletionBudget;
 use berth::proxy::Proxy;
 use berth::reconcile::{self, Controller, ImageSettings, Settings};
 use berth::runtime::docker::DockerRuntime;
+use berth::runtime::ContainerObserver;
 use berth::source::{self, GitConfig, Source, SourceConfig};
 use berth::spec;
 use berth::store::{HistoryLimits, Store};
 use clap::{CommandFactory, FromArgMatches};
-use cli::{Cli, Command, Common, ConfigCommand, LogFormat, Output, ProxyModeArg, ServeArgs};
+use cli::{
+    Cli, Command, Common, ConfigCommand, LogFormat, Output, ProxyModeArg, ServeArgs, VolumesCommand,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -128,7 +131,12 @@ async fn run(command: Command, layered: &config::Layered) -> Result<u8> {
                 .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
             Ok(0)
         }
-        Command::Validate { paths, output } => validate(&paths, output),
+        Command::Validate {
+            paths,
+            output,
+            allow_host_path,
+        } => validate(&paths, output, allow_host_path),
+        Command::Volumes { command } => volumes(command).await,
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
             Ok(0)
@@ -435,7 +443,70 @@ async fn shutdown_signal() -> bool {
     }
 }
 
-fn validate(paths: &[PathBuf], output: Output) -> Result<u8> {
+/// `berth volumes ls|prune`.
+async fn volumes(command: VolumesCommand) -> Result<u8> {
+    match command {
+        VolumesCommand::Ls {
+            app,
+            instance,
+            output,
+        } => {
+            let runtime = DockerRuntime::connect(instance).await?;
+            let list = runtime.volumes(app.as_deref()).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+                Output::Text => {
+                    println!("{:<40} {:<24} CREATED", "VOLUME", "APP");
+                    for v in &list {
+                        println!("{:<40} {:<24} {}", v.name, v.app, v.created);
+                    }
+                }
+            }
+            Ok(0)
+        }
+        VolumesCommand::Prune { app, yes, common } => {
+            let snapshot = Source::new(source_config(&common)?).snapshot().await?;
+            let policy = spec_policy(&common);
+            let loaded = spec::load_source_with(&snapshot.files, &snapshot.unreadable, &policy);
+            let runtime = DockerRuntime::connect(common.instance.clone()).await?;
+            let names = reconcile::volumes::prunable_volumes(&runtime, &loaded, &app).await?;
+            if names.is_empty() {
+                println!("app {app} has no volumes");
+                return Ok(0);
+            }
+            if !yes {
+                use std::io::{BufRead, IsTerminal, Write};
+                if !std::io::stdin().is_terminal() {
+                    bail!(
+                        "refusing to delete {} without a terminal to ask on: pass --yes",
+                        names.join(", ")
+                    );
+                }
+                print!("delete {} (their data is lost)? [y/N] ", names.join(", "));
+                std::io::stdout().flush()?;
+                let mut answer = String::new();
+                std::io::stdin().lock().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    println!("nothing deleted");
+                    return Ok(1);
+                }
+            }
+            reconcile::volumes::prune_volumes(&runtime, &names).await?;
+            for name in &names {
+                println!("deleted volume {name}");
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn spec_policy(common: &Common) -> spec::SpecPolicy {
+    spec::SpecPolicy {
+        allow_host_paths: common.allow_host_path.clone(),
+    }
+}
+
+fn validate(paths: &[PathBuf], output: Output, allow_host_paths: Vec<String>) -> Result<u8> {
     let mut files = Vec::new();
     let mut unreadable = Vec::new();
     for root in paths {
@@ -461,7 +532,8 @@ fn validate(paths: &[PathBuf], output: Output) -> Result<u8> {
                 }),
         );
     }
-    let loaded = spec::load_source(&files, &unreadable);
+    let policy = spec::SpecPolicy { allow_host_paths };
+    let loaded = spec::load_source_with(&files, &unreadable, &policy);
     let valid = loaded.issues.is_empty() && loaded.unreadable_files.is_empty();
     match output {
         Output::Json => {
@@ -494,7 +566,8 @@ fn validate(paths: &[PathBuf], output: Output) -> Result<u8> {
 async fn plan(common: &Common, observed_empty: bool, output: Output) -> Result<u8> {
     let (plan, issues) = if observed_empty {
         let snapshot = Source::new(source_config(common)?).snapshot().await?;
-        let loaded = spec::load_source(&snapshot.files, &snapshot.unreadable);
+        let loaded =
+            spec::load_source_with(&snapshot.files, &snapshot.unreadable, &spec_policy(common));
         let state = reconcile::desired_from(
             &loaded,
             &snapshot.revision,
@@ -627,6 +700,7 @@ async fn controller(
                 .unwrap_or_else(berth::runtime::credentials::default_config_dir),
             poll: Duration::from_secs(common.image_poll),
         },
+        spec_policy: spec_policy(common),
     };
     Ok(Controller::new(runtime, proxy, store, settings))
 }

@@ -341,6 +341,7 @@ async fn stats_are_one_shot_read_only_and_skip_gone_containers() {
             (LABEL_REVISION.to_string(), "r".to_string()),
         ]),
         network: None,
+        options: Default::default(),
     };
     let id = rt.create(&request).await.unwrap();
     // Created, not running: left out.

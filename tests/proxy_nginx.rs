@@ -80,13 +80,17 @@ fn app(name: &str) -> AppSpec {
         replicas: Some(1),
         scaling: None,
         env: vec![],
-        termination: Termination { drain_seconds: 0 },
+        termination: Termination {
+            drain_seconds: 0,
+            ..Default::default()
+        },
         route: Some(Route {
             host: None,
             path: format!("/{name}"),
             strip_prefix: true,
             proxy: Default::default(),
         }),
+        workload: Default::default(),
     }
 }
 

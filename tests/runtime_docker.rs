@@ -10,7 +10,8 @@ mod support;
 use berth::runtime::docker::DockerRuntime;
 use berth::runtime::{
     CallCounts, ContainerObserver, ContainerRequest, ContainerRuntime, ContainerState,
-    RuntimeError, LABEL_APP, LABEL_INSTANCE, LABEL_MANAGED, LABEL_REVISION, LABEL_SPEC_HASH,
+    RemoveVolumes, RuntimeError, LABEL_APP, LABEL_INSTANCE, LABEL_MANAGED, LABEL_REVISION,
+    LABEL_SPEC_HASH,
 };
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ fn request(name: &str, image: &str, network: Option<&str>) -> ContainerRequest {
             (LABEL_REVISION.to_string(), "rev-1".to_string()),
         ]),
         network: network.map(str::to_string),
+        options: Default::default(),
     }
 }
 
@@ -165,8 +167,12 @@ async fn stop_and_remove_are_idempotent() {
         "a stopped container has no port"
     );
 
-    rt.remove(&id).await.expect("first remove");
-    rt.remove(&id).await.expect("second remove");
+    rt.remove(&id, RemoveVolumes::Anonymous)
+        .await
+        .expect("first remove");
+    rt.remove(&id, RemoveVolumes::Anonymous)
+        .await
+        .expect("second remove");
     rt.stop(&id, 2).await.expect("stop when gone is Ok");
     assert!(rt.observe().await.unwrap().is_empty());
     assert_eq!(rt.inspect(&id).await.unwrap(), None);
@@ -188,7 +194,9 @@ async fn remove_of_a_running_container_forces_it() {
         .await
         .unwrap();
     rt.start(&id).await.unwrap();
-    rt.remove(&id).await.expect("remove running");
+    rt.remove(&id, RemoveVolumes::Anonymous)
+        .await
+        .expect("remove running");
     assert!(!exists(&id));
 }
 
@@ -224,7 +232,7 @@ async fn foreign_containers_are_invisible_and_untouched() {
     for target in [&foreign, &other] {
         for result in [
             rt.stop(target, 1).await,
-            rt.remove(target).await,
+            rt.remove(target, RemoveVolumes::Keep).await,
             rt.start(target).await,
         ] {
             match result {

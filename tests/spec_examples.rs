@@ -88,3 +88,21 @@ fn examples_load_without_issues() {
     );
     assert!(api.termination.drain_seconds <= 2);
 }
+
+#[test]
+fn the_shop_stack_uses_volumes_and_depends_on() {
+    use berth::spec::{MountSource, Strategy};
+    let loaded = load_files(&example_files());
+    let (db, src) = &loaded.apps["shop-db"];
+    assert_eq!(src.file, Path::new("shop.yaml"));
+    assert_eq!(db.workload.strategy, Strategy::Recreate);
+    assert_eq!(
+        db.workload.volumes[0].source,
+        MountSource::Named("data".into())
+    );
+    assert_eq!(db.workload.volumes[0].mount_path, "/www/data");
+    assert_eq!(db.workload.volumes[1].source, MountSource::Tmpfs);
+    assert!(db.workload.entrypoint.is_some() && db.command.is_some());
+    assert_eq!(loaded.apps["shop-api"].0.workload.depends_on, ["shop-db"]);
+    assert_eq!(loaded.apps["shop"].0.workload.depends_on, ["shop-api"]);
+}

@@ -137,13 +137,17 @@ fn design_example_parses_to_the_expected_model() {
                 value: EnvValue::FromHost,
             },
         ],
-        termination: Termination { drain_seconds: 30 },
+        termination: Termination {
+            drain_seconds: 30,
+            ..Default::default()
+        },
         route: Some(Route {
             host: Some("app.example.com".into()),
             path: "/".into(),
             strip_prefix: true,
             proxy: Default::default(),
         }),
+        workload: Default::default(),
     };
     assert_eq!(
         parsed.apps,
@@ -198,7 +202,13 @@ fn defaults_are_applied() {
         })
     );
     assert!(app.env.is_empty());
-    assert_eq!(app.termination, Termination { drain_seconds: 5 });
+    assert_eq!(
+        app.termination,
+        Termination {
+            drain_seconds: 5,
+            ..Default::default()
+        }
+    );
     assert_eq!(
         app.route,
         Some(Route {
@@ -413,9 +423,9 @@ fn top_level_rules() {
         ("apiVersion: v1\nkind: App\nmetadata: {name: web}\n", 1, "spec", "required field `spec` is missing"),
         ("apiVersion: v1\nkind: App\nmetadata:\n  name: web\n  labels: {a: b}\nspec: {image: x}\n", 5, "metadata.labels", "unknown field `labels`"),
         ("apiVersion: v1\nkind: App\nmetadata: {name: web}\nspec:\n  image: \"\"\n  ports: [{containerPort: 80}]\n", 5, "spec.image", "must not be empty"),
-        ("apiVersion: v1\nkind: App\nmetadata: {name: web}\nspec:\n  image: x\n", 4, "spec.ports", "http apps need at least one port"),
+        ("apiVersion: v1\nkind: App\nmetadata: {name: web}\nspec:\n  image: x\n", 4, "spec.ports", "http apps need at least one tcp port"),
         ("apiVersion: v1\nkind: App\nmetadata: {name: web}\nspec:\n  ports: [{containerPort: 80}]\n  image: \"web 1\"\n", 6, "spec.image", "contains whitespace"),
-        ("apiVersion: v1\nkind: App\nmetadata: {name: web}\nspec:\n  type: worker\n  image: x\n  ports: [{containerPort: 80}]\n", 7, "spec.ports", "workers take no traffic"),
+        ("apiVersion: v1\nkind: App\nmetadata: {name: web}\nspec:\n  type: worker\n  image: x\n  ports: [{containerPort: 80}]\n", 7, "spec.ports[0].containerPort", "workers take no traffic"),
         ("apiVersion: v1\nkind: App\nmetadata: {name: web}\nspec:\n  type: worker\n  image: x\n  route: {path: /x}\n", 7, "spec.route", "workers are not routed"),
         ("apiVersion: v1\nkind: App\nmetadata: {name: web}\nspec:\n  type: worker\n  image: x\n  health: {tcpSocket: {port: 1}}\n", 7, "spec.health", "workers have no ports"),
         ("apiVersion: v1\nkind: App\nmetadata: {name: web}\nspec:\n  type: worker\n  image: x\n  scaling:\n    maxReplicas: 2\n    policy:\n      http: {targetRPSPerReplica: 1}\n", 10, "spec.scaling.policy.http", "workers receive no http traffic"),

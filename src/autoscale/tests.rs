@@ -23,6 +23,12 @@ impl ContainerObserver for FakeRuntime {
     async fn inspect(&self, _: &str) -> Result<Option<ObservedContainer>, RuntimeError> {
         panic!("the autoscaler does not inspect");
     }
+    async fn volumes(
+        &self,
+        _: Option<&str>,
+    ) -> Result<Vec<crate::runtime::ObservedVolume>, RuntimeError> {
+        panic!("the autoscaler does not list volumes");
+    }
     fn calls(&self) -> crate::runtime::CallCounts {
         crate::runtime::CallCounts {
             stats: self.stats_calls.load(Ordering::Relaxed),

@@ -2,6 +2,7 @@
 //! `~` proxy change, `=` no-op with its reason) and unified diffs of proxy files.
 
 use super::{CreateReason, Plan, RemoveReason, ReplaceReason, Step};
+use crate::spec::Strategy;
 use similar::TextDiff;
 use std::fmt::Write;
 
@@ -49,6 +50,7 @@ pub fn render_text(plan: &Plan) -> String {
                 reason,
                 order,
                 of,
+                strategy,
                 ..
             } => {
                 counts[1] += 1;
@@ -57,9 +59,13 @@ pub fn render_text(plan: &Plan) -> String {
                     ReplaceReason::Unhealthy => "unhealthy".to_string(),
                     ReplaceReason::ImageChanged => "image digest changed".to_string(),
                 };
+                let how = match strategy {
+                    Strategy::Rolling => "",
+                    Strategy::Recreate => ", recreate: stop old first",
+                };
                 let _ = writeln!(
                     out,
-                    "-/+ {app}: replace {old_name} ({order}/{of}, image {image}): {why}"
+                    "-/+ {app}: replace {old_name} ({order}/{of}, image {image}{how}): {why}"
                 );
             }
             Step::Remove {

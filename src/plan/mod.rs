@@ -3,6 +3,7 @@
 //! nginx rendering (`render`), the human/JSON display (`display`) and the pure self-heal
 //! backoff rules (`heal`). `reconcile` is the only consumer that acts on a `Plan`.
 
+mod app;
 pub mod display;
 pub mod heal;
 mod image;
@@ -12,11 +13,12 @@ pub mod render;
 #[cfg(test)]
 mod tests;
 
-use crate::runtime::{ContainerState, ObservedContainer};
-use crate::spec::{AppSpec, AppType, ScalingMode, SourceRef};
+use crate::runtime::ObservedContainer;
+use crate::spec::{AppSpec, AppType, ScalingMode, SourceRef, Strategy};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
+use app::{plan_app, ready_apps, Seen};
 pub use heal::{HealState, RetryState};
 pub use image::ImageView;
 
@@ -42,6 +44,10 @@ pub struct Desired {
     pub proxy_listen: String,
     /// How members reach nginx: `server` lines (a reload) or a push to its Lua balancer.
     pub upstreams: render::Upstreams,
+    /// `dependsOn` of the apps that left the source (from their last good spec): apply
+    /// removes an app only after the leaving apps that depend on it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub leaving_deps: BTreeMap<String, Vec<String>>,
 }
 
 /// Why a pass removes none of the apps that left the source. `Display` gives the reason the
@@ -229,6 +235,9 @@ pub enum Step {
         order: u32,
         of: u32,
         drain_seconds: u32,
+        /// `recreate`: the old one stops before the new one starts.
+        #[serde(skip_serializing_if = "is_rolling")]
+        strategy: Strategy,
     },
     /// Take out of the upstream (when routed), drain, stop, remove.
     Remove {
@@ -253,6 +262,10 @@ pub enum Step {
     },
     /// Nothing will be done for this app, and why (held, failed rollout, backoff).
     NoOp { app: String, reason: String },
+}
+
+fn is_rolling(s: &Strategy) -> bool {
+    *s == Strategy::Rolling
 }
 
 impl Step {
@@ -324,13 +337,6 @@ impl Plan {
     }
 }
 
-fn is_running(c: &ObservedContainer) -> bool {
-    matches!(
-        c.state,
-        ContainerState::Running | ContainerState::Restarting | ContainerState::Paused
-    )
-}
-
 /// The pure heart of berth.
 pub fn plan(desired: &Desired, observed: &Observed, overrides: &Overrides, now: i64) -> Plan {
     // Health is looked up once per container here; everything below uses the pair.
@@ -345,6 +351,7 @@ pub fn plan(desired: &Desired, observed: &Observed, overrides: &Overrides, now: 
     let mut steps = Vec::new();
     let mut apps = BTreeMap::new();
     let mut wanted_files: HashSet<String> = HashSet::new();
+    let ready_apps = ready_apps(desired, &by_app);
 
     for (name, app) in &desired.apps {
         let containers = by_app.remove(name.as_str()).unwrap_or_default();
@@ -391,7 +398,29 @@ pub fn plan(desired: &Desired, observed: &Observed, overrides: &Overrides, now: 
                 wanted_files.insert(file);
             }
         }
-        steps.extend(outcome.steps);
+        let waiting: Vec<&str> = app
+            .spec
+            .workload
+            .depends_on
+            .iter()
+            .map(String::as_str)
+            .filter(|dep| !ready_apps.contains(dep))
+            .collect();
+        let brings_up = |s: &Step| matches!(s, Step::Create { .. } | Step::Replace { .. });
+        if !waiting.is_empty() && outcome.steps.iter().any(brings_up) {
+            // dependsOn: no container of this app is created before each dependency has a
+            // healthy replica; what runs keeps running.
+            steps.extend(outcome.steps.into_iter().filter(|s| !brings_up(s)));
+            steps.push(Step::NoOp {
+                app: name.clone(),
+                reason: format!(
+                    "waiting for {} (dependsOn: no healthy replica yet)",
+                    waiting.join(", ")
+                ),
+            });
+        } else {
+            steps.extend(outcome.steps);
+        }
     }
 
     // Containers of apps that are not desired (any more).
@@ -456,201 +485,4 @@ fn step_rank(step: &Step) -> (u8, u32) {
         Step::Remove { .. } => (4, 0),
         Step::RemoveProxy { .. } => (5, 0),
     }
-}
-
-struct AppOutcome {
-    steps: Vec<Step>,
-    /// Addresses that should be in the upstream right now (healthy, kept or being replaced).
-    members: Vec<String>,
-    ready: u32,
-}
-
-/// A container with its health.
-type Seen<'a> = (&'a ObservedContainer, Health);
-
-fn plan_app(
-    app: &DesiredApp,
-    replicas: u32,
-    containers: &[Seen],
-    observed: &Observed,
-    failed_hash: Option<&String>,
-    now: i64,
-) -> AppOutcome {
-    let name = &app.spec.name;
-    let drain_seconds = app.spec.termination.drain_seconds;
-    let rollout_failed = failed_hash == Some(&app.hash);
-    let heal = observed.heal.get(name.as_str());
-    let mut steps = Vec::new();
-
-    let mut not_running = Vec::new();
-    let mut keep = Vec::new(); // desired hash, running, healthy or starting
-    let mut unhealthy = Vec::new(); // desired hash, running, unhealthy
-    let mut stale = Vec::new(); // other hash (or an old image of a followed tag), running
-    let old_image = image::old_image_of(app, observed);
-    for seen in containers {
-        let (c, health) = *seen;
-        if !is_running(c) {
-            not_running.push(c);
-        } else if c.spec_hash != app.hash || old_image(c) {
-            stale.push(*seen);
-        } else if health == Health::Unhealthy || c.state == ContainerState::Restarting {
-            unhealthy.push(c);
-        } else {
-            keep.push(*seen);
-        }
-    }
-    let ready = keep.iter().filter(|(_, h)| *h == Health::Healthy).count() as u32;
-
-    // Gates that leave the app exactly as it is: an app whose last apply failed waits for
-    // its retry backoff; while self-heal backs off (or quarantined), an app with broken
-    // containers is not repaired, so a crash loop cannot turn into a create/remove loop.
-    let needs_heal = !unhealthy.is_empty() || !not_running.is_empty();
-    let hold = heal::retry_blocked_reason(observed.retry.get(name.as_str()), &app.hash, now)
-        .or_else(|| image::pull_hold(app, observed))
-        .or_else(|| {
-            needs_heal
-                .then(|| heal::blocked_reason(heal, &app.hash, now))
-                .flatten()
-        });
-    if let Some(reason) = hold {
-        steps.push(Step::NoOp {
-            app: name.clone(),
-            reason,
-        });
-        let members = healthy_members(keep.iter().chain(stale.iter()));
-        return AppOutcome {
-            steps,
-            members,
-            ready,
-        };
-    }
-
-    for c in &not_running {
-        steps.push(Step::Remove {
-            app: name.clone(),
-            id: c.id.clone(),
-            name: c.name.clone(),
-            reason: RemoveReason::NotRunning,
-            drain_seconds: 0,
-        });
-    }
-
-    // Healthy before starting, then oldest first: the ones we keep on scale-in.
-    // Stale ones: unhealthy first (replaced first), then oldest first.
-    let order = |(c, h): &Seen| (*h == Health::Healthy, c.created);
-    keep.sort_by(|a, b| {
-        let ((ha, ca), (hb, cb)) = (order(a), order(b));
-        (!ha, ca, &a.0.name).cmp(&(!hb, cb, &b.0.name))
-    });
-    stale.sort_by(|a, b| {
-        let ((ha, ca), (hb, cb)) = (order(a), order(b));
-        (ha, ca, &a.0.name).cmp(&(hb, cb, &b.0.name))
-    });
-    let wanted = replicas as usize;
-    let mut removed: BTreeSet<&str> = BTreeSet::new();
-    if keep.len() > wanted {
-        // Least useful first: starting before healthy, newest before oldest.
-        for (c, _) in keep.split_off(wanted).into_iter().rev() {
-            removed.insert(&c.id);
-            steps.push(Step::Remove {
-                app: name.clone(),
-                id: c.id.clone(),
-                name: c.name.clone(),
-                reason: RemoveReason::ScaleIn,
-                drain_seconds,
-            });
-        }
-    }
-    let mut need = wanted - keep.len();
-
-    // Candidates to replace one-for-one: unhealthy ones first, then the old generation.
-    let mut replaceable: Vec<(&ObservedContainer, ReplaceReason)> = unhealthy
-        .iter()
-        .map(|c| (*c, ReplaceReason::Unhealthy))
-        .collect();
-    if rollout_failed {
-        steps.push(Step::NoOp {
-            app: name.clone(),
-            reason: format!(
-                "rollout of spec {} failed earlier; the running containers are kept until the spec changes",
-                app.hash
-            ),
-        });
-        // Keep the old generation serving; do not create more of the failed spec.
-        need = 0;
-    } else {
-        replaceable.extend(stale.iter().map(|(c, _)| {
-            let reason = if c.spec_hash == app.hash {
-                ReplaceReason::ImageChanged
-            } else {
-                ReplaceReason::Outdated
-            };
-            (*c, reason)
-        }));
-    }
-
-    let replace_count = need.min(replaceable.len());
-    for (i, (c, reason)) in replaceable.iter().take(replace_count).enumerate() {
-        steps.push(Step::Replace {
-            app: name.clone(),
-            old_id: c.id.clone(),
-            old_name: c.name.clone(),
-            old_hash: c.spec_hash.clone(),
-            hash: app.hash.clone(),
-            image: app.spec.image.clone(),
-            reason: *reason,
-            order: i as u32 + 1,
-            of: replace_count as u32,
-            drain_seconds,
-        });
-    }
-    need -= replace_count;
-    for (c, reason) in replaceable.iter().skip(replace_count) {
-        removed.insert(&c.id);
-        steps.push(Step::Remove {
-            app: name.clone(),
-            id: c.id.clone(),
-            name: c.name.clone(),
-            reason: match reason {
-                ReplaceReason::Outdated | ReplaceReason::ImageChanged => RemoveReason::Outdated,
-                ReplaceReason::Unhealthy => RemoveReason::ScaleIn,
-            },
-            drain_seconds,
-        });
-    }
-    let create_reason = if not_running.is_empty() {
-        CreateReason::BelowReplicas
-    } else {
-        CreateReason::ReplacesStopped
-    };
-    for _ in 0..need {
-        steps.push(Step::Create {
-            app: name.clone(),
-            hash: app.hash.clone(),
-            image: app.spec.image.clone(),
-            reason: create_reason,
-        });
-    }
-
-    // When the rollout failed and the stale generation is what serves, it stays routed.
-    let serving = keep
-        .iter()
-        .chain(stale.iter())
-        .filter(|(c, _)| !removed.contains(c.id.as_str()));
-    let members = healthy_members(serving);
-    AppOutcome {
-        steps,
-        members,
-        ready,
-    }
-}
-
-fn healthy_members<'a, 'b: 'a>(containers: impl Iterator<Item = &'a Seen<'b>>) -> Vec<String> {
-    let mut members: Vec<String> = containers
-        .filter(|(c, h)| c.state == ContainerState::Running && *h == Health::Healthy)
-        .filter_map(|(c, _)| c.address())
-        .collect();
-    members.sort();
-    members.dedup();
-    members
 }

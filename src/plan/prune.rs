@@ -140,6 +140,7 @@ mod tests {
             prune_blocked: None,
             proxy_listen: "127.0.0.1:8080".into(),
             upstreams: Default::default(),
+            leaving_deps: Default::default(),
         }
     }
 

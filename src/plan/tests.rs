@@ -24,13 +24,17 @@ fn http_app(name: &str, image: &str, replicas: u32) -> AppSpec {
             name: "MODE".into(),
             value: EnvValue::Literal("demo".into()),
         }],
-        termination: Termination { drain_seconds: 3 },
+        termination: Termination {
+            drain_seconds: 3,
+            ..Default::default()
+        },
         route: Some(Route {
             host: None,
             path: format!("/{name}"),
             strip_prefix: true,
             proxy: Default::default(),
         }),
+        workload: Default::default(),
     }
 }
 
@@ -60,6 +64,7 @@ fn desired(apps: Vec<AppSpec>) -> Desired {
         prune_blocked: None,
         proxy_listen: "127.0.0.1:8080".into(),
         upstreams: Default::default(),
+        leaving_deps: Default::default(),
     }
 }
 
@@ -410,6 +415,56 @@ plan: 0 to create, 2 to replace, 0 to remove, 0 proxy changes",
   = web: waiting for image web:v2 to be pulled; what runs is kept
 no changes: 1 apps in sync",
         desired: desired(vec![http_app("web", "web:v2", 2)]),
+    });
+
+    let recreate = |image: &str| {
+        let mut app = http_app("web", image, 1);
+        app.workload.strategy = crate::spec::Strategy::Recreate;
+        app
+    };
+    let obs = in_sync(&desired(vec![recreate("web:v1")]));
+    cases.push(Case {
+        name: "recreate says the old one stops first",
+        observed: obs,
+        overrides: Overrides::default(),
+        expected: "revision rev1
+-/+ web: replace berth-web-1 (1/1, image web:v2, recreate: stop old first): spec HASH_old -> HASH_web
+plan: 0 to create, 1 to replace, 0 to remove, 0 proxy changes",
+        desired: desired(vec![recreate("web:v2")]),
+    });
+
+    let mut api = http_app("api", "api:v1", 1);
+    api.workload.depends_on = vec!["db".into()];
+    let d = desired(vec![api.clone(), http_app("db", "db:v1", 1)]);
+    cases.push(Case {
+        name: "dependsOn waits for a healthy dependency",
+        observed: Observed::default(),
+        overrides: Overrides::default(),
+        expected: "revision rev1
+  = api: waiting for db (dependsOn: no healthy replica yet)
+  ~ api: proxy api.conf
+  ~ api: proxy api.loc
+  ~ db: proxy db.conf
+  ~ db: proxy db.loc
+  + db: create container (image db:v1, spec HASH_db): below replica count
+plan: 1 to create, 0 to replace, 0 to remove, 4 proxy changes",
+        desired: d,
+    });
+
+    let only_db = desired(vec![http_app("db", "db:v1", 1)]);
+    let mut obs = in_sync(&only_db);
+    let d = desired(vec![api, http_app("db", "db:v1", 1)]);
+    let db_proxy = obs.proxy_files.clone();
+    sync_proxy(&d, &mut obs);
+    obs.proxy_files.extend(db_proxy);
+    cases.push(Case {
+        name: "dependsOn lets the app start once the dependency is healthy",
+        observed: obs,
+        overrides: Overrides::default(),
+        expected: "revision rev1
+  + api: create container (image api:v1, spec HASH_api): below replica count
+plan: 1 to create, 0 to replace, 0 to remove, 0 proxy changes",
+        desired: d,
     });
     cases
 }

@@ -8,9 +8,13 @@ use super::apply::ApplyReport;
 use super::prober::host_port_for;
 use super::{now_ms, Controller};
 use crate::health::{effective_health, probe_once, probe_port};
-use crate::plan::{heal, render, CreateReason, DesiredApp, Health, Observed, ReplaceReason, Step};
-use crate::runtime::{ContainerRequest, ContainerRuntime, ContainerState, ObservedContainer};
-use crate::spec::{AppType, ImagePullPolicy};
+use crate::plan::{
+    render, CreateReason, DesiredApp, Health, Observed, RemoveReason, ReplaceReason, Step,
+};
+use crate::runtime::{
+    ContainerRequest, ContainerRuntime, ContainerState, ObservedContainer, RemoveVolumes,
+};
+use crate::spec::{AppType, ImagePullPolicy, Strategy};
 use crate::store::EventType;
 use futures_util::future::join_all;
 use std::collections::BTreeSet;
@@ -54,7 +58,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
             .is_some_and(|d| d.spec.app_type == AppType::Http)
     }
 
-    fn observed_container(&self, id: &str) -> Option<&'a ObservedContainer> {
+    pub(super) fn observed_container(&self, id: &str) -> Option<&'a ObservedContainer> {
         self.observed.containers.iter().find(|c| c.id == id)
     }
 
@@ -72,7 +76,18 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
             }
         }
         if !creates.is_empty() {
-            self.create_all(&creates).await;
+            let stopped: Vec<&str> = removes
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Remove {
+                        id,
+                        reason: RemoveReason::NotRunning,
+                        ..
+                    } => Some(id.as_str()),
+                    _ => None,
+                })
+                .collect();
+            self.create_all(&creates, &stopped).await;
         }
         if !removes.is_empty() {
             self.remove_all(&removes).await;
@@ -80,7 +95,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
     }
 
     /// Writes this app's proxy files for the current members (no-op when unchanged).
-    async fn sync_proxy(&mut self) -> Result<(), String> {
+    pub(super) async fn sync_proxy(&mut self) -> Result<(), String> {
         let Some(desired) = self.desired.filter(|_| self.routed()) else {
             return Ok(());
         };
@@ -123,11 +138,24 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         .map_err(|e| e.to_string())
     }
 
-    /// Create + start + wait healthy. On failure the new container is removed again.
-    async fn bring_up(&self, desired: &DesiredApp) -> Result<ObservedContainer, BringUpError> {
+    /// Create + start + wait healthy. On failure the new container is removed again (its
+    /// volumes kept). `carry_from`: the container it replaces, whose anonymous volumes it
+    /// mounts. The app's named volumes are created first when missing.
+    pub(super) async fn bring_up(
+        &self,
+        desired: &DesiredApp,
+        carry_from: Option<&str>,
+    ) -> Result<ObservedContainer, BringUpError> {
         let setup = |e: crate::runtime::RuntimeError| BringUpError::Setup(e.to_string());
-        let request = self.request(desired).map_err(BringUpError::Setup)?;
+        let mut request = self.request(desired).map_err(BringUpError::Setup)?;
+        request.options.carry_volumes_from = carry_from.map(str::to_string);
         let runtime = &self.ctl.runtime;
+        for volume in super::request::named_volumes(&desired.spec) {
+            runtime
+                .ensure_volume(&volume, &desired.spec.name)
+                .await
+                .map_err(setup)?;
+        }
         let id = match runtime.create(&request).await {
             Ok(id) => id,
             // The image worker pulls it; the next pass (woken by the worker) creates.
@@ -146,7 +174,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         }
         .await;
         if result.is_err() {
-            if let Err(e) = runtime.remove(&id).await {
+            if let Err(e) = runtime.remove(&id, RemoveVolumes::Keep).await {
                 warn!(
                     app = self.app,
                     "cannot remove failed container {}: {e}", request.name
@@ -241,49 +269,11 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
 
     /// Was this address in the app's upstream when the pass started? (Phase 1 may already
     /// have taken it out; it still needs its drain.)
-    fn was_routed(&self, address: &str) -> bool {
+    pub(super) fn was_routed(&self, address: &str) -> bool {
         [render::conf_file(self.app), render::members_file(self.app)]
             .iter()
             .filter_map(|file| self.observed.proxy_files.get(file))
             .any(|text| render::members_in(text).iter().any(|m| m == address))
-    }
-
-    /// Takes `ids` out of the upstream, waits `drain` when any of them was routed, then
-    /// stops and removes them.
-    async fn retire(&mut self, ids: &[&str], drain_seconds: u32) -> Result<(), String> {
-        let addresses: Vec<String> = ids
-            .iter()
-            .filter_map(|id| self.observed_container(id)?.address())
-            .collect();
-        let routed = addresses.iter().any(|a| {
-            self.members.contains(a) || self.routed_in_pass.contains(a) || self.was_routed(a)
-        });
-        let before = self.members.len();
-        self.members.retain(|m| !addresses.contains(m));
-        if self.members.len() != before {
-            self.sync_proxy().await?;
-        }
-        if routed && drain_seconds > 0 {
-            tokio::time::sleep(Duration::from_secs(u64::from(drain_seconds))).await;
-        }
-        let runtime = &self.ctl.runtime;
-        let timeout = self.ctl.settings.stop_timeout_seconds;
-        let observed = self.observed;
-        let results = join_all(ids.iter().map(|id| async move {
-            let running = observed
-                .containers
-                .iter()
-                .any(|c| c.id == *id && c.state == ContainerState::Running);
-            if running {
-                runtime.stop(id, timeout).await.map_err(|e| e.to_string())?;
-            }
-            runtime.remove(id).await.map_err(|e| e.to_string())
-        }))
-        .await;
-        results
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map(|_| ())
     }
 
     /// Returns false when the rollout must stop here.
@@ -321,7 +311,10 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                     )
                     .await;
             }
-            let new = match self.bring_up(desired).await {
+            if desired.spec.workload.strategy == Strategy::Recreate {
+                return self.recreate(desired, old_id, *drain_seconds).await;
+            }
+            let new = match self.bring_up(desired, Some(old_id)).await {
                 Ok(new) => new,
                 Err(BringUpError::PullPending(image)) => return Err(Stop::PullPending(image)),
                 Err(BringUpError::Setup(m)) => return Err(Stop::Failed(m, false)),
@@ -340,9 +333,14 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
             self.sync_proxy()
                 .await
                 .map_err(|m| Stop::Failed(m, false))?;
-            self.retire(&[old_id.as_str()], *drain_seconds)
-                .await
-                .map_err(|m| Stop::Failed(m, false))?;
+            self.retire(
+                &[old_id.as_str()],
+                *drain_seconds,
+                RemoveVolumes::Keep,
+                false,
+            )
+            .await
+            .map_err(|m| Stop::Failed(m, false))?;
             Ok(new)
         }
         .instrument(span)
@@ -404,103 +402,22 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         super::images::ask_for_pull(self.ctl, self.app, image, self.revision).await;
     }
 
-    /// Remembers that spec `hash` never became healthy (not retried until the spec
-    /// changes) and reports it.
-    async fn record_failed_rollout(&mut self, hash: &str, reason: &str, text: String) {
-        self.report.failed_rollouts.insert(self.app.to_string());
-        if let Err(e) = self
-            .ctl
-            .store
-            .mark_rollout_failed(self.app, hash, self.revision, reason, now_ms())
-            .await
-        {
-            warn!(app = self.app, "cannot record failed rollout: {e}");
-        }
-        self.ctl
-            .event(
-                Some(self.app),
-                EventType::RolloutFailed,
-                text,
-                self.revision,
-                serde_json::json!({ "spec_hash": hash }),
-            )
-            .await;
-    }
-
-    /// Counts one self-heal repair of `broken` (the replaced container; None: the app's
-    /// stopped one) in memory and in the store; reports the app when it just became
-    /// crash-looping (self-heal quarantined until the spec changes).
-    async fn record_repair(&self, hash: &str, broken: Option<&str>) {
-        let failure = self.failure_of(broken);
-        let now = now_ms();
-        let next = {
-            let mut heal = self.ctl.heal.lock().expect("heal lock");
-            let mut next = heal::after_repair(heal.get(self.app), hash, now);
-            next.last_failure = failure;
-            heal.insert(self.app.to_string(), next.clone());
-            next
-        };
-        super::heal_state::save(self.ctl, self.app, &next, now).await;
-        if let Some(reason) = heal::crash_loop_reason(Some(&next), hash) {
-            self.ctl
-                .event(
-                    Some(self.app),
-                    EventType::CrashLooping,
-                    reason,
-                    self.revision,
-                    serde_json::json!({ "spec_hash": hash, "repairs": next.repairs }),
-                )
-                .await;
-        }
-    }
-
-    /// What the broken container `id` did, as this pass observed it (None: the app's first
-    /// container that is not running): it exited, docker was restarting it, or its probe
-    /// failed (with the prober's last error).
-    fn failure_of(&self, id: Option<&str>) -> Option<String> {
-        let container = match id {
-            Some(id) => self.observed_container(id)?,
-            None => self.observed.containers.iter().find(|c| {
-                c.app == self.app
-                    && !matches!(
-                        c.state,
-                        ContainerState::Running
-                            | ContainerState::Restarting
-                            | ContainerState::Paused
-                    )
-            })?,
-        };
-        let name = &container.name;
-        Some(match container.state {
-            ContainerState::Running => {
-                let probes = self.ctl.probes.lock().expect("probe lock");
-                let error = probes
-                    .record_of(&container.id)
-                    .and_then(|r| r.last_error.clone());
-                format!(
-                    "container {name} failed its health check: {}",
-                    error.as_deref().unwrap_or("probe failed")
-                )
-            }
-            ContainerState::Restarting => {
-                format!("container {name} kept exiting (docker was restarting it)")
-            }
-            other => format!(
-                "container {name} was {}",
-                format!("{other:?}").to_lowercase()
-            ),
-        })
-    }
-
     /// All creates of the app at once; each healthy container joins the upstream together.
-    async fn create_all(&mut self, steps: &[&Step]) {
+    /// `stopped`: containers this pass removes as not running; each create stands in for
+    /// one of them and takes over its anonymous volumes (a healed database keeps its data).
+    async fn create_all(&mut self, steps: &[&Step], stopped: &[&str]) {
         let Some(desired) = self.desired else {
             return;
         };
         let span = info_span!("step", app = self.app, step = "create", count = steps.len());
-        let results = join_all(steps.iter().map(|_| self.bring_up(desired)))
-            .instrument(span)
-            .await;
+        let results = join_all(
+            steps
+                .iter()
+                .enumerate()
+                .map(|(i, _)| self.bring_up(desired, stopped.get(i).copied())),
+        )
+        .instrument(span)
+        .await;
         let mut joined = 0;
         for (step, result) in steps.iter().zip(results) {
             match result {
@@ -571,9 +488,31 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
             })
             .max()
             .unwrap_or(0);
+        // Only removing the app deletes its anonymous volumes; named volumes always stay.
+        let app_removed = steps.iter().all(|s| {
+            matches!(
+                s,
+                Step::Remove {
+                    reason: RemoveReason::AppRemoved,
+                    ..
+                }
+            )
+        });
+        let volumes = if app_removed {
+            RemoveVolumes::Anonymous
+        } else {
+            RemoveVolumes::Keep
+        };
         let span = info_span!("step", app = self.app, step = "remove", count = ids.len());
-        match self.retire(&ids, drain).instrument(span).await {
+        match self
+            .retire(&ids, drain, volumes, false)
+            .instrument(span)
+            .await
+        {
             Ok(()) => {
+                if app_removed {
+                    self.report_kept_volumes().await;
+                }
                 self.report.steps_applied += ids.len();
                 self.ctl.metrics.steps_applied("remove", ids.len());
                 for step in steps {
@@ -600,7 +539,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
 
 /// Why a new container did not come up.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum BringUpError {
+pub(super) enum BringUpError {
     /// Nothing to do with the spec's health (missing image, missing host env, engine
     /// trouble): retried on later passes, never marks the rollout failed.
     Setup(String),
@@ -611,7 +550,7 @@ enum BringUpError {
 }
 
 /// Why a replacement stopped: a pull it waits for, or a failure (never healthy or not).
-enum Stop {
+pub(super) enum Stop {
     PullPending(String),
     Failed(String, bool),
 }

@@ -7,7 +7,7 @@
 
 use super::app_run::AppRun;
 use super::Controller;
-use crate::plan::{Desired, Observed, Plan, Step};
+use crate::plan::{Desired, Observed, Plan, RemoveReason, Step};
 use crate::runtime::ContainerRuntime;
 use crate::store::EventType;
 use futures_util::future::join_all;
@@ -48,11 +48,11 @@ impl ApplyReport {
     }
 }
 
-pub async fn apply<R: ContainerRuntime>(
-    ctl: &Arc<Controller<R>>,
-    desired: &Desired,
-    observed: &Observed,
-    plan: &Plan,
+pub async fn apply<'a, R: ContainerRuntime>(
+    ctl: &'a Arc<Controller<R>>,
+    desired: &'a Desired,
+    observed: &'a Observed,
+    plan: &'a Plan,
 ) -> ApplyReport {
     let mut report = ApplyReport::default();
     if !plan.has_changes() {
@@ -147,12 +147,12 @@ pub async fn apply<R: ContainerRuntime>(
     }
 
     // 2. Container steps, per app in order, apps in parallel.
-    let mut apps: BTreeMap<&str, Vec<&Step>> = BTreeMap::new();
+    let mut apps: BTreeMap<&'a str, Vec<&'a Step>> = BTreeMap::new();
     for step in plan.steps.iter().filter(|s| s.touches_containers()) {
         apps.entry(step.app()).or_default().push(step);
     }
     let limit = Arc::new(Semaphore::new(ctl.settings.parallel_apps.max(1)));
-    let runs = apps.into_iter().map(|(app, steps)| {
+    let run_app = |app: &'a str, steps: Vec<&'a Step>| {
         let limit = limit.clone();
         let members = plan
             .apps
@@ -176,9 +176,110 @@ pub async fn apply<R: ContainerRuntime>(
             run.run(&steps).instrument(span).await;
             run.report
         }
-    });
-    for app_report in join_all(runs).await {
-        report.merge(app_report);
+    };
+    // Apps leaving the source go in waves: an app only after the leaving apps that depend
+    // on it (dependsOn, reverse order); everything else runs with the first wave.
+    let leaving: BTreeSet<&str> = apps
+        .iter()
+        .filter(|(_, steps)| {
+            steps.iter().all(|s| {
+                matches!(
+                    s,
+                    Step::Remove {
+                        reason: RemoveReason::AppRemoved,
+                        ..
+                    }
+                )
+            })
+        })
+        .map(|(app, _)| *app)
+        .collect();
+    for (i, wave) in removal_waves(&leaving, &desired.leaving_deps)
+        .into_iter()
+        .enumerate()
+    {
+        let mut runs = Vec::new();
+        for app in wave {
+            if let Some(steps) = apps.remove(app) {
+                runs.push(run_app(app, steps));
+            }
+        }
+        if i == 0 {
+            let staying: Vec<&str> = apps
+                .keys()
+                .copied()
+                .filter(|app| !leaving.contains(app))
+                .collect();
+            for app in staying {
+                if let Some(steps) = apps.remove(app) {
+                    runs.push(run_app(app, steps));
+                }
+            }
+        }
+        for app_report in join_all(runs).await {
+            report.merge(app_report);
+        }
     }
     report
+}
+
+/// The leaving apps in removal order: each wave holds the apps no other remaining leaving
+/// app depends on (`deps`: app -> its dependsOn). Pure. A cycle (only possible in old
+/// last good specs) ends up in one last wave.
+fn removal_waves<'a>(
+    leaving: &BTreeSet<&'a str>,
+    deps: &BTreeMap<String, Vec<String>>,
+) -> Vec<Vec<&'a str>> {
+    let mut left = leaving.clone();
+    let mut waves = Vec::new();
+    while !left.is_empty() {
+        let needed = |x: &str| {
+            left.iter()
+                .any(|y| *y != x && deps.get(*y).is_some_and(|d| d.iter().any(|n| n == x)))
+        };
+        let mut wave: Vec<&str> = left.iter().copied().filter(|x| !needed(x)).collect();
+        if wave.is_empty() {
+            wave = left.iter().copied().collect();
+        }
+        for app in &wave {
+            left.remove(app);
+        }
+        waves.push(wave);
+    }
+    if waves.is_empty() {
+        waves.push(Vec::new()); // the first wave also runs every other app
+    }
+    waves
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaving_apps_are_removed_dependents_first() {
+        let deps = BTreeMap::from([
+            ("web".to_string(), vec!["api".to_string()]),
+            ("api".to_string(), vec!["db".to_string()]),
+            ("x".to_string(), vec!["y".to_string()]),
+            ("y".to_string(), vec!["x".to_string()]),
+        ]);
+        let leaving: BTreeSet<&str> = ["db", "api", "web", "other"].into();
+        assert_eq!(
+            removal_waves(&leaving, &deps),
+            vec![vec!["other", "web"], vec!["api"], vec!["db"]]
+        );
+        // db stays in the source: api and web go together with it untouched.
+        let leaving: BTreeSet<&str> = ["api", "web"].into();
+        assert_eq!(
+            removal_waves(&leaving, &deps),
+            vec![vec!["web"], vec!["api"]]
+        );
+        let cycle: BTreeSet<&str> = ["x", "y"].into();
+        assert_eq!(removal_waves(&cycle, &deps), vec![vec!["x", "y"]]);
+        assert_eq!(
+            removal_waves(&BTreeSet::new(), &deps),
+            vec![Vec::<&str>::new()]
+        );
+    }
 }

@@ -120,6 +120,21 @@ pub fn desired_from(
             quarantine(&mut state, known, name, reason, app.source_file.clone());
         }
     }
+    // Removal order: what the apps leaving the source depended on.
+    for (name, app) in known {
+        let desired = &state.desired;
+        if desired.apps.contains_key(name) || desired.held.contains_key(name) {
+            continue;
+        }
+        if let Some(last) = &app.last_good {
+            if !last.spec.workload.depends_on.is_empty() {
+                state
+                    .desired
+                    .leaving_deps
+                    .insert(name.clone(), last.spec.workload.depends_on.clone());
+            }
+        }
+    }
     if !suspect.is_empty() {
         let files: Vec<&str> = suspect.keys().map(String::as_str).collect();
         for name in present {

@@ -12,6 +12,7 @@
 //! read-only faces (`runtime()` is a `ContainerObserver`, `proxy()` a `ProxyReader`, the
 //! last pass through a `watch` of `Arc<LastPass>`).
 
+mod app_retire;
 mod app_run;
 mod apply;
 pub mod desired;
@@ -22,6 +23,7 @@ mod prober;
 mod records;
 pub mod request;
 mod run;
+pub mod volumes;
 
 pub use crate::clock::now_ms;
 pub use crate::last_pass::LastPass;
@@ -86,6 +88,8 @@ pub struct Settings {
     /// Registry credentials' config dir and the moving-tag poll (`--docker-config`,
     /// `--image-poll`).
     pub images: ImageSettings,
+    /// What specs may reach on the host (`--allow-host-path`).
+    pub spec_policy: crate::spec::SpecPolicy,
 }
 
 /// Where a pass spent its time, in milliseconds (benchmarks and slow-pass logs read it).

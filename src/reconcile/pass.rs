@@ -76,7 +76,11 @@ fn loaded_specs<R: ContainerRuntime>(ctl: &Controller<R>, snapshot: &Snapshot) -
             return loaded.clone();
         }
     }
-    let loaded = Arc::new(spec::load_source(&snapshot.files, &snapshot.unreadable));
+    let loaded = Arc::new(spec::load_source_with(
+        &snapshot.files,
+        &snapshot.unreadable,
+        &ctl.settings.spec_policy,
+    ));
     *cache = Some((snapshot.revision.clone(), loaded.clone()));
     loaded
 }

@@ -6,9 +6,10 @@
 
 use crate::plan::DesiredApp;
 use crate::runtime::{
-    ContainerRequest, LABEL_APP, LABEL_MANAGED, LABEL_REVISION, LABEL_SOURCE_FILE, LABEL_SPEC_HASH,
+    ContainerOptions, ContainerRequest, HostPort, LogRotation, MountKind, RequestMount, LABEL_APP,
+    LABEL_MANAGED, LABEL_REVISION, LABEL_SOURCE_FILE, LABEL_SPEC_HASH,
 };
-use crate::spec::EnvValue;
+use crate::spec::{volume_name, AppSpec, EnvValue, MountSource};
 use std::collections::BTreeMap;
 
 /// Why a request cannot be built.
@@ -44,7 +45,10 @@ pub fn container_request(
             };
         env.push((var.name.clone(), value));
     }
-    let labels = BTreeMap::from([
+    // User labels first: the ownership labels below overwrite any of the same key (the
+    // spec layer already refuses `berth.*`).
+    let mut labels: BTreeMap<String, String> = spec.workload.labels.clone();
+    labels.extend([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_APP.to_string(), spec.name.clone()),
         (LABEL_SPEC_HASH.to_string(), desired.hash.clone()),
@@ -67,7 +71,62 @@ pub fn container_request(
         memory_bytes: spec.resources.memory_bytes,
         labels,
         network: Some(network.to_string()),
+        options: options(spec),
     })
+}
+
+/// The workload options: mounts (named volumes under their Docker names), fixed host
+/// ports, the `<app>` network alias, entrypoint, workingDir, user, stop signal, log
+/// rotation.
+fn options(spec: &AppSpec) -> ContainerOptions {
+    let w = &spec.workload;
+    ContainerOptions {
+        entrypoint: w.entrypoint.clone(),
+        working_dir: w.working_dir.clone(),
+        user: w.user.clone(),
+        mounts: w
+            .volumes
+            .iter()
+            .map(|m| RequestMount {
+                kind: match &m.source {
+                    MountSource::Named(name) => MountKind::Volume(volume_name(&spec.name, name)),
+                    MountSource::HostPath(path) => MountKind::Bind(path.clone()),
+                    MountSource::Tmpfs => MountKind::Tmpfs,
+                },
+                target: m.mount_path.clone(),
+                read_only: m.read_only,
+            })
+            .collect(),
+        host_ports: w
+            .published
+            .iter()
+            .map(|p| HostPort {
+                container_port: p.container_port,
+                host_port: p.host_port,
+                host_ip: p.host_ip.clone(),
+                protocol: p.protocol.as_str(),
+            })
+            .collect(),
+        aliases: vec![spec.name.clone()],
+        stop_signal: spec.termination.stop_signal.clone(),
+        log_rotation: Some(LogRotation {
+            max_size_bytes: w.logging.max_size_bytes,
+            max_files: w.logging.max_files,
+        }),
+        carry_volumes_from: None,
+    }
+}
+
+/// The Docker names of the named volumes `spec` mounts (created before its containers).
+pub fn named_volumes(spec: &AppSpec) -> Vec<String> {
+    spec.workload
+        .volumes
+        .iter()
+        .filter_map(|m| match &m.source {
+            MountSource::Named(name) => Some(volume_name(&spec.name, name)),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -96,6 +96,81 @@ pub struct ContainerRequest {
     /// Ownership labels (managed, app, spec hash, revision, ...).
     pub labels: BTreeMap<String, String>,
     pub network: Option<String>,
+    /// Workload options (mounts, fixed host ports, aliases, entrypoint, ...).
+    pub options: ContainerOptions,
+}
+
+/// The workload options of one container (all default: as before issue 12).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerOptions {
+    /// Replaces the image's ENTRYPOINT.
+    pub entrypoint: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub mounts: Vec<RequestMount>,
+    /// Ports bound to a fixed host address, besides the ephemeral loopback ones.
+    pub host_ports: Vec<HostPort>,
+    /// Names other containers on the network reach this one by (`<app>`).
+    pub aliases: Vec<String>,
+    pub stop_signal: Option<String>,
+    /// json-file rotation; None: the engine's default log config.
+    pub log_rotation: Option<LogRotation>,
+    /// A berth-owned container (the one being replaced) whose anonymous volumes (an image's
+    /// VOLUME) the new container mounts at the same paths, as docker compose does.
+    pub carry_volumes_from: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestMount {
+    pub kind: MountKind,
+    /// Absolute path inside the container.
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountKind {
+    /// A Docker volume by its full name (`berth-<app>-<name>`; `ensure_volume` creates it).
+    Volume(String),
+    /// A host path (the spec layer checked it against `--allow-host-path`).
+    Bind(String),
+    Tmpfs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub container_port: u16,
+    pub host_port: u16,
+    pub host_ip: String,
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRotation {
+    pub max_size_bytes: u64,
+    pub max_files: u32,
+}
+
+/// What removing a container does to its anonymous volumes (an image's VOLUME). The caller
+/// must say: a rollout or heal keeps them (the replacement mounts them), only removing the
+/// app deletes them. Named volumes are never deleted by a container removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveVolumes {
+    /// Rollouts, heals, scale-in, failed starts: the volumes stay.
+    Keep,
+    /// The app is removed: its anonymous volumes (also the ones carried over from earlier
+    /// containers) go too, unless another container still uses them.
+    Anonymous,
+}
+
+/// A berth-managed Docker volume, as one labelled list call reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObservedVolume {
+    pub name: String,
+    pub app: String,
+    /// RFC 3339 creation time as the engine reports it (may be empty).
+    pub created: String,
 }
 
 impl std::fmt::Debug for ContainerRequest {
@@ -115,6 +190,7 @@ impl std::fmt::Debug for ContainerRequest {
             .field("memory_bytes", &self.memory_bytes)
             .field("labels", &self.labels)
             .field("network", &self.network)
+            .field("options", &self.options)
             .finish()
     }
 }
@@ -137,12 +213,14 @@ pub struct CallCounts {
     pub images: u64,
     /// Image pulls.
     pub pulls: u64,
+    /// Volume creations and removals (listing counts as `list`, inspecting as `inspect`).
+    pub volume: u64,
 }
 
 impl CallCounts {
-    /// create + start + stop + remove + network + pulls.
+    /// create + start + stop + remove + network + pulls + volume.
     pub fn mutating(&self) -> u64 {
-        self.create + self.start + self.stop + self.remove + self.network + self.pulls
+        self.create + self.start + self.stop + self.remove + self.network + self.pulls + self.volume
     }
 
     /// Calls made since an earlier snapshot of the same counter.
@@ -158,6 +236,7 @@ impl CallCounts {
             stats: self.stats.saturating_sub(earlier.stats),
             images: self.images.saturating_sub(earlier.images),
             pulls: self.pulls.saturating_sub(earlier.pulls),
+            volume: self.volume.saturating_sub(earlier.volume),
         }
     }
 }
@@ -320,6 +399,11 @@ pub trait ContainerObserver: Send + Sync + 'static {
             })
         }
     }
+    /// berth's volumes (one labelled list call), of one app or all.
+    fn volumes(
+        &self,
+        app: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<ObservedVolume>, RuntimeError>> + Send;
 }
 
 /// Which lines `ContainerObserver::logs` returns.
@@ -361,7 +445,12 @@ pub trait ContainerRuntime: ContainerObserver {
         id: &str,
         timeout_seconds: u32,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
-    fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Removes a container; `volumes` says whether its anonymous volumes go with it.
+    fn remove(
+        &self,
+        id: &str,
+        volumes: RemoveVolumes,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Makes sure the dedicated network exists.
     fn ensure_network(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Pulls `image` from its registry (progress goes to the log).
@@ -379,6 +468,16 @@ pub trait ContainerRuntime: ContainerObserver {
             })
         }
     }
+    /// Makes sure berth's volume `name` of `app` exists (created with the ownership labels
+    /// when missing); refuses a volume of that name berth does not own.
+    fn ensure_volume(
+        &self,
+        name: &str,
+        app: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Deletes one of berth's volumes (`berth volumes prune`); gone is `Ok`, in use is an
+    /// error naming the volume.
+    fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 }
 
 /// A runtime seen through its read-only half only: a task that owns an `Observer` can
@@ -446,5 +545,12 @@ impl<R: ContainerObserver> ContainerObserver for Observer<R> {
         request: &LogRequest,
     ) -> impl Future<Output = Result<LogLines, RuntimeError>> + Send {
         self.runtime.logs(id, request)
+    }
+
+    fn volumes(
+        &self,
+        app: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<ObservedVolume>, RuntimeError>> + Send {
+        self.runtime.volumes(app)
     }
 }

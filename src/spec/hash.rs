@@ -1,9 +1,13 @@
 //! The spec hash: a short, stable digest of the container-relevant part of an `AppSpec`
-//! (image, command, env, ports, resources). A running container whose `berth.spec-hash`
-//! label differs from this is replaced by a rollout. Health, scaling, route and
-//! termination settings are deliberately left out: changing them never restarts containers.
+//! (image, command, env, ports, resources, and the container options of `workload`: mounts,
+//! published ports, entrypoint, workingDir, user, labels, logging, stop signal). A running
+//! container whose `berth.spec-hash` label differs from this is replaced by a rollout.
+//! Health, scaling, route, drain, grace period, strategy and dependsOn are deliberately left
+//! out: changing them never restarts containers. The workload part enters the digest only
+//! when it differs from the defaults, so specs without it keep the hash older versions of
+//! berth gave them (upgrading berth rolls nothing out).
 
-use super::model::{AppSpec, EnvValue};
+use super::model::{AppSpec, EnvValue, Strategy, Workload};
 use sha2::{Digest, Sha256};
 
 pub fn spec_hash(app: &AppSpec) -> String {
@@ -18,7 +22,7 @@ pub fn spec_hash(app: &AppSpec) -> String {
             (e.name.clone(), v)
         })
         .collect();
-    let relevant = serde_json::json!({
+    let mut relevant = serde_json::json!({
         "image": app.image,
         "command": app.command,
         "env": env,
@@ -26,6 +30,24 @@ pub fn spec_hash(app: &AppSpec) -> String {
         "cpu_millis": app.resources.cpu_millis,
         "memory_bytes": app.resources.memory_bytes,
     });
+    let w = &app.workload;
+    let containers = Workload {
+        depends_on: Vec::new(),
+        strategy: Strategy::default(),
+        ..w.clone()
+    };
+    if containers != Workload::default() || app.termination.stop_signal.is_some() {
+        relevant["workload"] = serde_json::json!({
+            "entrypoint": w.entrypoint,
+            "working_dir": w.working_dir,
+            "user": w.user,
+            "volumes": w.volumes,
+            "published": w.published,
+            "labels": w.labels,
+            "logging": w.logging,
+            "stop_signal": app.termination.stop_signal,
+        });
+    }
     let digest = Sha256::digest(relevant.to_string().as_bytes());
     hex::encode(&digest[..6])
 }

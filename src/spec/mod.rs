@@ -17,13 +17,17 @@ pub mod screen;
 mod split;
 pub mod units;
 mod validate;
+mod workload;
 
 pub use hash::spec_hash;
 pub use model::*;
 pub use parse::{
-    load_files, load_source, parse_file, ParsedFile, MAX_FILE_BYTES, MAX_ISSUES_PER_DOCUMENT,
+    load_files, load_source, load_source_with, parse_file, ParsedFile, MAX_FILE_BYTES,
+    MAX_ISSUES_PER_DOCUMENT,
 };
 pub use screen::{MAX_ALIASES_PER_DOC, MAX_BLOCK_DEPTH, MAX_FLOW_DEPTH, MAX_FLOW_OPENS_PER_DOC};
+pub use workload::path_problem;
+pub use workload::{SpecPolicy, DOCKER_SOCKETS};
 
 /// The JSON Schema of an App document (`berth schema`), generated from the raw types.
 pub fn json_schema() -> serde_json::Value {

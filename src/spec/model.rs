@@ -20,8 +20,12 @@ pub(crate) fn test_worker(name: &str, image: &str) -> AppSpec {
         replicas: Some(1),
         scaling: None,
         env: vec![],
-        termination: Termination { drain_seconds: 0 },
+        termination: Termination {
+            drain_seconds: 0,
+            ..Termination::default()
+        },
         route: None,
+        workload: Workload::default(),
     }
 }
 
@@ -48,6 +52,11 @@ pub struct AppSpec {
     pub termination: Termination,
     /// Only for http apps; defaults to path `/<name>` on any host.
     pub route: Option<Route>,
+    /// Container options of real workloads (volumes, fixed host ports, dependencies,
+    /// strategy, entrypoint, user, labels, logging). Absent in specs stored by older
+    /// versions of berth, hence the serde default.
+    #[serde(default)]
+    pub workload: Workload,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,9 +143,114 @@ pub enum EnvValue {
     FromHost,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Termination {
     pub drain_seconds: u32,
+    /// Seconds between the stop signal and SIGKILL; None: berth's `--stop-timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period_seconds: Option<u32>,
+    /// Signal that asks the container to stop (`SIGTERM`, `SIGINT`, ...); None: the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+}
+
+/// The workload options of an app (issue 12). Every field defaults to "as before".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Workload {
+    /// Replaces the image's ENTRYPOINT.
+    pub entrypoint: Option<Vec<String>>,
+    pub working_dir: Option<String>,
+    /// `uid`, `uid:gid` or a user name.
+    pub user: Option<String>,
+    pub volumes: Vec<Mount>,
+    /// Ports published on a fixed host address (`hostPort`).
+    pub published: Vec<PublishedPort>,
+    /// Apps that need a healthy replica before this app's containers are created.
+    pub depends_on: Vec<String>,
+    pub strategy: Strategy,
+    /// User labels (never `berth.*`).
+    pub labels: BTreeMap<String, String>,
+    pub logging: Logging,
+}
+
+/// One mount of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub source: MountSource,
+    /// Absolute path inside the container.
+    pub mount_path: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MountSource {
+    /// A berth-managed Docker volume `berth-<app>-<name>`.
+    Named(String),
+    /// A host directory or file; only under an `--allow-host-path` prefix.
+    HostPath(String),
+    Tmpfs,
+}
+
+/// The Docker volume behind the named volume `name` of `app`.
+pub fn volume_name(app: &str, name: &str) -> String {
+    format!("berth-{app}-{name}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    pub container_port: u16,
+    pub host_port: u16,
+    pub host_ip: String,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// How a changed spec replaces running containers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Start the new replica, wait healthy, then stop the old one (surge 1).
+    #[default]
+    Rolling,
+    /// Stop the old replica, then start the new one (one owner of a data directory or port).
+    Recreate,
+}
+
+/// json-file log rotation of every container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Logging {
+    pub max_size_bytes: u64,
+    pub max_files: u32,
+}
+
+pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 << 20;
+pub const DEFAULT_LOG_MAX_FILES: u32 = 3;
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            max_size_bytes: DEFAULT_LOG_MAX_SIZE,
+            max_files: DEFAULT_LOG_MAX_FILES,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,8 +10,9 @@ use super::raw;
 use super::screen;
 use super::split::{self, Chunk};
 use super::validate::{self, Problem};
+use super::workload::SpecPolicy;
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 pub use super::screen::MAX_FILE_BYTES;
@@ -43,6 +44,9 @@ struct Doc {
     name_pos: (usize, usize),
     /// 1-based (line, column) of `spec.route` (or of the name, for the default route).
     route_pos: (usize, usize),
+    /// 1-based (line, column) of `spec.dependsOn` and of `spec.ports` (or of the name).
+    deps_pos: (usize, usize),
+    ports_pos: (usize, usize),
     app: Option<AppSpec>,
     issues: Vec<SpecIssue>,
 }
@@ -111,7 +115,7 @@ fn attributable_name(
     validate::dns_label_problem(&name).is_none().then_some(name)
 }
 
-fn parse_chunk(file: &Path, chunk: &Chunk<'_>) -> (Doc, bool) {
+fn parse_chunk(file: &Path, chunk: &Chunk<'_>, policy: &SpecPolicy) -> (Doc, bool) {
     let source = SourceRef {
         file: file.to_path_buf(),
         line: chunk.first_content_line(),
@@ -124,7 +128,7 @@ fn parse_chunk(file: &Path, chunk: &Chunk<'_>) -> (Doc, bool) {
         Ok(app) => {
             let name = app.metadata.name.clone();
             let name = validate::dns_label_problem(&name).is_none().then_some(name);
-            (name, validate::validate(app))
+            (name, validate::validate_with(app, policy))
         }
         Err(err) => {
             let problem = diagnose::from_serde(&err, chunk.line_offset);
@@ -139,6 +143,8 @@ fn parse_chunk(file: &Path, chunk: &Chunk<'_>) -> (Doc, bool) {
                 source,
                 name_pos,
                 route_pos: name_pos,
+                deps_pos: name_pos,
+                ports_pos: name_pos,
                 app: None,
                 issues: vec![issue],
             };
@@ -150,6 +156,12 @@ fn parse_chunk(file: &Path, chunk: &Chunk<'_>) -> (Doc, bool) {
         Some(f) if f.depth == 2 => (chunk.line_offset + f.line, f.column),
         _ => name_pos,
     };
+    let top = |path: FieldPath| match loc.find(&path) {
+        Some(f) if f.depth == 2 => (chunk.line_offset + f.line, f.column),
+        _ => name_pos,
+    };
+    let deps_pos = top(fpath!["spec", "dependsOn"]);
+    let ports_pos = top(fpath!["spec", "ports"]);
     match result {
         Ok(app) => (
             Doc {
@@ -157,6 +169,8 @@ fn parse_chunk(file: &Path, chunk: &Chunk<'_>) -> (Doc, bool) {
                 source,
                 name_pos,
                 route_pos,
+                deps_pos,
+                ports_pos,
                 app: Some(app),
                 issues: Vec::new(),
             },
@@ -171,6 +185,8 @@ fn parse_chunk(file: &Path, chunk: &Chunk<'_>) -> (Doc, bool) {
                     source,
                     name_pos,
                     route_pos,
+                    deps_pos,
+                    ports_pos,
                     app: None,
                     issues,
                 },
@@ -207,7 +223,7 @@ fn problem_issues(
     issues
 }
 
-fn parse_file_inner(file: &Path, text: &str) -> FileResult {
+fn parse_file_inner(file: &Path, text: &str, policy: &SpecPolicy) -> FileResult {
     if let Err(r) = screen::screen(text) {
         return FileResult {
             docs: Vec::new(),
@@ -227,7 +243,7 @@ fn parse_file_inner(file: &Path, text: &str) -> FileResult {
         if chunk.is_empty() {
             continue;
         }
-        let (doc, attributed) = parse_chunk(file, &chunk);
+        let (doc, attributed) = parse_chunk(file, &chunk, policy);
         readable &= attributed;
         docs.push(doc);
     }
@@ -241,7 +257,7 @@ fn parse_file_inner(file: &Path, text: &str) -> FileResult {
 /// Parse one file of App documents (`---` separated; empty documents are skipped). `file` is
 /// only used to label apps and issues.
 pub fn parse_file(file: &Path, text: &str) -> ParsedFile {
-    let r = parse_file_inner(file, text);
+    let r = parse_file_inner(file, text, &SpecPolicy::default());
     let mut out = ParsedFile {
         issues: r.file_issues,
         readable: r.readable,
@@ -287,6 +303,15 @@ pub fn load_files(files: &[(PathBuf, String)]) -> LoadedSpecs {
 /// issue at its path (line 1, column 1, no field) and an unreadable file, so the apps that
 /// came from it are kept exactly like those of a file that cannot be parsed.
 pub fn load_source(files: &[(PathBuf, String)], unreadable: &[UnreadableEntry]) -> LoadedSpecs {
+    load_source_with(files, unreadable, &SpecPolicy::default())
+}
+
+/// `load_source` under the operator's policy (`--allow-host-path`).
+pub fn load_source_with(
+    files: &[(PathBuf, String)],
+    unreadable: &[UnreadableEntry],
+    policy: &SpecPolicy,
+) -> LoadedSpecs {
     let mut out = LoadedSpecs::default();
     for entry in unreadable {
         out.unreadable_files.push(entry.path.clone());
@@ -303,7 +328,7 @@ pub fn load_source(files: &[(PathBuf, String)], unreadable: &[UnreadableEntry]) 
     }
     let mut by_name: BTreeMap<String, Vec<Doc>> = BTreeMap::new();
     for (file, text) in files {
-        let r = parse_file_inner(file, text);
+        let r = parse_file_inner(file, text, policy);
         if !r.readable {
             out.unreadable_files.push(file.clone());
         }
@@ -383,6 +408,19 @@ pub fn load_source(files: &[(PathBuf, String)], unreadable: &[UnreadableEntry]) 
         }
     }
 
+    let known: BTreeSet<&str> = candidates
+        .iter()
+        .filter_map(|d| d.name.as_deref())
+        .collect();
+    let check_unknown = out.unreadable_files.is_empty();
+    cross_workload(
+        &candidates,
+        &known,
+        check_unknown,
+        &mut conflicted,
+        &mut out.issues,
+    );
+
     for (doc, conflict) in candidates.into_iter().zip(conflicted) {
         if let (Some(app), false) = (doc.app, conflict) {
             out.apps.insert(app.name.clone(), (app, doc.source));
@@ -391,4 +429,147 @@ pub fn load_source(files: &[(PathBuf, String)], unreadable: &[UnreadableEntry]) 
     out.issues
         .sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     out
+}
+
+/// Rules across apps for the workload options: a dependency must exist (unless a file could
+/// not be read: it may be there), `dependsOn` must not form a cycle, and two apps must not
+/// publish the same host address and port (0.0.0.0 / :: overlap every address).
+fn cross_workload(
+    docs: &[Doc],
+    known: &BTreeSet<&str>,
+    check_unknown: bool,
+    conflicted: &mut [bool],
+    issues: &mut Vec<SpecIssue>,
+) {
+    let index: BTreeMap<&str, usize> = docs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| Some((d.app.as_ref()?.name.as_str(), i)))
+        .collect();
+    fn deps(doc: &Doc) -> &[String] {
+        doc.app
+            .as_ref()
+            .map(|a| a.workload.depends_on.as_slice())
+            .unwrap_or_default()
+    }
+    for (i, doc) in docs.iter().enumerate() {
+        for dep in deps(doc) {
+            if check_unknown && !known.contains(dep.as_str()) {
+                conflicted[i] = true;
+                issues.push(issue(
+                    &doc.source.file,
+                    doc.deps_pos,
+                    &fpath!["spec", "dependsOn"],
+                    format!("depends on `{dep}`, which no spec defines: add that app or remove it from dependsOn"),
+                    doc.name.as_deref(),
+                ));
+            }
+        }
+    }
+    // Cycles: depth-first search; a back edge closes the cycle on the stack.
+    let mut state = vec![0u8; docs.len()]; // 0 new, 1 on stack, 2 done
+    let mut in_cycle: BTreeMap<usize, String> = BTreeMap::new();
+    fn visit(
+        i: usize,
+        docs: &[Doc],
+        index: &BTreeMap<&str, usize>,
+        state: &mut [u8],
+        stack: &mut Vec<usize>,
+        in_cycle: &mut BTreeMap<usize, String>,
+    ) {
+        state[i] = 1;
+        stack.push(i);
+        let deps = docs[i]
+            .app
+            .as_ref()
+            .map(|a| a.workload.depends_on.clone())
+            .unwrap_or_default();
+        for dep in deps {
+            let Some(&j) = index.get(dep.as_str()) else {
+                continue;
+            };
+            match state[j] {
+                0 => visit(j, docs, index, state, stack, in_cycle),
+                1 => {
+                    let from = stack.iter().position(|&k| k == j).unwrap_or(0);
+                    let members = &stack[from..];
+                    let mut names: Vec<&str> = members
+                        .iter()
+                        .filter_map(|&k| docs[k].name.as_deref())
+                        .collect();
+                    names.push(docs[j].name.as_deref().unwrap_or(""));
+                    let text = names.join(" -> ");
+                    for &k in members {
+                        in_cycle.entry(k).or_insert_with(|| text.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        stack.pop();
+        state[i] = 2;
+    }
+    for i in 0..docs.len() {
+        if state[i] == 0 && docs[i].app.is_some() {
+            visit(i, docs, &index, &mut state, &mut Vec::new(), &mut in_cycle);
+        }
+    }
+    for (i, cycle) in in_cycle {
+        conflicted[i] = true;
+        let doc = &docs[i];
+        issues.push(issue(
+            &doc.source.file,
+            doc.deps_pos,
+            &fpath!["spec", "dependsOn"],
+            format!("dependsOn forms a cycle ({cycle}): no app of it could ever start; remove one of these dependencies"),
+            doc.name.as_deref(),
+        ));
+    }
+    // One host address and port, two apps.
+    let mut claims: Vec<(usize, &crate::spec::PublishedPort)> = Vec::new();
+    for (i, doc) in docs.iter().enumerate() {
+        if let Some(app) = &doc.app {
+            claims.extend(app.workload.published.iter().map(|p| (i, p)));
+        }
+    }
+    let wildcard = |ip: &str| ip == "0.0.0.0" || ip == "::";
+    for &(i, p) in &claims {
+        let others: Vec<usize> = claims
+            .iter()
+            .filter(|(j, q)| {
+                *j != i
+                    && q.host_port == p.host_port
+                    && q.protocol == p.protocol
+                    && (q.host_ip == p.host_ip || wildcard(&q.host_ip) || wildcard(&p.host_ip))
+            })
+            .map(|(j, _)| *j)
+            .collect();
+        if others.is_empty() {
+            continue;
+        }
+        conflicted[i] = true;
+        let doc = &docs[i];
+        let places = list_places(
+            others.len(),
+            others.iter().map(|&j| {
+                format!(
+                    "`{}` ({})",
+                    docs[j].name.as_deref().unwrap_or(""),
+                    place(&docs[j].source.file, docs[j].ports_pos.0)
+                )
+            }),
+        );
+        issues.push(issue(
+            &doc.source.file,
+            doc.ports_pos,
+            &fpath!["spec", "ports"],
+            format!(
+                "host port {}:{}/{} is also published by {places}: give each app its own hostPort",
+                p.host_ip,
+                p.host_port,
+                p.protocol.as_str()
+            ),
+            doc.name.as_deref(),
+        ));
+    }
 }

@@ -63,10 +63,12 @@ pub struct Spec {
     /// already be on the host). Credentials come from Docker's own config.json.
     #[schemars(default = "default_pull_policy")]
     pub image_pull_policy: Option<ImagePullPolicy>,
-    /// Overrides the image's entrypoint and command; omit to use the image's own.
+    /// Replaces the image's CMD (as docker compose's `command`); the ENTRYPOINT stays unless
+    /// `entrypoint` is set. Omit to use the image's own.
     #[schemars(length(min = 1))]
     pub command: Option<Vec<String>>,
-    /// Container ports. http apps need at least one (the first is routed); workers have none.
+    /// Container ports. http apps need at least one tcp port (the first is routed); workers
+    /// may only list ports they publish with `hostPort`.
     pub ports: Option<Vec<Port>>,
     /// Health probe used during rollouts.
     pub health: Option<Health>,
@@ -80,6 +82,77 @@ pub struct Spec {
     pub termination: Option<Termination>,
     /// berth extension (http apps only). Default: path `/<name>` on any host.
     pub route: Option<Route>,
+    // ---- workload options (issue 12) ----
+    /// Replaces the image's ENTRYPOINT (at least one element).
+    #[schemars(length(min = 1))]
+    pub entrypoint: Option<Vec<String>>,
+    /// Working directory inside the container (absolute path).
+    pub working_dir: Option<String>,
+    /// User the process runs as: `uid`, `uid:gid`, `name` or `name:group`.
+    pub user: Option<String>,
+    /// Mounts: a berth-managed named volume (`name`), a host path (`hostPath`, only under
+    /// an `--allow-host-path` prefix) or a tmpfs (`tmpfs: true`).
+    pub volumes: Option<Vec<Volume>>,
+    /// Apps that need at least one healthy replica before this app's containers are created.
+    pub depends_on: Option<Vec<String>>,
+    /// `rolling` (default: start new, then stop old) or `recreate` (stop old, then start new).
+    #[schemars(default = "default_strategy")]
+    pub strategy: Option<Strategy>,
+    /// User labels on every container; keys starting with `berth.` are reserved.
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// json-file log rotation (on by default: 10Mi x 3 files).
+    pub logging: Option<Logging>,
+}
+
+/// One mount. Exactly one of `name`, `hostPath` or `tmpfs: true`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Volume {
+    /// Named volume: Docker volume `berth-<app>-<name>`, kept across rollouts and removal of
+    /// the app (`berth volumes prune APP` deletes it). A DNS label.
+    #[schemars(regex(pattern = r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"))]
+    pub name: Option<String>,
+    /// Absolute host path; refused unless under an `--allow-host-path` prefix.
+    pub host_path: Option<String>,
+    /// `true`: an in-memory tmpfs.
+    pub tmpfs: Option<bool>,
+    /// Absolute path inside the container.
+    pub mount_path: String,
+    #[schemars(default = "default_false")]
+    pub read_only: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    Rolling,
+    Recreate,
+}
+
+fn default_strategy() -> Option<Strategy> {
+    Some(Strategy::Rolling)
+}
+
+fn default_false() -> Option<bool> {
+    Some(false)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// json-file log rotation.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Logging {
+    /// Size of one log file before it rotates (`10Mi`, `1M`, bytes); at least 1Ki.
+    pub max_size: Option<Memory>,
+    /// Log files kept per container.
+    #[schemars(range(min = 1, max = 100), default = "default_3")]
+    pub max_files: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -109,6 +182,25 @@ fn default_pull_policy() -> Option<ImagePullPolicy> {
 pub struct Port {
     #[schemars(range(min = 1, max = 65535))]
     pub container_port: i64,
+    /// Publish on this fixed host port (databases, brokers). Needs `strategy: recreate` and
+    /// one replica (two containers cannot bind one port).
+    #[schemars(range(min = 1, max = 65535))]
+    pub host_port: Option<i64>,
+    /// Host address of `hostPort` (default 127.0.0.1; any other address must be written).
+    #[serde(rename = "hostIP")]
+    #[schemars(default = "default_host_ip")]
+    pub host_ip: Option<String>,
+    /// `tcp` (default) or `udp` (udp ports need a hostPort).
+    #[schemars(default = "default_protocol")]
+    pub protocol: Option<Protocol>,
+}
+
+fn default_host_ip() -> Option<String> {
+    Some("127.0.0.1".to_string())
+}
+
+fn default_protocol() -> Option<Protocol> {
+    Some(Protocol::Tcp)
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
@@ -247,6 +339,13 @@ pub struct Termination {
     /// it is stopped.
     #[schemars(range(min = 0, max = 3600), default = "default_5")]
     pub drain_seconds: Option<i64>,
+    /// Seconds between the stop signal and SIGKILL (default: berth's `--stop-timeout`).
+    #[schemars(range(min = 0, max = 3600))]
+    pub grace_period_seconds: Option<i64>,
+    /// Signal that stops the container, e.g. `SIGTERM`, `SIGINT`, `SIGQUIT` (default: the
+    /// image's STOPSIGNAL, else SIGTERM).
+    #[schemars(regex(pattern = r"^SIG[A-Z0-9+-]{2,12}$"))]
+    pub stop_signal: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]

@@ -138,8 +138,17 @@ fn unit_multiplier(unit: &str) -> Option<u128> {
     })
 }
 
-/// Memory in bytes. `k K M G T` are powers of 1000, `Ki Mi Gi Ti` powers of 1024 (the
-/// Kubernetes convention). Lowercase `m` is refused: in Kubernetes it means milli.
+/// A log file size (`logging.maxSize`) in bytes, same units as memory; 1Ki to 1Ti.
+pub fn log_size_bytes(q: &Quantity) -> Result<u64, String> {
+    let bytes = bytes_of(q, "maxSize")?;
+    if !(1024..=(1u128 << 40)).contains(&bytes) {
+        return Err(format!(
+            "maxSize {q} must lie between 1Ki and 1Ti: write a size like 10Mi"
+        ));
+    }
+    Ok(bytes as u64)
+}
+
 /// A byte quantity (`512Mi`, `1G`, an integer) as bytes; `what` names it in errors.
 fn bytes_of(q: &Quantity, what: &str) -> Result<u128, String> {
     let bytes: u128 = match q {
@@ -192,6 +201,8 @@ fn bytes_of(q: &Quantity, what: &str) -> Result<u128, String> {
     Ok(bytes)
 }
 
+/// Memory in bytes. `k K M G T` are powers of 1000, `Ki Mi Gi Ti` powers of 1024 (the
+/// Kubernetes convention). Lowercase `m` is refused: in Kubernetes it means milli.
 pub fn memory_bytes(q: &Quantity) -> Result<u64, String> {
     let bytes = bytes_of(q, "memory")?;
     if bytes < u128::from(MIN_MEMORY_BYTES) {

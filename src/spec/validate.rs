@@ -7,10 +7,11 @@
 use super::locate::{fpath, FieldPath};
 use super::model::{
     AppSpec, AppType, EnvValue, EnvVar, HealthSpec, HttpScaling, ImagePullPolicy, Probe, Resources,
-    Route, RouteProxy, Scaling, ScalingMode, Termination,
+    Route, RouteProxy, Scaling, ScalingMode,
 };
 use super::raw;
 use super::units;
+use super::workload::{self, SpecPolicy};
 use std::collections::HashSet;
 
 /// One problem: where (field path) and what to do (message).
@@ -142,8 +143,8 @@ impl Checker {
     }
 }
 
-/// Validate and apply defaults.
-pub fn validate(app: raw::App) -> Result<AppSpec, Vec<Problem>> {
+/// Validate and apply defaults under the operator's `policy`.
+pub fn validate_with(app: raw::App, policy: &SpecPolicy) -> Result<AppSpec, Vec<Problem>> {
     let mut c = Checker::default();
     let name = app.metadata.name;
     if let Some(msg) = dns_label_problem(&name) {
@@ -157,7 +158,17 @@ pub fn validate(app: raw::App) -> Result<AppSpec, Vec<Problem>> {
 
     check_image(&mut c, &s.image);
     check_command(&mut c, s.command.as_deref());
-    let (ports, ports_ok) = check_ports(&mut c, app_type, s.ports.as_deref());
+    let max_replicas = match &s.scaling {
+        Some(sc) => sc.max_replicas,
+        None => s.replicas.unwrap_or(1),
+    };
+    let (ports, ports_ok, published) = workload::check_ports(
+        &mut c.problems,
+        app_type,
+        s.ports.as_deref(),
+        s.strategy,
+        u32::try_from(max_replicas).unwrap_or(0),
+    );
     let health = s
         .health
         .as_ref()
@@ -192,6 +203,15 @@ pub fn validate(app: raw::App) -> Result<AppSpec, Vec<Problem>> {
         )
         .unwrap_or(DEFAULT_DRAIN_SECONDS);
     let route = check_route(&mut c, app_type, &name, s.route.as_ref());
+    let workload = workload::check_workload(&mut c.problems, &s, policy, published);
+    if let Some(i) = workload.depends_on.iter().position(|d| *d == name) {
+        c.err(
+            fpath!["spec", "dependsOn", i],
+            format!("`{name}` cannot depend on itself: remove it"),
+        );
+    }
+    let termination =
+        workload::check_termination(&mut c.problems, s.termination.as_ref(), drain_seconds);
 
     if !c.problems.is_empty() {
         return Err(c.problems);
@@ -212,8 +232,9 @@ pub fn validate(app: raw::App) -> Result<AppSpec, Vec<Problem>> {
         replicas,
         scaling,
         env,
-        termination: Termination { drain_seconds },
+        termination,
         route,
+        workload,
     })
 }
 
@@ -255,44 +276,6 @@ fn check_command(c: &mut Checker, command: Option<&[String]>) {
             );
         }
     }
-}
-
-/// The valid, de-duplicated ports, and whether every listed port was valid.
-fn check_ports(
-    c: &mut Checker,
-    app_type: AppType,
-    ports: Option<&[raw::Port]>,
-) -> (Vec<u16>, bool) {
-    let list = ports.unwrap_or_default();
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    let mut ok = true;
-    for (i, p) in list.iter().enumerate() {
-        let at = fpath!["spec", "ports", i, "containerPort"];
-        match c.port(at.clone(), p.container_port) {
-            Some(port) if !seen.insert(port) => {
-                c.err(
-                    at,
-                    format!("port {port} is listed twice: list each port once"),
-                );
-                ok = false;
-            }
-            Some(port) => out.push(port),
-            None => ok = false,
-        }
-    }
-    match app_type {
-        AppType::Http if list.is_empty() => c.err(
-            fpath!["spec", "ports"],
-            "http apps need at least one port: add `ports: [{containerPort: 8080}]` or set `type: worker`",
-        ),
-        AppType::Worker if !list.is_empty() => c.err(
-            fpath!["spec", "ports"],
-            "workers take no traffic, so they have no ports: remove `ports` or set `type: http`",
-        ),
-        _ => {}
-    }
-    (out, ok)
 }
 
 fn check_probe_port(

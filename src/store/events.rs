@@ -46,12 +46,14 @@ pub enum EventType {
     ImagePulled,
     /// A pull or a registry check failed: which image, which registry, what to do.
     ImagePullFailed,
+    /// An app was removed and its named volumes were kept (`berth volumes prune` deletes them).
+    VolumeKept,
     Other(String),
 }
 
 impl EventType {
     /// Every kind berth records.
-    pub const KNOWN: [EventType; 20] = [
+    pub const KNOWN: [EventType; 21] = [
         EventType::Created,
         EventType::Removed,
         EventType::RolloutStarted,
@@ -72,6 +74,7 @@ impl EventType {
         EventType::ImagePulling,
         EventType::ImagePulled,
         EventType::ImagePullFailed,
+        EventType::VolumeKept,
     ];
 
     pub fn as_str(&self) -> &str {
@@ -96,6 +99,7 @@ impl EventType {
             EventType::ImagePulling => "image-pulling",
             EventType::ImagePulled => "image-pulled",
             EventType::ImagePullFailed => "image-pull-failed",
+            EventType::VolumeKept => "volume-kept",
             EventType::Other(text) => text,
         }
     }

@@ -94,6 +94,14 @@ impl ContainerObserver for FakeRuntime {
         ];
         Ok(futures_util::stream::iter(lines).boxed())
     }
+
+    async fn volumes(
+        &self,
+        _app: Option<&str>,
+    ) -> Result<Vec<berth::runtime::ObservedVolume>, RuntimeError> {
+        self.calls.lock().unwrap().list += 1;
+        Ok(Vec::new())
+    }
 }
 
 impl ContainerRuntime for FakeRuntime {
@@ -109,9 +117,21 @@ impl ContainerRuntime for FakeRuntime {
         self.calls.lock().unwrap().stop += 1;
         Err(refused("stop"))
     }
-    async fn remove(&self, _id: &str) -> Result<(), RuntimeError> {
+    async fn remove(
+        &self,
+        _id: &str,
+        _volumes: berth::runtime::RemoveVolumes,
+    ) -> Result<(), RuntimeError> {
         self.calls.lock().unwrap().remove += 1;
         Err(refused("remove"))
+    }
+    async fn ensure_volume(&self, _name: &str, _app: &str) -> Result<(), RuntimeError> {
+        self.calls.lock().unwrap().volume += 1;
+        Err(refused("create volume"))
+    }
+    async fn remove_volume(&self, _name: &str) -> Result<(), RuntimeError> {
+        self.calls.lock().unwrap().volume += 1;
+        Err(refused("remove volume"))
     }
     async fn ensure_network(&self, _name: &str) -> Result<(), RuntimeError> {
         self.calls.lock().unwrap().network += 1;
@@ -145,8 +165,12 @@ pub fn spec(name: &str) -> AppSpec {
             name: "NODE_ENV".into(),
             value: EnvValue::Literal("production".into()),
         }],
-        termination: Termination { drain_seconds: 0 },
+        termination: Termination {
+            drain_seconds: 0,
+            ..Default::default()
+        },
         route: None,
+        workload: Default::default(),
     }
 }
 
@@ -257,6 +281,7 @@ async fn controller_with(
         deletion_budget: Default::default(),
         history: Default::default(),
         images: Default::default(),
+        spec_policy: Default::default(),
     };
     let runtime = FakeRuntime {
         containers,
@@ -314,6 +339,7 @@ async fn fixture_in(on_disk: bool) -> Fixture {
         prune_blocked: None,
         proxy_listen: "127.0.0.1:8080".into(),
         upstreams: Default::default(),
+        leaving_deps: Default::default(),
     };
     let observed = Observed {
         health: containers

@@ -97,8 +97,8 @@ pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}-{n}-{nanos:x}", std::process::id())
 }
 
-/// Drop guard: removes every container labelled `berth.instance=<instance>` (owned or not),
-/// then networks labelled with the instance and the network named `<instance>`.
+/// Drop guard: removes every container labelled `berth.instance=<instance>` (owned or not)
+/// with its anonymous volumes, the volumes labelled with the instance, then networks labelled with the instance and the network named `<instance>`.
 /// Uses the docker CLI, so it works after a panic and outside any async runtime.
 /// Convention: name a test's network after its instance (or let `DockerRuntime` create it,
 /// which labels it).
@@ -123,6 +123,24 @@ impl Drop for DockerCleanup {
             .split_whitespace()
             .map(str::to_string)
             .collect();
+        // Anonymous volumes (an image's VOLUME, also carried over between containers, which
+        // `rm -v` leaves because they are mounted by name) and the instance's named volumes.
+        let mut volumes: Vec<String> = Vec::new();
+        if !ids.is_empty() {
+            let mut args = vec![
+                "inspect",
+                "--format",
+                "{{range .Mounts}}{{if eq .Type \"volume\"}}{{.Name}} {{end}}{{end}}",
+            ];
+            args.extend(ids.iter().map(String::as_str));
+            let out = docker(&args);
+            volumes.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .map(str::to_string),
+            );
+        }
         if !ids.is_empty() {
             let mut args = vec!["rm", "-f", "-v"];
             args.extend(ids.iter().map(String::as_str));
@@ -134,6 +152,15 @@ impl Drop for DockerCleanup {
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
             }
+        }
+        let labelled = docker(&["volume", "ls", "-q", "--filter", &filter]);
+        volumes.extend(
+            String::from_utf8_lossy(&labelled.stdout)
+                .split_whitespace()
+                .map(str::to_string),
+        );
+        for volume in volumes {
+            let _ = docker(&["volume", "rm", &volume]);
         }
         let nets = docker(&["network", "ls", "-q", "--filter", &filter]);
         let mut nets: Vec<String> = String::from_utf8_lossy(&nets.stdout)
@@ -394,6 +421,7 @@ pub fn test_settings(
         deletion_budget: Default::default(),
         history: Default::default(),
         images: Default::default(),
+        spec_policy: Default::default(),
     }
 }
 

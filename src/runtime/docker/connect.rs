@@ -135,6 +135,7 @@ impl DockerRuntime {
             counters: Counters::default(),
             cfs_refused: AtomicBool::new(false),
             known_networks: Mutex::new(HashSet::new()),
+            known_volumes: Mutex::new(HashSet::new()),
         })
     }
 }

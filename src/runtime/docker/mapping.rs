@@ -10,10 +10,10 @@ use crate::runtime::{
     ContainerRequest, ContainerState, ObservedContainer, LABEL_APP, LABEL_INSTANCE, LABEL_MANAGED,
     LABEL_PORT, LABEL_REVISION, LABEL_SPEC_HASH,
 };
-use bollard::container::Config;
+use bollard::container::{Config, NetworkingConfig};
 use bollard::models::{
-    ContainerInspectResponse, ContainerSummary, HostConfig, PortBinding, PortMap, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerInspectResponse, ContainerSummary, EndpointSettings, HostConfig, HostConfigLogConfig,
+    Mount, PortBinding, PortMap, RestartPolicy, RestartPolicyNameEnum,
 };
 use std::collections::HashMap;
 
@@ -101,6 +101,7 @@ pub(super) fn container_config(
     labels: HashMap<String, String>,
     cpu: CpuLimit,
     init: bool,
+    mounts: Vec<Mount>,
 ) -> Config<String> {
     let mut exposed = HashMap::new();
     let mut bindings: PortMap = HashMap::new();
@@ -114,6 +115,38 @@ pub(super) fn container_config(
             }]),
         );
     }
+    let options = &request.options;
+    for p in &options.host_ports {
+        let key = format!("{}/{}", p.container_port, p.protocol);
+        exposed.insert(key.clone(), HashMap::new());
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: Some(p.host_ip.clone()),
+                host_port: Some(p.host_port.to_string()),
+            });
+    }
+    let log_config = options.log_rotation.map(|r| HostConfigLogConfig {
+        typ: Some("json-file".to_string()),
+        config: Some(HashMap::from([
+            ("max-size".to_string(), r.max_size_bytes.to_string()),
+            ("max-file".to_string(), r.max_files.to_string()),
+        ])),
+    });
+    let networking_config = match (&request.network, options.aliases.is_empty()) {
+        (Some(network), false) => Some(NetworkingConfig {
+            endpoints_config: HashMap::from([(
+                network.clone(),
+                EndpointSettings {
+                    aliases: Some(options.aliases.clone()),
+                    ..Default::default()
+                },
+            )]),
+        }),
+        _ => None,
+    };
     let (nano_cpus, cpu_shares) = match cpu {
         CpuLimit::Nano(n) => (Some(n), None),
         CpuLimit::Shares(s) => (None, Some(s)),
@@ -132,11 +165,18 @@ pub(super) fn container_config(
         }),
         network_mode: request.network.clone(),
         init: Some(init),
+        mounts: (!mounts.is_empty()).then_some(mounts),
+        log_config,
         ..Default::default()
     };
     Config {
         image: Some(request.image.clone()),
         cmd: request.command.clone(),
+        entrypoint: options.entrypoint.clone(),
+        working_dir: options.working_dir.clone(),
+        user: options.user.clone(),
+        stop_signal: options.stop_signal.clone(),
+        networking_config,
         env: Some(
             request
                 .env
@@ -290,11 +330,12 @@ pub(super) fn short(id: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+    use crate::runtime::ContainerOptions;
     use std::collections::BTreeMap;
 
-    fn request() -> ContainerRequest {
+    pub(in crate::runtime::docker) fn request() -> ContainerRequest {
         ContainerRequest {
             name: "web-abc".into(),
             image: "berth-demo:v1".into(),
@@ -311,13 +352,20 @@ mod tests {
                 (LABEL_INSTANCE.to_string(), "forged".to_string()),
             ]),
             network: Some("berth".into()),
+            options: ContainerOptions::default(),
         }
     }
 
     #[test]
     fn config_carries_limits_ports_labels_and_policy() {
         let labels = create_labels(&request(), Some("t1"));
-        let cfg = container_config(&request(), labels, CpuLimit::Nano(500_000_000), true);
+        let cfg = container_config(
+            &request(),
+            labels,
+            CpuLimit::Nano(500_000_000),
+            true,
+            vec![],
+        );
         assert_eq!(cfg.image.as_deref(), Some("berth-demo:v1"));
         assert_eq!(
             cfg.cmd,
@@ -356,7 +404,13 @@ mod tests {
             assert_eq!(b[0].host_port.as_deref(), Some(""), "{port}: ephemeral");
         }
 
-        let shares_cfg = container_config(&request(), HashMap::new(), CpuLimit::Shares(512), false);
+        let shares_cfg = container_config(
+            &request(),
+            HashMap::new(),
+            CpuLimit::Shares(512),
+            false,
+            vec![],
+        );
         let host = shares_cfg.host_config.unwrap();
         assert_eq!((host.nano_cpus, host.cpu_shares), (None, Some(512)));
         assert_eq!(host.init, Some(false));
@@ -367,7 +421,7 @@ mod tests {
             network: None,
             ..request()
         };
-        let host = container_config(&plain, HashMap::new(), CpuLimit::None, true)
+        let host = container_config(&plain, HashMap::new(), CpuLimit::None, true, vec![])
             .host_config
             .unwrap();
         assert_eq!(

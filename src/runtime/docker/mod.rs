@@ -8,10 +8,12 @@
 //! |---|---|
 //! | `connect.rs` | `DOCKER_HOST` parsing, ping + API version negotiation, bollard errors -> [`RuntimeError`] |
 //! | `mapping.rs` | pure: request -> create body (labels, limits, restart policy, loopback ports, init), ownership rule, list/inspect -> [`ObservedContainer`] |
+//! | `mounts.rs` | pure: the request's mounts plus the carried anonymous volumes of the replaced container |
 //! | `network.rs` | berth's bridge network and the repair of this instance's duplicates |
 //! | `stats.rs` | read-only one-shot stats (at most [`STATS_CONCURRENCY`] in flight) |
 //! | `image.rs` | local image inspect, the registry's current digest of a tag, pulls with credentials |
 //! | `logs.rs` | read-only container logs (timestamps, stdout and stderr, optionally followed) |
+//! | `volume.rs` | berth's named volumes: labelled list, ensure (create when missing, refuse a foreign one), remove; anonymous volumes removed with an app |
 //!
 //! Must not touch: any container that lacks `berth.managed=true` (or, when this runtime has an
 //! instance, lacks the matching `berth.instance`; without an instance, containers that carry
@@ -19,14 +21,20 @@
 //! first and refuses with [`RuntimeError::NotOwned`]. It pulls images (`image.rs`) but never
 //! builds, tags or removes one, never touches nginx or the store, and never logs env values
 //! or registry secrets.
+//! Volumes: only volumes labelled `berth.managed=true` (and this instance) are created,
+//! listed or removed, and an anonymous volume is deleted only by
+//! `remove(.., RemoveVolumes::Anonymous)` (the app is gone) and only when no other container
+//! uses it.
 
 mod connect;
 mod host;
 mod image;
 mod logs;
 mod mapping;
+mod mounts;
 mod network;
 mod stats;
+mod volume;
 
 pub use connect::DEFAULT_DOCKER_HOST;
 pub use host::EngineFacts;
@@ -34,7 +42,7 @@ pub use stats::STATS_CONCURRENCY;
 
 use super::{
     CallCounts, ContainerObserver, ContainerRequest, ContainerRuntime, ContainerState,
-    ContainerStats, ObservedContainer, RuntimeError,
+    ContainerStats, ObservedContainer, ObservedVolume, RemoveVolumes, RuntimeError,
 };
 use bollard::container::{
     CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
@@ -48,6 +56,7 @@ use mapping::{
     container_config, create_labels, inspect_state, is_cfs_refusal, is_cpu_range_refusal,
     observed_from_inspect, observed_from_summary, owns, shares, short, CpuLimit,
 };
+use mounts::{anonymous_volumes, mounts};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -65,6 +74,7 @@ struct Counters {
     stats: AtomicU64,
     images: AtomicU64,
     pulls: AtomicU64,
+    volume: AtomicU64,
 }
 
 impl Counters {
@@ -96,6 +106,7 @@ pub struct DockerRuntime {
     counters: Counters,
     cfs_refused: AtomicBool,
     known_networks: Mutex<HashSet<String>>,
+    known_volumes: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for DockerRuntime {
@@ -244,7 +255,12 @@ impl ContainerObserver for DockerRuntime {
             stats: c.stats.load(Ordering::Relaxed),
             images: c.images.load(Ordering::Relaxed),
             pulls: c.pulls.load(Ordering::Relaxed),
+            volume: c.volume.load(Ordering::Relaxed),
         }
+    }
+
+    async fn volumes(&self, app: Option<&str>) -> Result<Vec<ObservedVolume>, RuntimeError> {
+        self.list_volumes(app).await
     }
 
     async fn local_image(&self, image: &str) -> Result<Option<super::LocalImage>, RuntimeError> {
@@ -263,11 +279,23 @@ impl ContainerObserver for DockerRuntime {
 impl ContainerRuntime for DockerRuntime {
     async fn create(&self, request: &ContainerRequest) -> Result<String, RuntimeError> {
         let labels = create_labels(request, self.instance.as_deref());
+        // The replaced container's anonymous volumes (an image's VOLUME) move to the new
+        // one, as docker compose does: a rollout never starts a database on empty data.
+        let carried = match &request.options.carry_volumes_from {
+            Some(old) => self
+                .owned("create", old)
+                .await?
+                .and_then(|info| info.mounts)
+                .map(|m| anonymous_volumes(&m))
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let mounts = mounts(request, &carried);
         let mut cpu =
             CpuLimit::for_millis(request.cpu_millis, self.cfs_refused.load(Ordering::Relaxed));
         // At most: one CPU fallback, one CPU-range fallback, one conflict race.
         for _attempt in 0..4 {
-            let config = container_config(request, labels.clone(), cpu, self.init);
+            let config = container_config(request, labels.clone(), cpu, self.init, mounts.clone());
             let options = CreateContainerOptions {
                 name: request.name.clone(),
                 platform: None,
@@ -414,14 +442,22 @@ impl ContainerRuntime for DockerRuntime {
         Ok(())
     }
 
-    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
-        if self.owned("remove", id).await?.is_none() {
+    async fn remove(&self, id: &str, volumes: RemoveVolumes) -> Result<(), RuntimeError> {
+        let Some(info) = self.owned("remove", id).await? else {
             return Ok(());
-        }
+        };
+        let anonymous = match volumes {
+            RemoveVolumes::Keep => Vec::new(),
+            RemoveVolumes::Anonymous => info
+                .mounts
+                .as_deref()
+                .map(anonymous_volumes)
+                .unwrap_or_default(),
+        };
         Counters::bump(&self.counters.remove);
         let options = RemoveContainerOptions {
             force: true,
-            v: true,
+            v: volumes == RemoveVolumes::Anonymous,
             link: false,
         };
         match self.docker.remove_container(id, Some(options)).await {
@@ -436,7 +472,18 @@ impl ContainerRuntime for DockerRuntime {
             Err(e) => return Err(map_error(&self.endpoint, "remove", e)),
         }
         tracing::info!(container = %id, "removed container");
+        for (name, _) in anonymous {
+            self.remove_anonymous_volume(&name).await;
+        }
         Ok(())
+    }
+
+    async fn ensure_volume(&self, name: &str, app: &str) -> Result<(), RuntimeError> {
+        self.ensure_volume_now(name, app).await
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        self.remove_owned_volume(name).await
     }
 
     async fn ensure_network(&self, name: &str) -> Result<(), RuntimeError> {
