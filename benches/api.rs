@@ -105,6 +105,7 @@ async fn controller(
         history: Default::default(),
         images: Default::default(),
         spec_policy: Default::default(),
+        tls: Default::default(),
     };
     Controller::new(Default::default(), proxy, store, settings)
 }
@@ -155,6 +156,7 @@ async fn populate(ctl: &Controller<api_support::FakeRuntime>) {
         held: BTreeMap::new(),
         prune_blocked: None,
         proxy_listen: "127.0.0.1:8080".into(),
+        proxy_tls: Default::default(),
         upstreams: Default::default(),
         leaving_deps: Default::default(),
     };

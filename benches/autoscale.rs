@@ -234,6 +234,7 @@ async fn live(rows: &mut Vec<Row>) {
         spec,
         &[format!("127.0.0.1:{up}")],
         &listen,
+        &Default::default(),
         berth::plan::render::Upstreams::Static,
     );
     proxy.prepare().await.unwrap();

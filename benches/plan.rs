@@ -18,6 +18,7 @@ fn spec(i: usize, image: &str) -> AppSpec {
             path: format!("/{name}"),
             strip_prefix: true,
             proxy: Default::default(),
+            tls: None,
         }),
         name,
         app_type: AppType::Http,
@@ -45,6 +46,7 @@ fn world(image: &str) -> (Desired, Observed) {
         held: BTreeMap::new(),
         prune_blocked: None,
         proxy_listen: "127.0.0.1:8080".into(),
+        proxy_tls: Default::default(),
         upstreams: Default::default(),
         leaving_deps: Default::default(),
     };
@@ -83,6 +85,7 @@ fn world(image: &str) -> (Desired, Observed) {
             &app.spec,
             &members,
             &desired.proxy_listen,
+            &desired.proxy_tls,
             desired.upstreams,
         ) {
             observed.proxy_files.insert(file, text);
@@ -114,6 +117,7 @@ fn bench_plan(c: &mut Criterion) {
                     &one,
                     &members,
                     "127.0.0.1:8080",
+                    &Default::default(),
                     render::Upstreams::Static,
                 ));
             }

@@ -325,6 +325,13 @@ pub(crate) struct Common {
     /// Address the private nginx listens on.
     #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:8080")]
     pub(crate) listen: String,
+    /// Address the private nginx serves `route.tls` hosts on (HTTPS).
+    #[arg(long, env = "BERTH_LISTEN_TLS", default_value = "127.0.0.1:8443")]
+    pub(crate) listen_tls: String,
+    /// Directory route certificates and keys (`route.tls`) may be read from: absolute,
+    /// normalized; repeat for more. None by default, which refuses every `route.tls`.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) allow_tls_dir: Vec<String>,
     /// nginx binary for the private proxy.
     #[arg(long, env = "BERTH_NGINX", default_value = "nginx")]
     pub(crate) nginx_binary: PathBuf,

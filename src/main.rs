@@ -12,6 +12,7 @@ use berth::daemon::{self, Daemon};
 use berth::plan::display;
 use berth::plan::prune::DeletionBudget;
 use berth::proxy::Proxy;
+use berth::reconcile::tls::{parse_allowed_dir, TlsSettings};
 use berth::reconcile::{self, Controller, ImageSettings, Settings};
 use berth::runtime::docker::DockerRuntime;
 use berth::runtime::ContainerObserver;
@@ -701,6 +702,16 @@ async fn controller(
             poll: Duration::from_secs(common.image_poll),
         },
         spec_policy: spec_policy(common),
+        tls: TlsSettings {
+            listen_tls: common.listen_tls.clone(),
+            allowed_dirs: common
+                .allow_tls_dir
+                .iter()
+                .map(|dir| parse_allowed_dir("--allow-tls-dir", dir))
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!(e))?,
+            copies: Some(state_dir.join("tls")),
+        },
     };
     Ok(Controller::new(runtime, proxy, store, settings))
 }

@@ -89,6 +89,7 @@ fn app(name: &str) -> AppSpec {
             path: format!("/{name}"),
             strip_prefix: true,
             proxy: Default::default(),
+            tls: None,
         }),
         workload: Default::default(),
     }
@@ -121,6 +122,7 @@ async fn batch_applies_with_one_reload_and_unchanged_text_does_not_reload() {
         &app("hello"),
         &[format!("127.0.0.1:{upstream}")],
         nginx.proxy.listen(),
+        &Default::default(),
         nginx.proxy.upstreams(),
     );
     let outcome = nginx.proxy.apply_files(&files, &[]).await.unwrap();
@@ -161,6 +163,7 @@ async fn rejected_batch_restores_previous_files_and_keeps_serving() {
         &app("kept"),
         &[format!("127.0.0.1:{upstream}")],
         nginx.proxy.listen(),
+        &Default::default(),
         nginx.proxy.upstreams(),
     );
     nginx.proxy.apply_files(&good, &[]).await.unwrap();
@@ -193,6 +196,7 @@ async fn killed_nginx_is_started_again_with_its_config() {
         &app("back"),
         &[format!("127.0.0.1:{upstream}")],
         nginx.proxy.listen(),
+        &Default::default(),
         nginx.proxy.upstreams(),
     );
     nginx.proxy.apply_files(&files, &[]).await.unwrap();
@@ -263,6 +267,7 @@ async fn external_mode_writes_into_the_conf_dir_and_runs_the_given_commands() {
         &app("ext"),
         &[format!("127.0.0.1:{upstream}")],
         external.listen(),
+        &Default::default(),
         external.upstreams(),
     );
     let outcome = external.apply_files(&files, &[]).await.unwrap();
@@ -302,6 +307,7 @@ async fn concurrent_changes_share_one_reload_and_a_bad_one_is_isolated() {
         &app("first"),
         &[],
         nginx.proxy.listen(),
+        &Default::default(),
         nginx.proxy.upstreams(),
     );
     nginx.proxy.submit(first, Vec::new()).await.unwrap();
@@ -311,6 +317,7 @@ async fn concurrent_changes_share_one_reload_and_a_bad_one_is_isolated() {
             &app(&format!("app{i}")),
             &[format!("127.0.0.1:{upstream}")],
             nginx.proxy.listen(),
+            &Default::default(),
             nginx.proxy.upstreams(),
         );
         nginx.proxy.submit(files, Vec::new())
@@ -331,6 +338,7 @@ async fn concurrent_changes_share_one_reload_and_a_bad_one_is_isolated() {
         &app("good"),
         &[format!("127.0.0.1:{upstream}")],
         nginx.proxy.listen(),
+        &Default::default(),
         nginx.proxy.upstreams(),
     );
     let bad = vec![("bad.conf".to_string(), "upstream {".to_string())];
@@ -408,6 +416,7 @@ fn members_files(nginx: &Running, name: &str, members: &[String]) -> Vec<(String
         &app(name),
         members,
         nginx.proxy.listen(),
+        &Default::default(),
         nginx.proxy.upstreams(),
     )
 }

@@ -84,6 +84,7 @@ fn examples_load_without_issues() {
             path: "/".into(),
             strip_prefix: true,
             proxy: Default::default(),
+            tls: None,
         })
     );
     assert!(api.termination.drain_seconds <= 2);

@@ -146,6 +146,7 @@ fn design_example_parses_to_the_expected_model() {
             path: "/".into(),
             strip_prefix: true,
             proxy: Default::default(),
+            tls: None,
         }),
         workload: Default::default(),
     };
@@ -216,6 +217,7 @@ fn defaults_are_applied() {
             path: "/web".into(),
             strip_prefix: true,
             proxy: Default::default(),
+            tls: None,
         })
     );
 }
@@ -241,6 +243,7 @@ fn more_defaults() {
             path: "/".into(),
             strip_prefix: false,
             proxy: Default::default(),
+            tls: None,
         })
     );
     // Per-route proxy settings.
@@ -364,6 +367,11 @@ fn each_validation_rule_reports_file_line_and_field() {
         Case { what: "header name", extra: "  route:\n    headers:\n      \"X Bad\": v\n", line: 11, field: "spec.route.headers.X Bad", says: "letters, digits or `-`" },
         Case { what: "header injection", extra: "  route:\n    headers:\n      X-Frame-Options: \"DENY; return 200\"\n", line: 11, field: "spec.route.headers.X-Frame-Options", says: "contains `;`" },
         Case { what: "header variable", extra: "  route:\n    headers:\n      X-Leak: $http_authorization\n", line: 11, field: "spec.route.headers.X-Leak", says: "contains `$`" },
+        Case { what: "tls without host", extra: "  route:\n    tls: {certFile: /t/a.crt, keyFile: /t/a.key}\n", line: 10, field: "spec.route.tls", says: "tls needs a host route" },
+        Case { what: "tls relative", extra: "  route:\n    host: a.example.com\n    tls:\n      certFile: a.crt\n      keyFile: /t/a.key\n", line: 12, field: "spec.route.tls.certFile", says: "not an absolute path" },
+        Case { what: "tls dotdot", extra: "  route:\n    host: a.example.com\n    tls:\n      certFile: /t/a.crt\n      keyFile: /t/../etc/a.key\n", line: 13, field: "spec.route.tls.keyFile", says: "must be normalized" },
+        Case { what: "tls injection", extra: "  route:\n    host: a.example.com\n    tls:\n      certFile: \"/t/a.crt; include /x\"\n      keyFile: /t/a.key\n", line: 12, field: "spec.route.tls.certFile", says: "contains `;`" },
+        Case { what: "tls unknown", extra: "  route:\n    host: a.example.com\n    tls:\n      certFile: /t/a.crt\n      keyFile: /t/a.key\n      ca: /t/ca\n", line: 14, field: "spec.route.tls.ca", says: "unknown field `ca`" },
         Case { what: "command empty", extra: "  command: []\n", line: 9, field: "spec.command", says: "must not be empty" },
         Case { what: "command type", extra: "  command: /bin/sh\n", line: 9, field: "spec.command", says: "expected a list" },
         Case { what: "duplicate image", extra: "  image: \"web 1\"\n", line: 9, field: "spec.image", says: "field `image` is set more than once" },

@@ -42,6 +42,8 @@ pub struct Desired {
     pub prune_blocked: Option<PruneBlocked>,
     /// nginx `listen` value, e.g. `127.0.0.1:8080` (rendered into host-routed servers).
     pub proxy_listen: String,
+    /// Where TLS servers listen (`--listen-tls`) and read their certificates from.
+    pub proxy_tls: render::TlsListen,
     /// How members reach nginx: `server` lines (a reload) or a push to its Lua balancer.
     pub upstreams: render::Upstreams,
     /// `dependsOn` of the apps that left the source (from their last good spec): apply
@@ -380,6 +382,7 @@ pub fn plan(desired: &Desired, observed: &Observed, overrides: &Overrides, now: 
                 &app.spec,
                 &outcome.members,
                 &desired.proxy_listen,
+                &desired.proxy_tls,
                 desired.upstreams,
             ) {
                 let current = observed.proxy_files.get(&file);

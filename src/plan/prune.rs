@@ -139,6 +139,7 @@ mod tests {
                 .collect(),
             prune_blocked: None,
             proxy_listen: "127.0.0.1:8080".into(),
+            proxy_tls: Default::default(),
             upstreams: Default::default(),
             leaving_deps: Default::default(),
         }

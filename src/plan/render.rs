@@ -14,7 +14,7 @@
 //! apps: ~30k instructions per app). The main nginx.conf, rendered once, stays a tera
 //! template (`proxy`). The golden tests in `plan::tests` pin the output.
 
-use crate::spec::{AppSpec, Route, RouteProxy};
+use crate::spec::{AppSpec, Route, RouteProxy, RouteTls};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -91,6 +91,7 @@ pub fn render_app(
     spec: &AppSpec,
     members: &[String],
     listen: &str,
+    listen_tls: &TlsListen,
     upstreams: Upstreams,
 ) -> Vec<(String, String)> {
     let default_route = Route {
@@ -98,6 +99,7 @@ pub fn render_app(
         path: format!("/{}", spec.name),
         strip_prefix: true,
         proxy: RouteProxy::default(),
+        tls: None,
     };
     let route = spec.route.as_ref().unwrap_or(&default_route);
     let app = spec.name.as_str();
@@ -107,6 +109,12 @@ pub fn render_app(
     let proxied = dynamic || !members.is_empty();
     let mut conf = String::with_capacity(160 + 64 * members.len());
     let _ = writeln!(conf, "# berth app {app}: generated, do not edit");
+    let tls = route.tls.as_ref().filter(|_| route.host.is_some());
+    if let Some(tls) = tls {
+        // The content hash of certificate and key: a renewed certificate changes this
+        // text, so the plan sees a change and nginx reloads once.
+        let _ = writeln!(conf, "# tls certificate and key sha256 {}", tls.fingerprint);
+    }
     if dynamic {
         let _ = write!(
             conf,
@@ -130,8 +138,24 @@ pub fn render_app(
                 conf,
                 "\nserver {{\n    listen {listen};\n    server_name {host};\n    set $berth_app {app};\n"
             );
-            write_locations(&mut conf, app, route, proxied, dynamic);
+            match tls {
+                Some(tls) if tls.redirect_http => {
+                    let port = https_port_suffix(&listen_tls.address);
+                    let _ = writeln!(conf, "    return 308 https://$host{port}$request_uri;");
+                }
+                _ => write_locations(&mut conf, app, route, proxied, dynamic),
+            }
             conf.push_str("}\n");
+            if let Some(tls) = tls {
+                let (cert, key) = tls_served_files(listen_tls, app, tls);
+                let _ = write!(
+                    conf,
+                    "\nserver {{\n    listen {} ssl;\n    server_name {host};\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    set $berth_app {app};\n",
+                    listen_tls.address
+                );
+                write_locations(&mut conf, app, route, proxied, dynamic);
+                conf.push_str("}\n");
+            }
             vec![(conf_file(app), conf)]
         }
         None => {
@@ -145,6 +169,46 @@ pub fn render_app(
         files.push((members_file(app), members_text(app, members)));
     }
     files
+}
+
+/// Where TLS servers listen and where nginx reads certificates from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TlsListen {
+    /// nginx `listen` value of TLS servers (`--listen-tls`, e.g. `127.0.0.1:8443`).
+    pub address: String,
+    /// Directory of berth's content-addressed copies of validated certificates and keys;
+    /// empty: nginx reads the files where the spec names them.
+    pub copies: String,
+}
+
+/// The certificate and key files an app's TLS server names: berth's copies
+/// (`<copies>/<app>-<fingerprint prefix>.crt|.key`, so a broken file written over the
+/// original later never reaches nginx), or the spec's paths when there is no copy dir.
+pub fn tls_served_files(listen: &TlsListen, app: &str, tls: &RouteTls) -> (String, String) {
+    if listen.copies.is_empty() {
+        return (
+            tls.cert_file.display().to_string(),
+            tls.key_file.display().to_string(),
+        );
+    }
+    let short = tls.fingerprint.get(..16).unwrap_or(&tls.fingerprint);
+    let dir = listen.copies.trim_end_matches('/');
+    (
+        format!("{dir}/{app}-{short}.crt"),
+        format!("{dir}/{app}-{short}.key"),
+    )
+}
+
+/// `:<port>` for a redirect to the TLS listener, empty when it is the standard 443.
+fn https_port_suffix(listen_tls: &str) -> String {
+    match listen_tls.rsplit_once(':').map(|(_, port)| port) {
+        Some("443") => String::new(),
+        Some(port) if port.chars().all(|c| c.is_ascii_digit()) => format!(":{port}"),
+        _ if listen_tls.chars().all(|c| c.is_ascii_digit()) && listen_tls != "443" => {
+            format!(":{listen_tls}")
+        }
+        _ => String::new(),
+    }
 }
 
 /// The `location` blocks of a route: a redirect from the bare path to `<path>/`, then the

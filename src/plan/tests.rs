@@ -33,6 +33,7 @@ fn http_app(name: &str, image: &str, replicas: u32) -> AppSpec {
             path: format!("/{name}"),
             strip_prefix: true,
             proxy: Default::default(),
+            tls: None,
         }),
         workload: Default::default(),
     }
@@ -63,6 +64,7 @@ fn desired(apps: Vec<AppSpec>) -> Desired {
         held: BTreeMap::new(),
         prune_blocked: None,
         proxy_listen: "127.0.0.1:8080".into(),
+        proxy_tls: Default::default(),
         upstreams: Default::default(),
         leaving_deps: Default::default(),
     }
@@ -130,6 +132,7 @@ fn sync_proxy(desired: &Desired, obs: &mut Observed) {
             &app.spec,
             &members,
             &desired.proxy_listen,
+            &desired.proxy_tls,
             desired.upstreams,
         ) {
             obs.proxy_files.insert(file, text);
@@ -512,6 +515,7 @@ fn render_routes() {
         &spec,
         &["127.0.0.1:30001".to_string()],
         "127.0.0.1:8080",
+        &Default::default(),
         render::Upstreams::Static,
     );
     assert_eq!(files.len(), 2);
@@ -528,14 +532,93 @@ fn render_routes() {
         path: "/".into(),
         strip_prefix: true,
         proxy: Default::default(),
+        tls: None,
     });
-    let files = render::render_app(&hosted, &[], "127.0.0.1:8080", render::Upstreams::Static);
+    let files = render::render_app(
+        &hosted,
+        &[],
+        "127.0.0.1:8080",
+        &Default::default(),
+        render::Upstreams::Static,
+    );
     assert_eq!(files.len(), 1);
     let conf = &files[0].1;
     assert!(conf.contains("server_name api.localhost;"), "{conf}");
     assert!(conf.contains("listen 127.0.0.1:8080;"), "{conf}");
     assert!(conf.contains("return 503"), "{conf}");
     assert!(!conf.contains("upstream"), "{conf}");
+}
+
+#[test]
+fn a_tls_route_renders_a_tls_server_and_the_redirect() {
+    let mut app = http_app("api", "api:v1", 1);
+    app.route = Some(Route {
+        host: Some("api.example.com".into()),
+        path: "/".into(),
+        strip_prefix: true,
+        proxy: Default::default(),
+        tls: Some(crate::spec::RouteTls {
+            cert_file: "/etc/tls/api.crt".into(),
+            key_file: "/etc/tls/api.key".into(),
+            redirect_http: false,
+            fingerprint: "0123456789abcdef0123".into(),
+        }),
+    });
+    let listen = render::TlsListen {
+        address: "127.0.0.1:8443".into(),
+        copies: "/state/tls".into(),
+    };
+    let members = ["127.0.0.1:4001".to_string()];
+    let render = |app: &AppSpec| {
+        render::render_app(
+            app,
+            &members,
+            "127.0.0.1:8080",
+            &listen,
+            render::Upstreams::Static,
+        )
+        .remove(0)
+        .1
+    };
+    let conf = render(&app);
+    assert!(
+        conf.contains("# tls certificate and key sha256 0123456789abcdef0123\n"),
+        "{conf}"
+    );
+    assert!(conf.contains("listen 127.0.0.1:8443 ssl;"), "{conf}");
+    assert!(
+        conf.contains("ssl_certificate /state/tls/api-0123456789abcdef.crt;"),
+        "{conf}"
+    );
+    assert!(
+        conf.contains("ssl_certificate_key /state/tls/api-0123456789abcdef.key;"),
+        "{conf}"
+    );
+    assert_eq!(
+        conf.matches("proxy_pass http://berth_api;").count(),
+        4,
+        "{conf}"
+    );
+    assert!(!conf.contains("return 308 https"), "{conf}");
+
+    // redirectHttp: the plain server only redirects; a renewed file changes the text.
+    let tls = app.route.as_mut().and_then(|r| r.tls.as_mut()).unwrap();
+    tls.redirect_http = true;
+    tls.fingerprint = "fedcba9876543210ffff".into();
+    let conf = render(&app);
+    assert!(
+        conf.contains("    return 308 https://$host:8443$request_uri;\n"),
+        "{conf}"
+    );
+    assert_eq!(
+        conf.matches("proxy_pass http://berth_api;").count(),
+        2,
+        "{conf}"
+    );
+    assert!(
+        conf.contains("/state/tls/api-fedcba9876543210.crt"),
+        "{conf}"
+    );
 }
 
 #[test]
@@ -670,6 +753,7 @@ fn dynamic_upstreams_change_only_the_members_file() {
         &d.apps["web"].spec,
         &[],
         "127.0.0.1:8080",
+        &Default::default(),
         render::Upstreams::Dynamic,
     );
     let names: Vec<&str> = files.iter().map(|(f, _)| f.as_str()).collect();
@@ -705,6 +789,7 @@ fn upgraded_requests_continue_in_a_named_location_with_a_long_read_timeout() {
         &spec,
         &["127.0.0.1:30001".to_string()],
         "127.0.0.1:8080",
+        &Default::default(),
         render::Upstreams::Static,
     );
     let loc = &files[1].1;
@@ -730,7 +815,13 @@ fn members_are_read_back_from_either_upstream_form() {
     let spec = http_app("web", "web:v1", 2);
     let members = vec!["127.0.0.1:30001".to_string(), "127.0.0.1:30002".to_string()];
     for upstreams in [render::Upstreams::Static, render::Upstreams::Dynamic] {
-        let files = render::render_app(&spec, &members, "127.0.0.1:8080", upstreams);
+        let files = render::render_app(
+            &spec,
+            &members,
+            "127.0.0.1:8080",
+            &Default::default(),
+            upstreams,
+        );
         let file = match upstreams {
             render::Upstreams::Static => &files[0].1,
             render::Upstreams::Dynamic => &files[2].1,

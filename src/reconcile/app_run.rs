@@ -32,6 +32,7 @@ pub(super) struct AppRun<'a, R: ContainerRuntime> {
     pub(super) observed: &'a Observed,
     pub(super) revision: &'a str,
     pub(super) listen: &'a str,
+    pub(super) listen_tls: &'a render::TlsListen,
     pub(super) members: Vec<String>,
     /// Every address this pass put in the upstream (the plan's members, then each sync):
     /// a container that left it during the pass still gets its drain.
@@ -106,6 +107,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
             &desired.spec,
             &self.members,
             self.listen,
+            self.listen_tls,
             self.ctl.proxy.upstreams(),
         );
         match self.ctl.proxy.submit(files, Vec::new()).await {

@@ -169,6 +169,7 @@ pub async fn apply<'a, R: ContainerRuntime>(
                 observed,
                 revision: &plan.revision,
                 listen: &desired.proxy_listen,
+                listen_tls: &desired.proxy_tls,
                 routed_in_pass: members.iter().cloned().collect(),
                 members,
                 report: ApplyReport::default(),

@@ -24,6 +24,7 @@ mod records;
 pub mod request;
 mod run;
 pub mod volumes;
+pub mod tls;
 
 pub use crate::clock::now_ms;
 pub use crate::last_pass::LastPass;
@@ -90,6 +91,8 @@ pub struct Settings {
     pub images: ImageSettings,
     /// What specs may reach on the host (`--allow-host-path`).
     pub spec_policy: crate::spec::SpecPolicy,
+    /// `--listen-tls` and the `--allow-tls-dir` prefixes route certificates may come from.
+    pub tls: tls::TlsSettings,
 }
 
 /// Where a pass spent its time, in milliseconds (benchmarks and slow-pass logs read it).

@@ -6,7 +6,7 @@
 use super::apply::ApplyReport;
 use super::desired::{desired_from, DesiredState, KnownApp, LastGoodSpec};
 use super::records::{forget_removed, record_revision, record_statuses};
-use super::{apply, prober, Controller, LastPass, PassPhases, PassReport, ReconcileError};
+use super::{apply, prober, tls, Controller, LastPass, PassPhases, PassReport, ReconcileError};
 use crate::clock::now_ms;
 use crate::health::ProbeTracker;
 use crate::plan::prune::{self, PruneVerdict};
@@ -100,6 +100,8 @@ pub(super) async fn cached_known_apps<R: ContainerRuntime>(
 /// The inputs of one `desired_from` call and its answer (see `Controller::desired`).
 pub(super) struct DesiredCache {
     revision: String,
+    /// `tls::check_routes`' key: a renewed or broken TLS file is a new answer.
+    tls_key: String,
     known: Arc<BTreeMap<String, KnownApp>>,
     present: BTreeSet<String>,
     state: Arc<DesiredState>,
@@ -125,30 +127,43 @@ pub async fn read_desired<R: ContainerRuntime>(
     let revision = snapshot.revision.as_str();
     let known = cached_known_apps(ctl).await?;
     let present = present_apps(observed);
-    let cached =
-        ctl.desired
-            .lock()
-            .expect("desired lock")
-            .as_ref()
-            .and_then(|c| {
-                (c.revision == revision && Arc::ptr_eq(&c.known, &known) && c.present == present)
-                    .then(|| DesiredRead {
-                        state: c.state.clone(),
-                        desired: c.desired.clone(),
-                    })
-            });
+    // TLS files are read every pass (a renewed certificate does not change the revision).
+    let mut loaded = loaded_specs(ctl, snapshot);
+    let mut tls_key = String::new();
+    if let Some((checked, key)) =
+        tls::check_routes(&loaded, &snapshot.files, &ctl.settings.tls, now_ms())
+    {
+        loaded = Arc::new(checked);
+        tls_key = key;
+    }
+    let cached = ctl
+        .desired
+        .lock()
+        .expect("desired lock")
+        .as_ref()
+        .and_then(|c| {
+            (c.revision == revision
+                && c.tls_key == tls_key
+                && Arc::ptr_eq(&c.known, &known)
+                && c.present == present)
+                .then(|| DesiredRead {
+                    state: c.state.clone(),
+                    desired: c.desired.clone(),
+                })
+        });
     let mut read = match cached {
         Some(read) => read,
         None => {
-            let loaded = loaded_specs(ctl, snapshot);
             let mut state = desired_from(&loaded, revision, ctl.proxy.listen(), &known, &present);
             state.desired.upstreams = ctl.proxy.upstreams();
+            state.desired.proxy_tls = ctl.settings.tls.listen();
             let read = DesiredRead {
                 desired: Arc::new(state.desired.clone()),
                 state: Arc::new(state),
             };
             *ctl.desired.lock().expect("desired lock") = Some(DesiredCache {
                 revision: revision.to_string(),
+                tls_key,
                 known,
                 present,
                 state: read.state.clone(),
@@ -288,6 +303,11 @@ pub async fn run_pass<R: ContainerRuntime>(
         phases.observe_ms = lap.next();
         let (read, verdict) = read_desired(ctl, &snapshot, &observed).await?;
         let state = &*read.state;
+        // nginx reads berth's copies of the validated TLS files: write the new ones before
+        // the plan's config names them.
+        for (app, why) in tls::write_copies(&read.desired, &ctl.settings.tls) {
+            warn!(%app, "tls files not copied: {why}");
+        }
         *ctl.app_files.lock().expect("app files lock") = state.files.clone();
         for issue in &state.issues {
             let app = issue

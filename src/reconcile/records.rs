@@ -180,7 +180,13 @@ pub(super) async fn record_statuses<R: ContainerRuntime>(
         };
         // The hash is part of the key: a new valid spec is this app's last good spec from
         // the pass that read it, whatever its status.
-        let key = (status, error.clone(), app.hash.clone());
+        // So is a TLS file change (renewed certificate): the route's fingerprint joins it,
+        // so a later bad file quarantines the app on the certificate nginx serves now.
+        let mut recorded = app.hash.clone();
+        if let Some(tls) = app.spec.route.as_ref().and_then(|r| r.tls.as_ref()) {
+            recorded.push_str(&format!(" tls {} {}", tls.fingerprint, tls.redirect_http));
+        }
+        let key = (status, error.clone(), recorded);
         let unchanged = ctl.written_status.lock().expect("status lock").get(name) == Some(&key);
         if unchanged {
             continue;

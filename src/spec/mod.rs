@@ -22,7 +22,7 @@ mod workload;
 pub use hash::spec_hash;
 pub use model::*;
 pub use parse::{
-    load_files, load_source, load_source_with, parse_file, ParsedFile, MAX_FILE_BYTES,
+    issue_at, load_files, load_source, load_source_with, parse_file, ParsedFile, MAX_FILE_BYTES,
     MAX_ISSUES_PER_DOCUMENT,
 };
 pub use screen::{MAX_ALIASES_PER_DOC, MAX_BLOCK_DEPTH, MAX_FLOW_DEPTH, MAX_FLOW_OPENS_PER_DOC};

@@ -264,6 +264,27 @@ pub struct Route {
     /// last good specs stored before these existed still load.
     #[serde(default)]
     pub proxy: RouteProxy,
+    /// HTTPS for a host route (`route.tls`); None serves plain HTTP only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RouteTls>,
+}
+
+/// `route.tls`: the certificate and key nginx serves on `--listen-tls` for the route's host.
+/// The paths are host paths, allowed only under an `--allow-tls-dir` prefix (checked by the
+/// reconcile shell, which also reads and checks the files).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTls {
+    /// Absolute, normalized path of the PEM certificate (chain).
+    pub cert_file: PathBuf,
+    /// Absolute, normalized path of the PEM private key.
+    pub key_file: PathBuf,
+    /// Answer plain-HTTP requests for the host with 308 to https.
+    pub redirect_http: bool,
+    /// Content hash of the certificate and key as last read by the shell (empty straight
+    /// out of validation). Rendered into the app's config, so a renewed certificate on disk
+    /// changes the text and reloads nginx once.
+    #[serde(default)]
+    pub fingerprint: String,
 }
 
 /// Largest request body a route accepts unless its spec says otherwise (10 MiB).

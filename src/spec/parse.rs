@@ -4,7 +4,7 @@
 //! file contents; no file system, no clock.
 
 use super::diagnose::{self, SerdeProblem};
-use super::locate::{self, fpath, FieldPath, Locator};
+use super::locate::{self, fpath, FieldPath, Locator, Seg};
 use super::model::{AppSpec, LoadedSpecs, SourceRef, SpecIssue, UnreadableEntry};
 use super::raw;
 use super::screen;
@@ -84,6 +84,29 @@ fn issue(
         message,
         app: app.map(str::to_string),
     }
+}
+
+/// An issue the shell found in a loaded app (a TLS file that cannot be used, ...), placed
+/// at `field` (keys from the document root) of the app's document in `text`, the file's
+/// content; the document's line when the field cannot be found.
+pub fn issue_at(
+    text: &str,
+    source: &SourceRef,
+    field: &[&str],
+    message: String,
+    app: &str,
+) -> SpecIssue {
+    let path = FieldPath(field.iter().map(|&k| Seg::from(k)).collect());
+    let skip = source.line.saturating_sub(1);
+    let doc: String = text
+        .split_inclusive('\n')
+        .skip(skip)
+        .collect::<Vec<_>>()
+        .concat();
+    let at = Locator::new(&doc)
+        .find(&path)
+        .map_or((source.line, 1), |f| (skip + f.line, f.column));
+    issue(&source.file, at, &path, message, Some(app))
 }
 
 /// File position of `path` in `chunk`, falling back to the document's first content line.

@@ -370,6 +370,22 @@ pub struct Route {
     /// letters, digits and `-`; values are printable ASCII without `"`, `\`, `$`, `{`, `}`
     /// or `;` (they are written into the nginx config).
     pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// HTTPS for this route (host routes only), served on berth's `--listen-tls` address.
+    pub tls: Option<RouteTls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RouteTls {
+    /// Absolute path on the host of the PEM certificate (leaf first, then the chain). It
+    /// must lie under a prefix the operator allowed with `--allow-tls-dir`.
+    pub cert_file: String,
+    /// Absolute path on the host of the PEM private key matching the certificate, under an
+    /// `--allow-tls-dir` prefix.
+    pub key_file: String,
+    /// Answer plain-HTTP requests for the host with 308 to the same URL over https.
+    #[schemars(default = "default_false")]
+    pub redirect_http: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
@@ -387,6 +403,9 @@ pub struct RouteTimeouts {
     pub send: Option<i64>,
 }
 
+fn default_false() -> Option<bool> {
+    Some(false)
+}
 fn default_0() -> Option<i64> {
     Some(0)
 }

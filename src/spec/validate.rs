@@ -7,7 +7,7 @@
 use super::locate::{fpath, FieldPath};
 use super::model::{
     AppSpec, AppType, EnvValue, EnvVar, HealthSpec, HttpScaling, ImagePullPolicy, Probe, Resources,
-    Route, RouteProxy, Scaling, ScalingMode,
+    Route, RouteProxy, RouteTls, Scaling, ScalingMode, Termination,
 };
 use super::raw;
 use super::units;
@@ -622,6 +622,7 @@ fn check_route(
             path: format!("/{name}"),
             strip_prefix: true,
             proxy: RouteProxy::default(),
+            tls: None,
         });
     };
     let host = r.host.as_ref().map(|h| h.to_ascii_lowercase());
@@ -666,12 +667,76 @@ fn check_route(
             "route path must not contain empty, `.` or `..` segments: write it in its plain form like /api/v1",
         );
     }
+    let tls = check_route_tls(c, r, host.is_some());
     Some(Route {
         host,
         path,
         strip_prefix: r.strip_prefix.unwrap_or(true),
         proxy: check_route_proxy(c, r),
+        tls,
     })
+}
+
+/// `route.tls`: host routes only; both paths absolute and normalized (the operator's
+/// `--allow-tls-dir` prefixes are checked against them by the reconcile shell).
+fn check_route_tls(c: &mut Checker, r: &raw::Route, has_host: bool) -> Option<RouteTls> {
+    let tls = r.tls.as_ref()?;
+    if !has_host {
+        c.err(
+            fpath!["spec", "route", "tls"],
+            "tls needs a host route: set `route.host` (a path-only route is served on any host, so no certificate can match it)",
+        );
+        return None;
+    }
+    let mut file = |key: &'static str, value: &str| {
+        let at = fpath!["spec", "route", "tls", key];
+        match tls_path(value) {
+            Ok(path) => Some(path),
+            Err(m) => {
+                c.err(at, m);
+                None
+            }
+        }
+    };
+    let cert_file = file("certFile", &tls.cert_file);
+    let key_file = file("keyFile", &tls.key_file);
+    Some(RouteTls {
+        cert_file: cert_file?,
+        key_file: key_file?,
+        redirect_http: tls.redirect_http.unwrap_or(false),
+        fingerprint: String::new(),
+    })
+}
+
+/// A TLS file path: absolute, normalized (no empty, `.` or `..` segments), and only
+/// characters safe in the nginx config.
+fn tls_path(value: &str) -> Result<std::path::PathBuf, String> {
+    if !value.starts_with('/') {
+        return Err(format!(
+            "`{}` is not an absolute path: write the full host path, e.g. /etc/berth/tls/app.pem",
+            value.escape_debug()
+        ));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|ch| !(ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-' | '/' | '+' | '@')))
+    {
+        return Err(format!(
+            "the path contains `{}`: use only letters, digits and . _ - + @ / (it is written into the nginx config)",
+            bad.escape_debug()
+        ));
+    }
+    if value.len() > 1024
+        || value.ends_with('/')
+        || value[1..]
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return Err(
+            "the path must be normalized (no empty, `.` or `..` segments, no trailing /): write it in its plain form".to_string(),
+        );
+    }
+    Ok(std::path::PathBuf::from(value))
 }
 
 /// `route.maxBodySize`, `route.timeouts`, `route.headers`.

@@ -282,6 +282,7 @@ async fn controller_with(
         history: Default::default(),
         images: Default::default(),
         spec_policy: Default::default(),
+        tls: Default::default(),
     };
     let runtime = FakeRuntime {
         containers,
@@ -338,6 +339,7 @@ async fn fixture_in(on_disk: bool) -> Fixture {
         )]),
         prune_blocked: None,
         proxy_listen: "127.0.0.1:8080".into(),
+        proxy_tls: Default::default(),
         upstreams: Default::default(),
         leaving_deps: Default::default(),
     };

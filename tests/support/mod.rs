@@ -422,6 +422,7 @@ pub fn test_settings(
         history: Default::default(),
         images: Default::default(),
         spec_policy: Default::default(),
+        tls: Default::default(),
     }
 }
 
