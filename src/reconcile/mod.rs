@@ -23,8 +23,8 @@ mod prober;
 mod records;
 pub mod request;
 mod run;
-pub mod volumes;
 pub mod tls;
+pub mod volumes;
 
 pub use crate::clock::now_ms;
 pub use crate::last_pass::LastPass;

@@ -403,9 +403,6 @@ pub struct RouteTimeouts {
     pub send: Option<i64>,
 }
 
-fn default_false() -> Option<bool> {
-    Some(false)
-}
 fn default_0() -> Option<i64> {
     Some(0)
 }

@@ -7,7 +7,7 @@
 use super::locate::{fpath, FieldPath};
 use super::model::{
     AppSpec, AppType, EnvValue, EnvVar, HealthSpec, HttpScaling, ImagePullPolicy, Probe, Resources,
-    Route, RouteProxy, RouteTls, Scaling, ScalingMode, Termination,
+    Route, RouteProxy, RouteTls, Scaling, ScalingMode,
 };
 use super::raw;
 use super::units;
