@@ -733,3 +733,51 @@ async fn a_broken_edit_right_after_a_rollout_never_rolls_back() {
     assert_eq!(row.status, AppStatus::Quarantined);
     assert_eq!(row.last_good_hash.as_deref(), Some(v2_hash.as_str()));
 }
+
+/// A route-only edit (no container change) is the app's last good spec from the pass that
+/// read it: a broken edit right after keeps the app on the new route, not the one before.
+#[tokio::test]
+async fn a_broken_edit_after_a_route_only_edit_keeps_the_new_route() {
+    let h = Harness::new("src-route", Kind::Dir).await;
+    h.write("web.yaml", &http_spec("web", "berth-demo:v1"));
+    let first = h.pass().await;
+    assert_eq!(first.steps_failed, 0, "{first:?}");
+    h.pass().await;
+    h.wait_body("/web/", 200, "v1\n", Duration::from_secs(10))
+        .await;
+    let hash = h.ctl.store().app("web").await.unwrap().unwrap().spec_hash;
+
+    // Only the route moves: same containers, new path.
+    let moved = format!(
+        "{}  route:\n    path: /moved\n",
+        http_spec("web", "berth-demo:v1")
+    );
+    h.write("web.yaml", &moved);
+    let report = h.pass().await;
+    assert_eq!(report.steps_failed, 0, "{report:?}");
+    h.wait_body("/moved/", 200, "v1\n", Duration::from_secs(10))
+        .await;
+    let row = h.ctl.store().app("web").await.unwrap().unwrap();
+    assert_eq!(row.spec_hash, hash, "a route edit restarts no container");
+    assert!(
+        row.last_good_spec_json
+            .as_deref()
+            .is_some_and(|spec| spec.contains("/moved")),
+        "the pass that read the route edit records it as the last good spec: {:?}",
+        row.last_good_spec_json
+    );
+
+    // Broken (unknown field) right after.
+    h.write(
+        "web.yaml",
+        &moved.replace("  replicas: 1\n", "  replicas: 1\n  replica: 3\n"),
+    );
+    for _ in 0..2 {
+        let report = h.pass().await;
+        assert_eq!(report.steps_failed, 0, "{report:?}");
+    }
+    let row = h.ctl.store().app("web").await.unwrap().unwrap();
+    assert_eq!(row.status, AppStatus::Quarantined);
+    h.wait_body("/moved/", 200, "v1\n", Duration::from_secs(5))
+        .await;
+}

@@ -127,8 +127,16 @@ pub struct PassReport {
     pub phases: PassPhases,
 }
 
-/// What was last written for an app: (status, last error, spec hash).
-type WrittenStatus = (AppStatus, Option<String>, String);
+/// What was last written for an app, to skip identical writes: its status and last error,
+/// and for an app that ran its own current spec, that spec (the whole of it: route, health
+/// and scaling edits included, and the TLS files' fingerprint) and its file. Any change is
+/// the app's new last good spec, recorded in the pass that read it.
+#[derive(PartialEq)]
+struct WrittenStatus {
+    status: AppStatus,
+    error: Option<String>,
+    spec: Option<(crate::spec::AppSpec, std::path::PathBuf)>,
+}
 
 /// Wakes the loop early, with the reason the next pass records as its trigger. Shared
 /// (behind an `Arc`) by the controller and the wakers handed to other tasks, which hold no

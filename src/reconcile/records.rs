@@ -5,7 +5,7 @@
 
 use super::apply::ApplyReport;
 use super::desired::DesiredState;
-use super::Controller;
+use super::{Controller, WrittenStatus};
 use crate::clock::now_ms;
 use crate::plan::prune::PruneVerdict;
 use crate::plan::{Desired, Overrides, Plan};
@@ -178,19 +178,30 @@ pub(super) async fn record_statuses<R: ContainerRuntime>(
             // Containers still starting (not yet past their probes).
             AppStatus::Progressing
         };
-        // The hash is part of the key: a new valid spec is this app's last good spec from
-        // the pass that read it, whatever its status.
-        // So is a TLS file change (renewed certificate): the route's fingerprint joins it,
-        // so a later bad file quarantines the app on the certificate nginx serves now.
-        let mut recorded = app.hash.clone();
-        if let Some(tls) = app.spec.route.as_ref().and_then(|r| r.tls.as_ref()) {
-            recorded.push_str(&format!(" tls {} {}", tls.fingerprint, tls.redirect_http));
-        }
-        let key = (status, error.clone(), recorded);
-        let unchanged = ctl.written_status.lock().expect("status lock").get(name) == Some(&key);
+        // The whole spec is part of the key: a new valid spec (a route-only edit or a
+        // renewed certificate as much as a new image) is this app's last good spec from the
+        // pass that read it, whatever its status, so a later broken edit quarantines the app
+        // on what it serves now.
+        let unchanged = ctl
+            .written_status
+            .lock()
+            .expect("status lock")
+            .get(name)
+            .is_some_and(|w| {
+                w.status == status
+                    && w.error == error
+                    && w.spec
+                        .as_ref()
+                        .is_some_and(|(spec, file)| *spec == app.spec && *file == app.source.file)
+            });
         if unchanged {
             continue;
         }
+        let key = WrittenStatus {
+            status,
+            error: error.clone(),
+            spec: Some((app.spec.clone(), app.source.file.clone())),
+        };
         let record = crate::store::AppDesiredRecord {
             name: name.clone(),
             spec_json: serde_json::to_string(&app.spec).unwrap_or_default(),
@@ -226,7 +237,11 @@ pub(super) async fn record_statuses<R: ContainerRuntime>(
                 .filter(|(name, _)| !state.quarantined.contains_key(*name)),
         );
     for (name, why) in quarantined {
-        let key = (AppStatus::Quarantined, Some(why.clone()), String::new());
+        let key = WrittenStatus {
+            status: AppStatus::Quarantined,
+            error: Some(why.clone()),
+            spec: None,
+        };
         if ctl.written_status.lock().expect("status lock").get(name) == Some(&key) {
             continue;
         }
