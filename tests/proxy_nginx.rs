@@ -536,3 +536,50 @@ async fn dynamic_restarted_nginx_serves_the_members_from_the_file() {
         "served from the file, no push"
     );
 }
+
+/// A berth killed between a member push and its file write leaves nginx holding a list the
+/// file does not show (and the next plan compares against the file). The next berth
+/// adopting that nginx pushes what the files say before anything else.
+#[tokio::test]
+async fn dynamic_adopted_nginx_is_resynced_with_the_member_files() {
+    let nginx = start().await;
+    if !dynamic(&nginx) {
+        return;
+    }
+    let (old, new) = (backend("old"), backend("new"));
+    let old_files = members_files(&nginx, "kept", &[format!("127.0.0.1:{old}")]);
+    nginx.proxy.apply_files(&old_files, &[]).await.unwrap();
+    let new_files = members_files(&nginx, "kept", &[format!("127.0.0.1:{new}")]);
+    nginx.proxy.apply_files(&new_files, &[]).await.unwrap();
+    assert_eq!(get(nginx.port, "/kept/"), (200, "new".to_string()));
+
+    // The killed berth's file write never happened: the file still has the old list.
+    let (file, old_text) = old_files
+        .iter()
+        .find(|(file, _)| file.ends_with(".members"))
+        .unwrap();
+    std::fs::write(nginx.proxy.conf_dir().join(file), old_text).unwrap();
+
+    // The next berth (a new proxy handle on the same prefix) adopts the running nginx.
+    let berth::proxy::ProxyMode::Private { prefix, .. } = &nginx.proxy.mode else {
+        unreachable!("start() makes a private proxy")
+    };
+    let next = support::test_upstreams(Proxy::private(
+        prefix.clone(),
+        nginx.proxy.listen().to_string(),
+        nginx_binary(),
+    ))
+    .await;
+    assert!(
+        !next.ensure_running().await.unwrap(),
+        "adopted, not started"
+    );
+    assert_eq!(
+        next.held_members("kept").await.unwrap().as_deref(),
+        Some(old_text.as_str()),
+        "nginx holds what the file says"
+    );
+    for _ in 0..3 {
+        assert_eq!(get(nginx.port, "/kept/"), (200, "old".to_string()));
+    }
+}

@@ -169,6 +169,55 @@ impl Proxy {
         Ok(())
     }
 
+    /// Pushes every `<app>.members` file on disk to an nginx this process did not start
+    /// (adopted after a berth restart, or the operator's): a berth killed between a push
+    /// and its file write left nginx holding a list the file (and so the plan) does not
+    /// show. Afterwards nginx holds exactly what the files say. No-op in static mode.
+    pub(super) async fn resync_members(&self) -> Result<(), ProxyError> {
+        if !self.is_dynamic() {
+            return Ok(());
+        }
+        let dir = self.conf_dir();
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(super::io_error(&dir, e)),
+        };
+        let mut files = Vec::new();
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| super::io_error(&dir, e))?
+        {
+            if let Some(name) = entry.file_name().to_str() {
+                if crate::plan::render::is_members_file(name) {
+                    files.push(name.to_string());
+                }
+            }
+        }
+        for file in files {
+            let path = dir.join(&file);
+            if let Some(text) = super::files::read_optional(&path).await? {
+                self.push_members(crate::plan::render::app_of_file(&file), &text)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Self::resync_members`], and on failure a warning and another try on the next
+    /// `ensure_running` (the once-per-process flag is cleared; preparing again is a no-op
+    /// when nothing changed).
+    pub(super) async fn resync_or_retry(&self) {
+        if let Err(e) = self.resync_members().await {
+            tracing::warn!(
+                "cannot resync nginx's member lists with the files, next pass retries: {e}"
+            );
+            self.prepared
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     /// Drops an app's members from nginx (its files are gone).
     pub(super) async fn forget_members(&self, app: &str) -> Result<(), ProxyError> {
         let (status, body) = self.admin("DELETE", app, "").await?;

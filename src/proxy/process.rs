@@ -32,30 +32,35 @@ impl Proxy {
     pub async fn ensure_running(&self) -> Result<bool, ProxyError> {
         let ProxyMode::Private { prefix, binary, .. } = &self.mode else {
             // The operator's nginx: berth's http-level file (`_berth.conf`) brought up to
-            // date once, with one test and reload when it changed.
-            if !self
+            // date once, with one test and reload when it changed; its members resynced.
+            let first = !self
                 .prepared
-                .swap(true, std::sync::atomic::Ordering::SeqCst)
-                && self.prepare().await?
-            {
+                .swap(true, std::sync::atomic::Ordering::SeqCst);
+            if first && self.prepare().await? {
                 self.test_config()
                     .await
                     .map_err(|message| ProxyError::Rejected { message })?;
                 self.reload().await?;
             }
+            if first {
+                self.resync_or_retry().await;
+            }
             return Ok(false);
         };
         if self.running_pid().await.is_some() {
-            // Adopted (started by an earlier berth): bring its main config up to date once.
-            if !self
+            // Adopted (started by an earlier berth): bring its main config up to date once,
+            // and make the members it holds those the files say.
+            let first = !self
                 .prepared
-                .swap(true, std::sync::atomic::Ordering::SeqCst)
-                && self.prepare().await?
-            {
+                .swap(true, std::sync::atomic::Ordering::SeqCst);
+            if first && self.prepare().await? {
                 self.test_config()
                     .await
                     .map_err(|message| ProxyError::Rejected { message })?;
                 self.reload().await?;
+            }
+            if first {
+                self.resync_or_retry().await;
             }
             return Ok(false);
         }
