@@ -12,7 +12,7 @@ use berth::reconcile;
 use berth::runtime::ContainerObserver;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use support::{docker_controller, test_settings, Scene};
+use support::Scene;
 use tokio::io::AsyncBufReadExt;
 
 const TOKEN: &str = "logs-t0ken";
@@ -54,18 +54,8 @@ async fn berth(args: &[&str]) -> std::process::Output {
 async fn logs_through_the_api_and_the_cli() {
     let scene = Scene::new("api-logs");
     std::fs::write(scene.specs.path().join("chatty.yaml"), spec()).unwrap();
-    let settings = test_settings(
-        &scene.instance,
-        berth::source::SourceConfig::Dir(scene.specs.path().to_path_buf()),
-    );
-    let ctl = docker_controller(
-        &scene.instance,
-        None,
-        scene.state.path(),
-        scene.port,
-        settings,
-    )
-    .await;
+    let settings = scene.dir_settings();
+    let ctl = scene.controller_with(settings).await;
     reconcile::run_pass(&ctl, "test").await.unwrap();
     let names: Vec<String> = ctl
         .runtime()

@@ -14,9 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{
-    docker_controller, ensure_images, http_get, test_settings, unique_name, DockerCleanup, Scene,
-};
+use support::{ensure_images, http_get, unique_name, DockerCleanup, Scene};
 
 /// Autoscaler tick of this test (the default is 15 s).
 const TICK: Duration = Duration::from_secs(1);
@@ -36,18 +34,8 @@ struct Harness {
 impl Harness {
     async fn new(prefix: &str) -> Harness {
         let scene = Scene::new(prefix);
-        let settings = test_settings(
-            &scene.instance,
-            berth::source::SourceConfig::Dir(scene.specs.path().to_path_buf()),
-        );
-        let ctl = docker_controller(
-            &scene.instance,
-            None,
-            scene.state.path(),
-            scene.port,
-            settings,
-        )
-        .await;
+        let settings = scene.dir_settings();
+        let ctl = scene.controller_with(settings).await;
         Harness { ctl, scene }
     }
 

@@ -16,7 +16,7 @@ use berth::reconcile;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use support::{docker_controller, test_settings, Scene};
+use support::{test_settings, Scene};
 use tokio::io::AsyncBufReadExt;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -220,14 +220,7 @@ async fn the_dashboard_in_a_real_browser() {
         &scene.instance,
         berth::source::SourceConfig::Dir(specs.to_path_buf()),
     );
-    let ctl = docker_controller(
-        &scene.instance,
-        None,
-        scene.state.path(),
-        scene.port,
-        settings,
-    )
-    .await;
+    let ctl = scene.controller_with(settings).await;
     reconcile::run_pass(&ctl, "test").await.unwrap();
     reconcile::run_pass(&ctl, "test").await.unwrap();
 

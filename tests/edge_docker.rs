@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
-use support::{docker_controller, docker_ok, test_settings, Scene};
+use support::{docker_ok, Scene};
 use tokio_tungstenite::tungstenite::Message;
 
 struct Harness {
@@ -23,18 +23,8 @@ struct Harness {
 impl Harness {
     async fn new(prefix: &str) -> Harness {
         let scene = Scene::new(prefix);
-        let settings = test_settings(
-            &scene.instance,
-            berth::source::SourceConfig::Dir(scene.specs.path().to_path_buf()),
-        );
-        let ctl = docker_controller(
-            &scene.instance,
-            None,
-            scene.state.path(),
-            scene.port,
-            settings,
-        )
-        .await;
+        let settings = scene.dir_settings();
+        let ctl = scene.controller_with(settings).await;
         Harness { ctl, scene }
     }
 

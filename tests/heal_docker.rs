@@ -14,7 +14,7 @@ use berth::runtime::{ContainerObserver, ContainerState};
 use berth::store::{AppStatus, EventQuery, EventType};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{docker_controller, test_settings, Scene};
+use support::Scene;
 
 /// Serves /healthz for 2 s, then deletes it (every probe answers 404 from then on) and
 /// keeps running: each replacement passes its startup probe, joins, and breaks again.
@@ -39,18 +39,8 @@ spec:
 "#;
 
 async fn controller(scene: &Scene) -> Arc<Controller<DockerRuntime>> {
-    let settings = test_settings(
-        &scene.instance,
-        berth::source::SourceConfig::Dir(scene.specs.path().to_path_buf()),
-    );
-    docker_controller(
-        &scene.instance,
-        None,
-        scene.state.path(),
-        scene.port,
-        settings,
-    )
-    .await
+    let settings = scene.dir_settings();
+    scene.controller_with(settings).await
 }
 
 async fn events(ctl: &Controller<DockerRuntime>, kind: EventType) -> usize {

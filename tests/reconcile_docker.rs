@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{docker_controller, http_get, test_settings, unique_name, Scene};
+use support::{http_get, unique_name, Scene};
 
 /// A controller on its own [`Scene`] (which stops nginx and removes the containers).
 struct Harness {
@@ -28,19 +28,9 @@ impl Harness {
         let scene = Scene::new(prefix);
         let settings = Settings {
             host_env: BTreeMap::from([("SECRET_TOKEN".to_string(), "s3cr3t".to_string())]),
-            ..test_settings(
-                &scene.instance,
-                berth::source::SourceConfig::Dir(scene.specs.path().to_path_buf()),
-            )
+            ..scene.dir_settings()
         };
-        let ctl = docker_controller(
-            &scene.instance,
-            None,
-            scene.state.path(),
-            scene.port,
-            settings,
-        )
-        .await;
+        let ctl = scene.controller_with(settings).await;
         Harness { ctl, scene }
     }
 

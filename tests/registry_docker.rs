@@ -16,7 +16,7 @@ use berth::store::{EventQuery, EventRow, EventType};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::registry::{present, Registry};
-use support::{docker_controller, test_settings, Scene, Served, IMAGE_V1, IMAGE_V2};
+use support::{Scene, Served, IMAGE_V1, IMAGE_V2};
 
 fn spec(name: &str, image: &str, policy: &str) -> String {
     format!(
@@ -51,19 +51,9 @@ async fn controller(
             docker_config: registry.docker_config(),
             poll,
         },
-        ..test_settings(
-            &scene.instance,
-            berth::source::SourceConfig::Dir(scene.specs.path().to_path_buf()),
-        )
+        ..scene.dir_settings()
     };
-    docker_controller(
-        &scene.instance,
-        None,
-        scene.state.path(),
-        scene.port,
-        settings,
-    )
-    .await
+    scene.controller_with(settings).await
 }
 
 fn write(scene: &Scene, file: &str, text: &str) {

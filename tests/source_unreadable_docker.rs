@@ -14,7 +14,7 @@ use berth::source::SourceConfig;
 use berth::store::{AppStatus, EventQuery, EventType};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{docker_controller, http_get, test_settings, Scene};
+use support::{http_get, test_settings, Scene};
 use tower::ServiceExt;
 
 fn http_spec(name: &str, image: &str) -> String {
@@ -91,14 +91,7 @@ async fn a_dangling_spec_link_holds_its_app_until_the_link_is_fixed() {
     std::os::unix::fs::symlink(&target, specs.join("web.yaml")).unwrap();
     std::fs::write(specs.join("api.yaml"), http_spec("api", "berth-demo:v1")).unwrap();
     let settings = test_settings(&scene.instance, SourceConfig::Dir(specs.to_path_buf()));
-    let ctl = docker_controller(
-        &scene.instance,
-        None,
-        scene.state.path(),
-        scene.port,
-        settings,
-    )
-    .await;
+    let ctl = scene.controller_with(settings).await;
     pass(&ctl).await;
     pass(&ctl).await; // converged: records the last good specs
     let before = running(&ctl, "web").await;

@@ -21,7 +21,7 @@ use openssl::x509::{X509Name, X509};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
-use support::{docker_controller, free_port, http_get, test_settings, Scene};
+use support::{free_port, http_get, Scene};
 
 const HOST: &str = "tls.localhost";
 const DAY: i64 = 86_400;
@@ -193,19 +193,9 @@ impl Harness {
                 allowed_dirs: vec![allowed.to_path_buf()],
                 copies: Some(scene.state.path().join("tls")),
             },
-            ..test_settings(
-                &scene.instance,
-                berth::source::SourceConfig::Dir(scene.specs.path().to_path_buf()),
-            )
+            ..scene.dir_settings()
         };
-        let ctl = docker_controller(
-            &scene.instance,
-            None,
-            scene.state.path(),
-            scene.port,
-            settings,
-        )
-        .await;
+        let ctl = scene.controller_with(settings).await;
         Harness {
             ctl,
             scene,

@@ -16,24 +16,14 @@ use berth::runtime::{ContainerObserver, ContainerState, ObservedContainer};
 use berth::store::{EventQuery, EventType};
 use std::process::Command;
 use std::sync::Arc;
-use support::{docker, docker_controller, docker_ok, test_settings, unique_name, Scene};
+use support::{docker, docker_ok, unique_name, Scene};
 
 async fn controller(scene: &Scene, settings: Settings) -> Arc<Controller<DockerRuntime>> {
-    docker_controller(
-        &scene.instance,
-        None,
-        scene.state.path(),
-        scene.port,
-        settings,
-    )
-    .await
+    scene.controller_with(settings).await
 }
 
 fn settings(scene: &Scene) -> Settings {
-    let mut s = test_settings(
-        &scene.instance,
-        berth::source::SourceConfig::Dir(scene.specs.path().to_path_buf()),
-    );
+    let mut s = scene.dir_settings();
     // Removing the only app is what these tests do on purpose.
     s.deletion_budget.allow_mass_prune = true;
     s

@@ -488,6 +488,23 @@ impl Scene {
         }
     }
 
+    /// [`test_settings`] for this scene's instance, watching its spec directory.
+    pub fn dir_settings(&self) -> berth::reconcile::Settings {
+        test_settings(
+            &self.instance,
+            berth::source::SourceConfig::Dir(self.specs.path().to_path_buf()),
+        )
+    }
+
+    /// A controller on the local engine for this scene (its instance, state dir and nginx
+    /// port) with `settings`.
+    pub async fn controller_with(
+        &self,
+        settings: berth::reconcile::Settings,
+    ) -> std::sync::Arc<berth::reconcile::Controller<berth::runtime::docker::DockerRuntime>> {
+        docker_controller(&self.instance, None, self.state.path(), self.port, settings).await
+    }
+
     /// Status of `GET path` through the scene's nginx; 0 when nothing answered.
     pub fn get(&self, path: &str) -> u16 {
         http_status(self.port, path).unwrap_or(0)
