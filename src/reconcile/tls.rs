@@ -59,22 +59,15 @@ impl Default for TlsSettings {
     }
 }
 
-/// An operator prefix (`--allow-tls-dir`, and any later `--allow-*` path flag): absolute,
-/// normalized, no `..`. The error says what is wrong.
+/// An operator prefix (`--allow-tls-dir`): absolute and normalized by the same rule as a
+/// spec's host paths (`spec::path_problem`). The error says what is wrong.
 pub fn parse_allowed_dir(flag: &str, value: &str) -> Result<PathBuf, String> {
-    let path = Path::new(value);
-    let normalized = value == "/"
-        || (value.starts_with('/')
-            && !value.ends_with('/')
-            && value[1..]
-                .split('/')
-                .all(|s| !s.is_empty() && s != "." && s != ".."));
-    if !path.is_absolute() || !normalized {
+    if crate::spec::path_problem(value).is_some() {
         return Err(format!(
             "{flag} {value}: give an absolute, normalized directory (no `.`, `..` or empty segments), e.g. /etc/berth/tls"
         ));
     }
-    Ok(path.to_path_buf())
+    Ok(PathBuf::from(value))
 }
 
 /// `loaded` with every TLS route checked: apps whose files pass get their fingerprint,
