@@ -26,42 +26,42 @@ impl Proxy {
             .then_some(pid)
     }
 
+    /// An nginx this process did not start, once per process: berth's files (`_berth.conf`,
+    /// the main config) brought up to date, with one test and reload when they changed, and
+    /// the members it holds made those the files say.
+    async fn bring_running_up_to_date(&self) -> Result<(), ProxyError> {
+        let first = !self
+            .prepared
+            .swap(true, std::sync::atomic::Ordering::SeqCst);
+        if !first {
+            return Ok(());
+        }
+        if self.prepare().await? {
+            self.test_config()
+                .await
+                .map_err(|message| ProxyError::Rejected { message })?;
+            self.reload().await?;
+        }
+        self.resync_or_retry().await;
+        Ok(())
+    }
+
     /// Private mode: starts nginx when it is not running (first start, or it died) and
     /// waits until it answers. Returns true when it had to start it. External mode: writes
     /// berth's http-level file once (reloading the operator's nginx if it changed).
     pub async fn ensure_running(&self) -> Result<bool, ProxyError> {
-        let ProxyMode::Private { prefix, binary, .. } = &self.mode else {
-            // The operator's nginx: berth's http-level file (`_berth.conf`) brought up to
-            // date once, with one test and reload when it changed; its members resynced.
-            let first = !self
-                .prepared
-                .swap(true, std::sync::atomic::Ordering::SeqCst);
-            if first && self.prepare().await? {
-                self.test_config()
-                    .await
-                    .map_err(|message| ProxyError::Rejected { message })?;
-                self.reload().await?;
-            }
-            if first {
-                self.resync_or_retry().await;
-            }
+        let private = match &self.mode {
+            ProxyMode::Private { prefix, binary, .. } => Some((prefix, binary)),
+            ProxyMode::External { .. } => None,
+        };
+        // Running and not ours to start: the operator's nginx, or one an earlier berth
+        // started (adopted).
+        let Some((prefix, binary)) = private else {
+            self.bring_running_up_to_date().await?;
             return Ok(false);
         };
         if self.running_pid().await.is_some() {
-            // Adopted (started by an earlier berth): bring its main config up to date once,
-            // and make the members it holds those the files say.
-            let first = !self
-                .prepared
-                .swap(true, std::sync::atomic::Ordering::SeqCst);
-            if first && self.prepare().await? {
-                self.test_config()
-                    .await
-                    .map_err(|message| ProxyError::Rejected { message })?;
-                self.reload().await?;
-            }
-            if first {
-                self.resync_or_retry().await;
-            }
+            self.bring_running_up_to_date().await?;
             return Ok(false);
         }
         self.prepare().await?;
