@@ -583,3 +583,40 @@ async fn dynamic_adopted_nginx_is_resynced_with_the_member_files() {
         assert_eq!(get(nginx.port, "/kept/"), (200, "old".to_string()));
     }
 }
+
+/// A berth killed after writing an app's config but before reloading leaves nginx on the
+/// old config while the files already match the plan. The next berth adopting that nginx
+/// sees a config file newer than the last reload and reloads once.
+#[tokio::test]
+async fn adopted_nginx_reloads_config_written_by_a_killed_berth() {
+    let nginx = start().await;
+    let first = backend("first");
+    let files = members_files(&nginx, "first", &[format!("127.0.0.1:{first}")]);
+    nginx.proxy.apply_files(&files, &[]).await.unwrap();
+    assert_eq!(get(nginx.port, "/first/"), (200, "first".to_string()));
+
+    // The killed berth wrote the files of a new app and never reloaded.
+    let late = backend("late");
+    std::thread::sleep(Duration::from_millis(20));
+    for (file, text) in members_files(&nginx, "late", &[format!("127.0.0.1:{late}")]) {
+        std::fs::write(nginx.proxy.conf_dir().join(file), text).unwrap();
+    }
+    assert_ne!(get(nginx.port, "/late/").0, 200, "not loaded yet");
+
+    let berth::proxy::ProxyMode::Private { prefix, .. } = &nginx.proxy.mode else {
+        unreachable!("start() makes a private proxy")
+    };
+    let next = support::test_upstreams(Proxy::private(
+        prefix.clone(),
+        nginx.proxy.listen().to_string(),
+        nginx_binary(),
+    ))
+    .await;
+    assert!(
+        !next.ensure_running().await.unwrap(),
+        "adopted, not started"
+    );
+    assert_eq!(next.reloads(), 1, "one reload for the pending files");
+    assert_eq!(get(nginx.port, "/late/"), (200, "late".to_string()));
+    assert_eq!(get(nginx.port, "/first/"), (200, "first".to_string()));
+}

@@ -36,7 +36,8 @@ impl Proxy {
         if !first {
             return Ok(());
         }
-        if self.prepare().await? {
+        let changed = self.prepare().await?;
+        if changed || self.reload_pending().await {
             self.test_config()
                 .await
                 .map_err(|message| ProxyError::Rejected { message })?;
@@ -44,6 +45,36 @@ impl Proxy {
         }
         self.resync_or_retry().await;
         Ok(())
+    }
+
+    /// Private mode: an app config file (`*.conf`) newer than the last reload's `generation.conf`,
+    /// i.e. a berth was killed between writing files and reloading; the files already
+    /// match the plan, so nothing else would ever reload them. (A kill between writing
+    /// `generation.conf` and signalling nginx is not seen.)
+    async fn reload_pending(&self) -> bool {
+        let ProxyMode::Private { prefix, .. } = &self.mode else {
+            return false;
+        };
+        let conf_dir = self.conf_dir();
+        let generation = prefix.join("generation.conf");
+        tokio::task::spawn_blocking(move || {
+            let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+            let Some(reloaded) = modified(&generation) else {
+                return false;
+            };
+            let Ok(entries) = std::fs::read_dir(&conf_dir) else {
+                return false;
+            };
+            entries.flatten().any(|entry| {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                name.ends_with(".conf")
+                    && entry.file_type().is_ok_and(|t| t.is_file())
+                    && modified(&entry.path()).is_some_and(|at| at > reloaded)
+            })
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// Private mode: starts nginx when it is not running (first start, or it died) and
