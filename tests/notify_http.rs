@@ -166,7 +166,7 @@ async fn notifications_are_signed_retried_and_not_lost() {
     let failed = |store: Store| async move {
         store
             .events(&EventQuery {
-                event_type: Some(EventType::Other(notify::FAILED_EVENT.into())),
+                event_type: Some(EventType::NotifyFailed),
                 limit: 100,
                 ..Default::default()
             })

@@ -290,7 +290,7 @@ async fn deliver(
     tracing::warn!(url = %shown, error = %last_error, "notification failed after every retry");
     let event = NewEvent {
         app,
-        event_type: EventType::Other(FAILED_EVENT.to_string()),
+        event_type: EventType::NotifyFailed,
         message: format!(
             "notification to {shown} failed after {} attempts: {last_error}; check the endpoint",
             config.retries + 1

@@ -48,12 +48,14 @@ pub enum EventType {
     ImagePullFailed,
     /// An app was removed and its named volumes were kept (`berth volumes prune` deletes them).
     VolumeKept,
+    /// A notification (`--notify-url`) could not be delivered after its retries.
+    NotifyFailed,
     Other(String),
 }
 
 impl EventType {
     /// Every kind berth records.
-    pub const KNOWN: [EventType; 21] = [
+    pub const KNOWN: [EventType; 22] = [
         EventType::Created,
         EventType::Removed,
         EventType::RolloutStarted,
@@ -75,6 +77,7 @@ impl EventType {
         EventType::ImagePulled,
         EventType::ImagePullFailed,
         EventType::VolumeKept,
+        EventType::NotifyFailed,
     ];
 
     pub fn as_str(&self) -> &str {
@@ -100,6 +103,7 @@ impl EventType {
             EventType::ImagePulled => "image-pulled",
             EventType::ImagePullFailed => "image-pull-failed",
             EventType::VolumeKept => "volume-kept",
+            EventType::NotifyFailed => "notify-failed",
             EventType::Other(text) => text,
         }
     }
