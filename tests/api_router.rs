@@ -94,6 +94,16 @@ async fn apps_lists_status_replicas_revision_and_source() {
     assert_eq!(gone["in_source"], false);
     assert_eq!(gone["revision"], "rev0");
     assert_eq!(gone["last_reconciled_at"], PASS_AT - 3_600_000);
+
+    // File-level issues are listed too: notes.yaml defines no app at all.
+    let issues = list["issues"].as_array().unwrap();
+    assert_eq!(issues.len(), 2, "{list}");
+    assert_eq!(issues[0]["file"], "broken.yaml");
+    assert_eq!(issues[0]["field"], "spec.image");
+    assert_eq!(issues[0]["app"], "broken");
+    assert_eq!(issues[1]["file"], "notes.yaml");
+    assert_eq!(issues[1]["line"], 1);
+    assert!(issues[1]["app"].is_null());
 }
 
 #[tokio::test]
@@ -592,7 +602,7 @@ async fn metrics_cover_the_loop_apps_nginx_source_and_autoscaler() {
         "berth_nginx_reload_failures_total 1",
         "berth_source_revision_info{revision=\"rev2\"} 1",
         "berth_source_errors_total 1",
-        "berth_spec_issues 0",
+        "berth_spec_issues 2",
         "berth_events_total{type=\"created\"} 1",
         "berth_autoscaler_decisions_total{app=\"api\",direction=\"out\"} 1",
         "berth_autoscaler_override_replicas{app=\"api\"} 5",
@@ -891,6 +901,8 @@ async fn dashboard_page_is_open_but_its_data_needs_the_token() {
         "data-app=\"api\"",
         "href=\"#/apps/web\"",
         "Spec issues",
+        "<code>notes.yaml:1:1</code>",
+        "(no valid app in this file)",
     ] {
         assert!(overview.body.contains(text), "{text}: {}", overview.body);
     }

@@ -52,6 +52,22 @@ pub struct AppList {
     /// Unix milliseconds of the last pass.
     pub last_pass_at: Option<i64>,
     pub apps: Vec<AppSummary>,
+    /// The last pass's spec issues, file-level ones included (a file that defines no valid
+    /// app, an unreadable entry): what `berth validate` would print.
+    pub issues: Vec<SpecIssueDto>,
+}
+
+/// One spec issue: where (file, line, column, field) and what to do.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpecIssueDto {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// Dotted field path; empty for a whole-document or whole-file issue.
+    pub field: String,
+    pub message: String,
+    /// The app it belongs to, when the document got far enough to name one.
+    pub app: Option<String>,
 }
 
 /// The replica count of one app and where it came from.
@@ -196,6 +212,21 @@ pub fn app_list(rows: &[AppRow], last: Option<&LastPass>) -> AppList {
     AppList {
         revision: last.map(|l| l.desired.revision.clone()),
         last_pass_at: last.map(|l| l.at),
+        issues: last
+            .map(|l| {
+                l.issues
+                    .iter()
+                    .map(|i| SpecIssueDto {
+                        file: i.file.display().to_string(),
+                        line: i.line,
+                        column: i.column,
+                        field: i.field.clone(),
+                        message: i.message.clone(),
+                        app: i.app.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
         apps: names
             .into_iter()
             .map(|name| {

@@ -108,6 +108,32 @@ pub fn apps(list: &Value, now_ms: i64) -> String {
         text(&list["revision"]),
         ago(list["last_pass_at"].as_i64(), now_ms)
     );
+    let issues = list["issues"].as_array().unwrap_or(&empty);
+    if !issues.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} spec issues (berth validate explains):",
+            issues.len()
+        );
+        for issue in issues {
+            let field = match issue["field"].as_str() {
+                Some(field) if !field.is_empty() => format!("{field}: "),
+                _ => String::new(),
+            };
+            let owner = match issue["app"].as_str() {
+                Some(app) => format!(" (app {app})"),
+                None => " (no valid app in this file)".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "  {}:{}:{}: {field}{}{owner}",
+                text(&issue["file"]),
+                issue["line"].as_u64().unwrap_or(0),
+                issue["column"].as_u64().unwrap_or(0),
+                text(&issue["message"]),
+            );
+        }
+    }
     out
 }
 
@@ -263,6 +289,41 @@ mod tests {
         assert_eq!(ago(Some(now - 7_200_000), now), "2h ago");
         assert_eq!(ago(Some(now - 172_800_000), now), "2d ago");
         assert_eq!(ago(Some(now + 5_000), now), "0s ago");
+    }
+
+    #[test]
+    fn spec_issues_follow_the_app_table() {
+        let list = json!({
+            "revision": "abc",
+            "last_pass_at": 1_000,
+            "apps": [],
+            "issues": [
+                {"file": "/specs/web.yaml", "line": 4, "column": 3, "field": "spec.replicas",
+                 "message": "expected an integer", "app": "web"},
+                {"file": "/specs/broken.yaml", "line": 1, "column": 1, "field": "",
+                 "message": "the file cannot be read: fix its permissions", "app": null},
+            ]
+        });
+        let out = apps(&list, 2_000);
+        assert!(
+            out.contains("2 spec issues (berth validate explains):"),
+            "{out}"
+        );
+        assert!(
+            out.contains("  /specs/web.yaml:4:3: spec.replicas: expected an integer (app web)\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "  /specs/broken.yaml:1:1: the file cannot be read: fix its permissions (no valid app in this file)\n"
+            ),
+            "{out}"
+        );
+        let clean = apps(
+            &json!({"revision": "abc", "last_pass_at": 1_000, "apps": [], "issues": []}),
+            2_000,
+        );
+        assert!(!clean.contains("spec issues"), "{clean}");
     }
 
     #[test]

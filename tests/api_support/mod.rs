@@ -18,7 +18,7 @@ use berth::runtime::{
 };
 use berth::spec::{
     AppSpec, AppType, EnvValue, EnvVar, HealthSpec, HttpScaling, Probe, Resources, Scaling,
-    ScalingMode, SourceRef, Termination,
+    ScalingMode, SourceRef, SpecIssue, Termination,
 };
 use berth::store::{AppDesiredRecord, AppStatus, EventType, NewEvent, NewScalingDecision, Store};
 use std::collections::BTreeMap;
@@ -365,7 +365,24 @@ async fn fixture_in(on_disk: bool) -> Fixture {
         desired: desired.into(),
         observed,
         plan,
-        issues: Vec::new(),
+        issues: vec![
+            SpecIssue {
+                file: "broken.yaml".into(),
+                line: 4,
+                column: 3,
+                field: "spec.image".into(),
+                message: "missing field".into(),
+                app: Some("broken".into()),
+            },
+            SpecIssue {
+                file: "notes.yaml".into(),
+                line: 1,
+                column: 1,
+                field: String::new(),
+                message: "expected an App document (kind: App): give the file another extension or fix it".into(),
+                app: None,
+            },
+        ],
         duration_ms: 12,
         ..LastPass::default()
     };

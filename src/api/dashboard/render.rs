@@ -118,29 +118,12 @@ pub fn overview(rows: &[AppRow], last: Option<&LastPass>, now_ms: i64) -> Value 
             "failures": l.source.failures,
         })
     });
-    let issues: Vec<Value> = last
-        .map(|l| {
-            l.issues
-                .iter()
-                .map(|i| {
-                    json!({
-                        "file": i.file.display().to_string(),
-                        "line": i.line,
-                        "column": i.column,
-                        "field": i.field,
-                        "message": i.message,
-                        "app": i.app,
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     let bad = apps.iter().filter(|a| a["class"] == "bad").count();
     json!({
         "apps": apps,
         "bad": bad,
         "source": source,
-        "issues": issues,
+        "issues": list.issues,
         "revision": list.revision.as_deref().map(short),
         "last_pass": list.last_pass_at.map(|at| chart::ago(at, now_ms)),
     })
