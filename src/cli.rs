@@ -50,6 +50,11 @@ pub(crate) enum Command {
         /// Host directory specs may mount with `hostPath` (repeatable; none by default).
         #[arg(long = "allow-host-path", value_name = "PREFIX", value_parser = host_path_prefix)]
         allow_host_path: Vec<String>,
+        /// Directory `route.tls` certificates and keys may be read from, as `serve` is given
+        /// (repeatable; none by default, which refuses every `route.tls`). The files are read
+        /// and checked as a pass would: PEM, key matches certificate, validity.
+        #[arg(long = "allow-tls-dir", value_name = "DIR", value_parser = tls_dir)]
+        allow_tls_dir: Vec<std::path::PathBuf>,
     },
     /// Show what the next pass would do. Exit 0: no changes, 2: changes, 1: error.
     Plan {
@@ -171,6 +176,11 @@ pub(crate) enum VolumesCommand {
 }
 
 /// `--allow-host-path`: an absolute, normalized directory other than `/`.
+/// `validate --allow-tls-dir`: the same rule as `serve`'s (`tls::parse_allowed_dir`).
+pub(crate) fn tls_dir(s: &str) -> Result<std::path::PathBuf, String> {
+    berth::reconcile::tls::parse_allowed_dir("--allow-tls-dir", s)
+}
+
 pub(crate) fn host_path_prefix(s: &str) -> Result<String, String> {
     if let Some(problem) = berth::spec::path_problem(s) {
         return Err(format!("--allow-host-path {problem}"));

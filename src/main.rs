@@ -136,7 +136,8 @@ async fn run(command: Command, layered: &config::Layered) -> Result<u8> {
             paths,
             output,
             allow_host_path,
-        } => validate(&paths, output, allow_host_path),
+            allow_tls_dir,
+        } => validate(&paths, output, allow_host_path, allow_tls_dir),
         Command::Volumes { command } => volumes(command).await,
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
@@ -507,7 +508,12 @@ fn spec_policy(common: &Common) -> spec::SpecPolicy {
     }
 }
 
-fn validate(paths: &[PathBuf], output: Output, allow_host_paths: Vec<String>) -> Result<u8> {
+fn validate(
+    paths: &[PathBuf],
+    output: Output,
+    allow_host_paths: Vec<String>,
+    allow_tls_dirs: Vec<PathBuf>,
+) -> Result<u8> {
     let mut files = Vec::new();
     let mut unreadable = Vec::new();
     for root in paths {
@@ -535,6 +541,17 @@ fn validate(paths: &[PathBuf], output: Output, allow_host_paths: Vec<String>) ->
     }
     let policy = spec::SpecPolicy { allow_host_paths };
     let loaded = spec::load_source_with(&files, &unreadable, &policy);
+    // route.tls files are read and checked as a pass checks them (a failure is the app's
+    // issue, with the line of its `tls` field).
+    let tls = TlsSettings {
+        allowed_dirs: allow_tls_dirs,
+        ..TlsSettings::default()
+    };
+    let loaded =
+        match berth::reconcile::tls::check_routes(&loaded, &files, &tls, reconcile::now_ms()) {
+            Some((checked, _)) => checked,
+            None => loaded,
+        };
     let valid = loaded.issues.is_empty() && loaded.unreadable_files.is_empty();
     match output {
         Output::Json => {
@@ -569,6 +586,21 @@ async fn plan(common: &Common, observed_empty: bool, output: Output) -> Result<u
         let snapshot = Source::new(source_config(common)?).snapshot().await?;
         let loaded =
             spec::load_source_with(&snapshot.files, &snapshot.unreadable, &spec_policy(common));
+        // The TLS files are checked as a pass checks them (no copies are written).
+        let tls = TlsSettings {
+            listen_tls: common.listen_tls.clone(),
+            allowed_dirs: tls_dirs(common)?,
+            copies: None,
+        };
+        let loaded = match berth::reconcile::tls::check_routes(
+            &loaded,
+            &snapshot.files,
+            &tls,
+            reconcile::now_ms(),
+        ) {
+            Some((checked, _)) => checked,
+            None => loaded,
+        };
         let state = reconcile::desired_from(
             &loaded,
             &snapshot.revision,
@@ -602,6 +634,16 @@ async fn plan(common: &Common, observed_empty: bool, output: Output) -> Result<u
         Output::Json => println!("{}", display::render_json(&plan)),
     }
     Ok(if plan.has_changes() { 2 } else { 0 })
+}
+
+/// `--allow-tls-dir`, each checked by `tls::parse_allowed_dir`.
+fn tls_dirs(common: &Common) -> Result<Vec<PathBuf>> {
+    common
+        .allow_tls_dir
+        .iter()
+        .map(|dir| parse_allowed_dir("--allow-tls-dir", dir))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// The spec source from --dir or --git (a git mirror lives in `<state-dir>/git`).
@@ -704,12 +746,7 @@ async fn controller(
         spec_policy: spec_policy(common),
         tls: TlsSettings {
             listen_tls: common.listen_tls.clone(),
-            allowed_dirs: common
-                .allow_tls_dir
-                .iter()
-                .map(|dir| parse_allowed_dir("--allow-tls-dir", dir))
-                .collect::<Result<_, _>>()
-                .map_err(|e| anyhow::anyhow!(e))?,
+            allowed_dirs: tls_dirs(common)?,
             copies: Some(state_dir.join("tls")),
         },
     };

@@ -3,7 +3,8 @@
 //! that CA as the only root; `redirectHttp` answers 308; a renewed certificate on disk is
 //! served after the next pass (one reload); an expired certificate and a mismatched key are
 //! clear errors while the old certificate keeps serving; a path outside `--allow-tls-dir`
-//! is refused. Traffic only to 127.0.0.1.
+//! is refused; `berth validate` checks the same files with the same rule. Traffic only to
+//! 127.0.0.1.
 
 mod support;
 
@@ -320,6 +321,23 @@ async fn tls_routes_serve_renew_and_refuse_bad_files() {
     );
     let (_, _, serial, _) = https_get(h.tls_port, "/", &ca.cert);
     assert_eq!(serial, "15", "web is untouched");
+
+    // The copies of the certificates renewed away (serials 11 and 12) are gone once no
+    // config file names them: only the served pair is left in <state>/tls.
+    h.pass().await;
+    let mut copies: Vec<String> = std::fs::read_dir(h.scene.state.path().join("tls"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    copies.sort();
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    assert!(
+        copies[0].starts_with("web-") && copies[0].ends_with(".crt"),
+        "{copies:?}"
+    );
+    assert!(copies[1].ends_with(".key"), "{copies:?}");
+    let (_, _, serial, _) = https_get(h.tls_port, "/", &ca.cert);
+    assert_eq!(serial, "15", "still served after the old copies went");
 }
 
 /// The status line and headers of a plain GET with Host HOST.
@@ -335,4 +353,65 @@ fn raw_head(port: u16, path: &str) -> String {
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
     String::from_utf8_lossy(&raw).to_string()
+}
+
+fn berth_validate(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("validate")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run berth validate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+/// `berth validate` reads and checks `route.tls` files as a pass does, with the same
+/// `--allow-tls-dir` rule: a spec that would be refused by `serve` is refused here first.
+#[test]
+fn validate_checks_tls_files_like_a_pass() {
+    let allowed = tempfile::tempdir().unwrap();
+    let specs = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    ca.leaf(allowed.path(), 21, (now() - DAY, now() + 10 * DAY), None);
+    std::fs::write(
+        specs.path().join("web.yaml"),
+        spec("web", HOST, allowed.path(), false),
+    )
+    .unwrap();
+    let specs_dir = specs.path().to_str().unwrap();
+    let allow = allowed.path().to_str().unwrap();
+
+    let (code, out) = berth_validate(&[specs_dir, "--allow-tls-dir", allow]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok: 1 apps in 1 files are valid"), "{out}");
+
+    // Without the operator's directory: refused, naming the file, the field and the flag.
+    let (code, out) = berth_validate(&[specs_dir]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("web.yaml:")
+            && out.contains("spec.route.tls.certFile")
+            && out.contains("--allow-tls-dir"),
+        "{out}"
+    );
+
+    // A key that is not the certificate's.
+    std::fs::write(
+        allowed.path().join("web.key"),
+        key().private_key_to_pem_pkcs8().unwrap(),
+    )
+    .unwrap();
+    let (code, out) = berth_validate(&[specs_dir, "--allow-tls-dir", allow]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("spec.route.tls.keyFile") && out.contains("is not the key"),
+        "{out}"
+    );
+
+    // A relative directory is refused by the flag's own check.
+    let (code, _) = berth_validate(&[specs_dir, "--allow-tls-dir", "certs"]);
+    assert_eq!(code, 2, "clap usage error");
 }

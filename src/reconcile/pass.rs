@@ -308,6 +308,11 @@ pub async fn run_pass<R: ContainerRuntime>(
         for (app, why) in tls::write_copies(&read.desired, &ctl.settings.tls) {
             warn!(%app, "tls files not copied: {why}");
         }
+        // Copies neither the desired state nor a config file on disk names are never read
+        // again (a renewed certificate's old copy, a removed app's).
+        for path in tls::prune_copies(&read.desired, &observed.proxy_files, &ctl.settings.tls) {
+            info!(path = %path.display(), "removed an unused tls copy");
+        }
         *ctl.app_files.lock().expect("app files lock") = state.files.clone();
         for issue in &state.issues {
             let app = issue

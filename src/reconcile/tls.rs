@@ -5,7 +5,9 @@
 //! of both files), which the renderer writes into the app's config: a renewed certificate
 //! changes the text and reloads nginx once. A failure becomes a spec issue of the app, so
 //! the app stays on its last good spec (nginx keeps serving what it had) and the error is
-//! in status and events. Must not: write anything, render nginx text, decide the plan.
+//! in status and events. It writes only its copies under `<state>/tls` (`write_copies`,
+//! and `prune_copies` for the ones nothing names any more). Must not: render nginx text,
+//! decide the plan.
 
 use crate::plan::{
     render::{tls_served_files, TlsListen},
@@ -16,6 +18,7 @@ use openssl::asn1::Asn1Time;
 use openssl::pkey::PKey;
 use openssl::x509::X509;
 use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -302,6 +305,72 @@ fn write_copy(
     Ok(())
 }
 
+/// Removes copies in `<state>/tls` that neither the desired state nor any managed nginx
+/// file on disk names (a renewed certificate's old copy, a removed app's): nginx loads
+/// certificates when it loads its config, so a copy no config file names is never read
+/// again. Returns the removed paths; a copy that cannot be removed is left for the next pass.
+pub fn prune_copies(
+    desired: &Desired,
+    proxy_files: &BTreeMap<String, String>,
+    settings: &TlsSettings,
+) -> Vec<PathBuf> {
+    let Some(dir) = &settings.copies else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    let listen = settings.listen();
+    let mut wanted = BTreeSet::new();
+    for (app, d) in &desired.apps {
+        if let Some(tls) = route_tls(&d.spec).filter(|t| !t.fingerprint.is_empty()) {
+            let (cert, key) = tls_served_files(&listen, app, tls);
+            wanted.insert(cert);
+            wanted.insert(key);
+        }
+    }
+    let mut removed = Vec::new();
+    for name in stale_copies(dir, &names, &wanted, proxy_files) {
+        let path = dir.join(&name);
+        if std::fs::remove_file(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
+}
+
+/// The copies (`*.crt`, `*.key`, a left-over `*.tmp`) of `names` in `dir` that are neither
+/// `wanted` nor named in a proxy file's text (pure).
+fn stale_copies(
+    dir: &Path,
+    names: &[String],
+    wanted: &BTreeSet<String>,
+    proxy_files: &BTreeMap<String, String>,
+) -> Vec<String> {
+    names
+        .iter()
+        .filter(|name| {
+            [".crt", ".key", ".crt.tmp", ".key.tmp"]
+                .iter()
+                .any(|suffix| name.ends_with(suffix))
+        })
+        .filter(|name| {
+            let path = dir.join(name).display().to_string();
+            let named = |p: &str| wanted.contains(p) || proxy_files.values().any(|t| t.contains(p));
+            match path.strip_suffix(".tmp") {
+                // A temporary file outlives its write only when berth died mid-write.
+                Some(_) => true,
+                None => !named(&path),
+            }
+        })
+        .cloned()
+        .collect()
+}
+
 fn list(dirs: &[PathBuf]) -> String {
     dirs.iter()
         .map(|d| d.display().to_string())
@@ -312,6 +381,38 @@ fn list(dirs: &[PathBuf]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_copies_are_the_ones_nothing_names() {
+        let dir = Path::new("/state/tls");
+        let names: Vec<String> = [
+            "web-aaaa.crt",
+            "web-aaaa.key",
+            "web-bbbb.crt",
+            "web-bbbb.key",
+            "gone-cccc.crt",
+            "gone-cccc.key",
+            "web-dddd.crt.tmp",
+            "README",
+        ]
+        .map(String::from)
+        .to_vec();
+        // The desired state names bbbb; the config on disk still names aaaa.
+        let wanted = BTreeSet::from([
+            "/state/tls/web-bbbb.crt".to_string(),
+            "/state/tls/web-bbbb.key".to_string(),
+        ]);
+        let files = BTreeMap::from([(
+            "web.conf".to_string(),
+            "ssl_certificate /state/tls/web-aaaa.crt;\nssl_certificate_key /state/tls/web-aaaa.key;"
+                .to_string(),
+        )]);
+        let stale = stale_copies(dir, &names, &wanted, &files);
+        assert_eq!(
+            stale,
+            ["gone-cccc.crt", "gone-cccc.key", "web-dddd.crt.tmp"]
+        );
+    }
 
     #[test]
     fn allowed_dirs_must_be_absolute_and_normalized() {
