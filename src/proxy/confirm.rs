@@ -54,9 +54,7 @@ impl Proxy {
                 .pool_max_idle_per_host(0)
                 .timeout(Duration::from_secs(1))
                 .build()
-                .map_err(|e| ProxyError::ReloadFailed {
-                    message: format!("cannot build the http client that confirms reloads: {e}"),
-                })?;
+                .map_err(|source| ProxyError::ConfirmClient { source })?;
             let deadline = std::time::Instant::now() + Duration::from_secs(3);
             let expected = generation.to_string();
             loop {

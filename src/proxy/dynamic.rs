@@ -11,7 +11,6 @@ use super::files::{set_mode, write_atomically};
 use super::{Proxy, ProxyError};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The Lua module nginx loads (`require "berth"`).
 pub const BERTH_LUA: &str = include_str!("berth.lua");
@@ -133,11 +132,9 @@ impl Proxy {
         if dynamic {
             let socket = self.admin_socket();
             if socket.as_os_str().len() > MAX_SOCKET_PATH {
-                return Err(ProxyError::Io {
+                return Err(ProxyError::SocketPathTooLong {
                     path: socket,
-                    message: format!(
-                        "the admin socket path is longer than {MAX_SOCKET_PATH} bytes: use a shorter --state-dir or --nginx-conf-dir"
-                    ),
+                    max: MAX_SOCKET_PATH,
                 });
             }
             let lua_dir = dir.join("_berth");
@@ -159,10 +156,7 @@ impl Proxy {
     pub(super) async fn push_members(&self, app: &str, text: &str) -> Result<(), ProxyError> {
         let (status, body) = self.admin("PUT", app, text).await?;
         if status != 200 || body != text {
-            return Err(ProxyError::PushFailed {
-                app: app.to_string(),
-                message: format!("nginx answered {status} with {:?}", truncate(&body)),
-            });
+            return Err(unexpected(app, status, &body));
         }
         self.pushes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -222,10 +216,7 @@ impl Proxy {
     pub(super) async fn forget_members(&self, app: &str) -> Result<(), ProxyError> {
         let (status, body) = self.admin("DELETE", app, "").await?;
         if status != 200 {
-            return Err(ProxyError::PushFailed {
-                app: app.to_string(),
-                message: format!("nginx answered {status} with {:?}", truncate(&body)),
-            });
+            return Err(unexpected(app, status, &body));
         }
         Ok(())
     }
@@ -237,15 +228,12 @@ impl Proxy {
         match status {
             200 => Ok(Some(body)),
             404 => Ok(None),
-            _ => Err(ProxyError::PushFailed {
-                app: app.to_string(),
-                message: format!("nginx answered {status} with {:?}", truncate(&body)),
-            }),
+            _ => Err(unexpected(app, status, &body)),
         }
     }
 
-    /// One HTTP/1.0 request over the admin socket (HTTP/1.0: nginx answers without
-    /// chunking and closes), at most 2 s.
+    /// One HTTP/1.1 request over the admin socket (hyper's client on the unix stream, one
+    /// connection per request), at most 2 s.
     async fn admin(
         &self,
         method: &str,
@@ -253,41 +241,98 @@ impl Proxy {
         body: &str,
     ) -> Result<(u16, String), ProxyError> {
         let socket = self.admin_socket();
-        let failed = |message: String| ProxyError::PushFailed {
+        let failed = |source: AdminError| ProxyError::PushFailed {
             app: app.to_string(),
-            message,
+            source,
         };
-        let exchange = async {
-            let mut stream = tokio::net::UnixStream::connect(&socket)
-                .await
-                .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
-            let request = format!(
-                "{method} /members/{app} HTTP/1.0\r\nHost: berth\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            stream
-                .write_all(request.as_bytes())
-                .await
-                .map_err(|e| format!("cannot send to {}: {e}", socket.display()))?;
-            let mut answer = Vec::new();
-            stream
-                .read_to_end(&mut answer)
-                .await
-                .map_err(|e| format!("cannot read from {}: {e}", socket.display()))?;
-            Ok::<_, String>(answer)
-        };
-        let answer = tokio::time::timeout(Duration::from_secs(2), exchange)
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("/members/{app}"))
+            .header(hyper::header::HOST, "berth")
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(
+                body.to_string(),
+            )))
+            .map_err(|source| failed(AdminError::Request { source }))?;
+        tokio::time::timeout(ADMIN_TIMEOUT, exchange(&socket, request))
             .await
-            .map_err(|_| failed(format!("no answer from {} within 2 s", socket.display())))?
-            .map_err(failed)?;
-        let text = String::from_utf8_lossy(&answer);
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| failed(format!("unreadable answer {:?}", truncate(head))))?;
-        Ok((status, body.to_string()))
+            .map_err(|_| {
+                failed(AdminError::Timeout {
+                    socket: socket.clone(),
+                })
+            })?
+            .map_err(failed)
+    }
+}
+
+/// How long one admin request may take.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What went wrong talking to nginx's admin server.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot connect to {}: {source}", socket.display())]
+    Connect {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the request could not be built: {source}")]
+    Request {
+        #[source]
+        source: hyper::http::Error,
+    },
+    #[error("the exchange with {} failed: {source}", socket.display())]
+    Http {
+        socket: PathBuf,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("no answer from {} within 2 s", socket.display())]
+    Timeout { socket: PathBuf },
+    #[error("nginx answered {status} with {body:?}")]
+    Unexpected { status: u16, body: String },
+}
+
+/// Sends `request` on a new connection to the admin socket; the answer's status and body.
+async fn exchange(
+    socket: &Path,
+    request: hyper::Request<http_body_util::Full<hyper::body::Bytes>>,
+) -> Result<(u16, String), AdminError> {
+    use http_body_util::BodyExt as _;
+    let http = |source| AdminError::Http {
+        socket: socket.to_path_buf(),
+        source,
+    };
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|source| AdminError::Connect {
+            socket: socket.to_path_buf(),
+            source,
+        })?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(http)?;
+    // The connection is driven here, beside the request: it ends once the request is
+    // answered and `sender` is dropped (no task is spawned).
+    let send = async move {
+        let answer = sender.send_request(request).await.map_err(http)?;
+        let status = answer.status().as_u16();
+        let bytes = answer.into_body().collect().await.map_err(http)?.to_bytes();
+        drop(sender);
+        Ok::<_, AdminError>((status, String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    let (answer, _) = tokio::join!(send, connection);
+    answer
+}
+
+fn unexpected(app: &str, status: u16, body: &str) -> ProxyError {
+    ProxyError::PushFailed {
+        app: app.to_string(),
+        source: AdminError::Unexpected {
+            status,
+            body: truncate(body),
+        },
     }
 }
 

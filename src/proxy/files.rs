@@ -61,9 +61,9 @@ impl Proxy {
         // cost more than the reads themselves with 1,000 apps.
         tokio::task::spawn_blocking(move || read_conf_dir(&dir))
             .await
-            .map_err(|e| ProxyError::Io {
-                path: PathBuf::new(),
-                message: format!("the read task failed: {e}"),
+            .map_err(|source| ProxyError::Task {
+                what: "proxy file read",
+                source,
             })?
     }
 }
@@ -111,9 +111,9 @@ pub(super) async fn write_atomically(path: &Path, text: &str) -> Result<(), Prox
         Ok(())
     })
     .await
-    .map_err(|e| ProxyError::Io {
-        path: PathBuf::new(),
-        message: format!("the write task failed: {e}"),
+    .map_err(|source| ProxyError::Task {
+        what: "proxy file write",
+        source,
     })?
 }
 

@@ -33,20 +33,45 @@ pub enum ProxyError {
     Rejected { message: String },
     #[error("nginx reload failed: {message}")]
     ReloadFailed { message: String },
-    #[error("cannot run {command}: {message} (install nginx: apt-get install nginx, or pass --nginx-binary)")]
-    Spawn { command: String, message: String },
+    #[error("cannot run {command}: {source} (install nginx: apt-get install nginx, or pass --nginx-binary)")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot build the http client that confirms reloads: {source} (check the system's TLS and resolver set-up)")]
+    ConfirmClient {
+        #[source]
+        source: reqwest::Error,
+    },
     #[error("nginx did not start: {message}")]
     StartFailed { message: String },
-    #[error("proxy file {path}: {message}")]
-    Io { path: PathBuf, message: String },
-    #[error("cannot hand the upstream members of app {app} to nginx: {message} (is berth's nginx running with the Lua module? see its error.log)")]
-    PushFailed { app: String, message: String },
+    #[error("proxy file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the admin socket path {} is longer than {max} bytes: use a shorter --state-dir or --nginx-conf-dir", path.display())]
+    SocketPathTooLong { path: PathBuf, max: usize },
+    #[error("berth's {what} task failed: {source} (a bug: please report it with the log)")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("cannot hand the upstream members of app {app} to nginx: {source} (is berth's nginx running with the Lua module? see its error.log)")]
+    PushFailed {
+        app: String,
+        #[source]
+        source: dynamic::AdminError,
+    },
 }
 
 fn io_error(path: &Path, err: std::io::Error) -> ProxyError {
     ProxyError::Io {
         path: path.to_path_buf(),
-        message: err.to_string(),
+        source: err,
     }
 }
 

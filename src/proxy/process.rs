@@ -212,9 +212,9 @@ pub(super) async fn run_command(
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| ProxyError::Spawn {
+        .map_err(|source| ProxyError::Spawn {
             command: program.to_string(),
-            message: e.to_string(),
+            source,
         })
 }
 
