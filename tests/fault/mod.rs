@@ -238,18 +238,42 @@ pub async fn kill_rounds(
     child.kill9();
     let seen = containers(&ctl_view).await;
     if !converged {
+        // Which app did not converge, and how: its containers against what was wanted and
+        // what its route answers through nginx; then the last start's own log lines.
+        let mut apps_text = String::new();
+        for (app, (image, replicas)) in &wanted {
+            let mine: Vec<_> = seen.iter().filter(|c| &c.app == app).collect();
+            let ok = mine.len() == *replicas as usize
+                && mine
+                    .iter()
+                    .all(|c| c.image == *image && c.state == ContainerState::Running);
+            let status = scene.get(&format!("/{app}/"));
+            apps_text.push_str(&format!(
+                "{} {app}: wanted {replicas} x {image}, route answers {status}, has {:?}\n",
+                if ok && status == 200 { "ok  " } else { "FAIL" },
+                mine.iter()
+                    .map(|c| (&c.name, &c.image, c.state))
+                    .collect::<Vec<_>>(),
+            ));
+        }
+        let foreign: Vec<_> = seen
+            .iter()
+            .filter(|c| !wanted.contains_key(&c.app))
+            .map(|c| &c.name)
+            .collect();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let problems: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.contains("error") || l.contains("WARN") || l.contains("ERROR"))
+            .copied()
+            .collect();
+        let problems = &problems[problems.len().saturating_sub(20)..];
+        let tail = &lines[lines.len().saturating_sub(40)..];
         return Err(format!(
-            "not converged {limit:?} after restart; wanted {wanted:?}; containers: {:#?}\nlog:\n{}",
-            seen.iter()
-                .map(|c| (&c.app, &c.image, c.state, &c.name))
-                .collect::<Vec<_>>(),
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| l.contains("error") || l.contains("WARN") || l.contains("ERROR"))
-                .take(20)
-                .collect::<Vec<_>>()
-                .join("\n")
+            "not converged {limit:?} after restart\n{apps_text}containers of no wanted app: {foreign:?}\nlast warnings and errors:\n{}\nlast 40 log lines:\n{}",
+            problems.join("\n"),
+            tail.join("\n")
         ));
     }
     // No duplicates: the count per app is exact (checked above); no orphans: nothing else
