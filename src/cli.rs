@@ -50,6 +50,9 @@ pub(crate) enum Command {
         /// Host directory specs may mount with `hostPath` (repeatable; none by default).
         #[arg(long = "allow-host-path", value_name = "PREFIX", value_parser = host_path_prefix)]
         allow_host_path: Vec<String>,
+        /// Registry images may come from, as `serve` is given (repeatable; none: any).
+        #[arg(long = "allow-registry", value_name = "HOST", value_parser = registry_host)]
+        allow_registry: Vec<String>,
         /// Directory `route.tls` certificates and keys may be read from, as `serve` is given
         /// (repeatable; none by default, which refuses every `route.tls`). The files are read
         /// and checked as a pass would: PEM, key matches certificate, validity.
@@ -176,6 +179,28 @@ pub(crate) enum VolumesCommand {
 }
 
 /// `--allow-host-path`: an absolute, normalized directory other than `/`.
+/// `--allow-registry`: a registry host as image references name it (`host`, `host:port`),
+/// lowercase letters, digits, `.`, `-`, one optional `:port`.
+pub(crate) fn registry_host(s: &str) -> Result<String, String> {
+    let (host, port) = match s.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (s, None),
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    if host_ok && port_ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "--allow-registry {s:?}: give a registry host as image references name it, e.g. registry.example.com, localhost:5000 or docker.io"
+        ))
+    }
+}
+
 /// `validate --allow-tls-dir`: the same rule as `serve`'s (`tls::parse_allowed_dir`).
 pub(crate) fn tls_dir(s: &str) -> Result<std::path::PathBuf, String> {
     berth::reconcile::tls::parse_allowed_dir("--allow-tls-dir", s)
@@ -384,6 +409,11 @@ pub(crate) struct Common {
     /// never the Docker socket). Specs come from git: allow only what they may read/write.
     #[arg(long = "allow-host-path", value_name = "PREFIX", value_parser = host_path_prefix)]
     pub(crate) allow_host_path: Vec<String>,
+    /// Registry images may come from (`registry.example.com`, `localhost:5000`, `docker.io`
+    /// for Docker Hub; repeatable). None given: any registry. A spec naming another
+    /// registry is an issue on `spec.image` and the app stays on its last good spec.
+    #[arg(long = "allow-registry", value_name = "HOST", value_parser = registry_host)]
+    pub(crate) allow_registry: Vec<String>,
     /// serve: days of events, scaling decisions and revisions to keep (0: no age limit).
     #[arg(long, default_value_t = 30)]
     pub(crate) history_days: u32,

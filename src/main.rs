@@ -136,8 +136,17 @@ async fn run(command: Command, layered: &config::Layered) -> Result<u8> {
             paths,
             output,
             allow_host_path,
+            allow_registry,
             allow_tls_dir,
-        } => validate(&paths, output, allow_host_path, allow_tls_dir),
+        } => validate(
+            &paths,
+            output,
+            spec::SpecPolicy {
+                allow_host_paths: allow_host_path,
+                allow_registries: allow_registry,
+            },
+            allow_tls_dir,
+        ),
         Command::Volumes { command } => volumes(command).await,
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
@@ -505,13 +514,14 @@ async fn volumes(command: VolumesCommand) -> Result<u8> {
 fn spec_policy(common: &Common) -> spec::SpecPolicy {
     spec::SpecPolicy {
         allow_host_paths: common.allow_host_path.clone(),
+        allow_registries: common.allow_registry.clone(),
     }
 }
 
 fn validate(
     paths: &[PathBuf],
     output: Output,
-    allow_host_paths: Vec<String>,
+    policy: spec::SpecPolicy,
     allow_tls_dirs: Vec<PathBuf>,
 ) -> Result<u8> {
     let mut files = Vec::new();
@@ -539,7 +549,6 @@ fn validate(
                 }),
         );
     }
-    let policy = spec::SpecPolicy { allow_host_paths };
     let loaded = spec::load_source_with(&files, &unreadable, &policy);
     // route.tls files are read and checked as a pass checks them (a failure is the app's
     // issue, with the line of its `tls` field).

@@ -1,6 +1,7 @@
 //! spec: the workload options (issue 12): the full example parses to the model; every rule
 //! reports file:line and field; cross-app rules (dependsOn cycles and unknown apps, one host
-//! port claimed by two apps) name both places; hostPath follows `--allow-host-path`.
+//! port claimed by two apps) name both places; hostPath follows `--allow-host-path`, images
+//! `--allow-registry`.
 
 use berth::spec::{
     load_files, load_source_with, parse_file, spec_hash, Logging, Mount, MountSource, Protocol,
@@ -39,6 +40,7 @@ spec:
 fn the_issue_example_parses_with_the_host_path_allowed() {
     let policy = SpecPolicy {
         allow_host_paths: vec!["/srv".into()],
+        ..SpecPolicy::default()
     };
     let loaded = load_source_with(
         &[(PathBuf::from("db.yaml"), FULL.to_string())],
@@ -267,6 +269,7 @@ fn one_host_port_in_two_apps_names_both_files() {
 fn an_allowed_prefix_cannot_be_escaped() {
     let policy = SpecPolicy {
         allow_host_paths: vec!["/srv".into()],
+        ..SpecPolicy::default()
     };
     let load = |host: &str| {
         let text = http_app(&format!(
@@ -295,5 +298,50 @@ fn an_allowed_prefix_cannot_be_escaped() {
     }
     for ok in ["/srv", "/srv/media/a"] {
         assert!(load(ok).issues.is_empty(), "{ok}");
+    }
+}
+
+/// `--allow-registry`: an image from a registry the operator did not allow is an issue on
+/// `spec.image` with its line; Docker Hub's names are one registry; no list allows any.
+#[test]
+fn images_come_only_from_allowed_registries() {
+    let spec = |image: &str| {
+        format!(
+            "apiVersion: v1\nkind: App\nmetadata:\n  name: web\nspec:\n  image: {image}\n  ports:\n  - containerPort: 8080\n"
+        )
+    };
+    let load = |image: &str, allowed: &[&str]| {
+        let policy = SpecPolicy {
+            allow_registries: allowed.iter().map(|r| r.to_string()).collect(),
+            ..SpecPolicy::default()
+        };
+        load_source_with(&[(PathBuf::from("web.yaml"), spec(image))], &[], &policy)
+    };
+    for image in ["localhost:5000/web:1", "ghcr.io/acme/web:1", "busybox"] {
+        let loaded = load(image, &[]);
+        assert!(loaded.issues.is_empty(), "{image}: {:?}", loaded.issues);
+    }
+    let ok = load("localhost:5000/web:1", &["localhost:5000"]);
+    assert!(ok.issues.is_empty(), "{:?}", ok.issues);
+    let refused = load("ghcr.io/acme/web:1", &["localhost:5000"]);
+    assert!(refused.apps.is_empty());
+    let issue = refused.issues[0].to_string();
+    assert!(
+        issue.starts_with("web.yaml:6:")
+            && issue.contains("spec.image")
+            && issue.contains("`ghcr.io`")
+            && issue.contains("--allow-registry localhost:5000"),
+        "{issue}"
+    );
+    // A short name is Docker Hub's, under any of its names.
+    let hub = load("busybox", &["localhost:5000"]);
+    assert!(
+        hub.issues[0].message.contains("`docker.io`"),
+        "{:?}",
+        hub.issues
+    );
+    for image in ["busybox:1.36", "index.docker.io/library/busybox:1.36"] {
+        let loaded = load(image, &["docker.io"]);
+        assert!(loaded.issues.is_empty(), "{image}: {:?}", loaded.issues);
     }
 }

@@ -86,15 +86,9 @@ pub enum Lookup {
     None,
 }
 
-/// The registry host of an image reference, as Docker resolves it: the first path
-/// component when it has a `.` or a `:` or is `localhost`, else Docker Hub (`docker.io`).
+/// The registry host of an image reference, as Docker resolves it (`spec::image_registry`).
 pub fn registry_of(image: &str) -> String {
-    match image.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            first.to_string()
-        }
-        _ => "docker.io".to_string(),
-    }
+    crate::spec::image_registry(image)
 }
 
 /// The key the docker CLI stores a registry's credentials under.

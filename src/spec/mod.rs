@@ -27,7 +27,7 @@ pub use parse::{
 };
 pub use screen::{MAX_ALIASES_PER_DOC, MAX_BLOCK_DEPTH, MAX_FLOW_DEPTH, MAX_FLOW_OPENS_PER_DOC};
 pub use workload::path_problem;
-pub use workload::{SpecPolicy, DOCKER_SOCKETS};
+pub use workload::{image_registry, registry_problem, SpecPolicy, DOCKER_SOCKETS};
 
 /// The JSON Schema of an App document (`berth schema`), generated from the raw types.
 pub fn json_schema() -> serde_json::Value {

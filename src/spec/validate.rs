@@ -144,7 +144,7 @@ pub fn validate_with(app: raw::App, policy: &SpecPolicy) -> Result<AppSpec, Vec<
         Some(raw::AppType::Http) | None => AppType::Http,
     };
 
-    check_image(&mut c, &s.image);
+    check_image(&mut c, &s.image, policy);
     check_command(&mut c, s.command.as_deref());
     let max_replicas = match &s.scaling {
         Some(sc) => sc.max_replicas,
@@ -226,7 +226,7 @@ pub fn validate_with(app: raw::App, policy: &SpecPolicy) -> Result<AppSpec, Vec<
     })
 }
 
-fn check_image(c: &mut Checker, image: &str) {
+fn check_image(c: &mut Checker, image: &str, policy: &SpecPolicy) {
     if image.is_empty() {
         c.err(
             fpath!["spec", "image"],
@@ -245,6 +245,8 @@ fn check_image(c: &mut Checker, image: &str) {
             fpath!["spec", "image"],
             "image must not start with '-': use an image reference like `my-app:1.2`",
         );
+    } else if let Some(problem) = workload::registry_problem(image, policy) {
+        c.err(fpath!["spec", "image"], problem);
     }
 }
 

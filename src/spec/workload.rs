@@ -20,6 +20,46 @@ use std::net::IpAddr;
 pub struct SpecPolicy {
     /// `--allow-host-path` prefixes (absolute, normalized). Empty: no hostPath at all.
     pub allow_host_paths: Vec<String>,
+    /// `--allow-registry` hosts (`registry.example.com`, `localhost:5000`, `docker.io`) an
+    /// image may come from. Empty: any registry.
+    pub allow_registries: Vec<String>,
+}
+
+/// The registry host of an image reference, as Docker resolves it: the first path
+/// component when it has a `.` or a `:` or is `localhost`, else Docker Hub (`docker.io`).
+pub fn image_registry(image: &str) -> String {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            first.to_string()
+        }
+        _ => "docker.io".to_string(),
+    }
+}
+
+/// Why `image` may not be used under `policy` (its registry is not allowed), or None.
+pub fn registry_problem(image: &str, policy: &SpecPolicy) -> Option<String> {
+    if policy.allow_registries.is_empty() {
+        return None;
+    }
+    let registry = image_registry(image);
+    let allowed = |r: &String| {
+        r.eq_ignore_ascii_case(&registry)
+            || (is_docker_hub_name(r) && is_docker_hub_name(&registry))
+    };
+    if policy.allow_registries.iter().any(allowed) {
+        return None;
+    }
+    Some(format!(
+        "image `{image}` comes from registry `{registry}`, which this berth may not pull from (--allow-registry {}): use an image from an allowed registry, or have the operator allow `{registry}`",
+        policy.allow_registries.join(", ")
+    ))
+}
+
+fn is_docker_hub_name(registry: &str) -> bool {
+    matches!(
+        registry.to_ascii_lowercase().as_str(),
+        "docker.io" | "index.docker.io" | "registry-1.docker.io"
+    )
 }
 
 /// Docker socket paths a hostPath may never reach (neither the socket nor a directory
