@@ -604,9 +604,13 @@ async fn data_survives_sigkills_of_berth_serve_during_recreate_rollouts() {
             .into_iter()
             .filter(|c| c.app == app)
             .collect();
+        // The container may be removed between the list and the inspect (berth is still
+        // converging): an inspect that fails just means "not yet".
         let env = all
             .first()
-            .map(|c| docker_ok(&["inspect", "--format", "{{json .Config.Env}}", &c.id]))
+            .map(|c| docker(&["inspect", "--format", "{{json .Config.Env}}", &c.id]))
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).to_string())
             .unwrap_or_default();
         if all.len() == 1 && all[0].state == ContainerState::Running && env.contains("GEN=5") {
             break all[0].clone();
