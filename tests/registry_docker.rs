@@ -2,7 +2,7 @@
 //! free loopback port, `support::registry`), the real Docker engine, a real private nginx
 //! and the daemon in-process (`Served`: the loop, the prober and the image worker):
 //! pulling with the docker config's credentials (events and /metrics), `IfNotPresent` not
-//! pulling an image the host has, a wrong password and an unknown tag as clear per-app
+//! pulling an image the host has, credentials from a credential helper (`credHelpers`), a wrong password and an unknown tag as clear per-app
 //! errors while the app keeps serving, and a re-pushed tag rolled out with `Always`.
 //! Own instance label, network, state dir, nginx port and registry; cleaned up by the
 //! guards' Drop, also on failure.
@@ -455,4 +455,88 @@ async fn apply_once_waits_for_the_pulls_it_asked_for() {
     assert_eq!(body(&scene, "web"), "v2\n");
     assert_eq!(ctl.runtime().calls().pulls, 1);
     assert!(!ctl.pulls_pending());
+}
+
+/// A registry whose credentials live in a credential helper (`credHelpers` in the docker
+/// config, as `docker-credential-ecr-login` or `-gcr` are used): `berth apply --once`, a
+/// child process with the helper on its PATH, asks the helper for the registry's
+/// credentials and pulls the private image with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_helper_supplies_the_registry_credentials() {
+    use std::os::unix::fs::PermissionsExt;
+    let registry = Registry::start();
+    let scene = Scene::new("reg-helper");
+    registry.push(IMAGE_V1, "helped:v1");
+    let image = registry.image("helped:v1");
+    assert!(!present(&image), "the host must not have {image} yet");
+
+    // The helper answers the registry's credentials and records each question it got.
+    let bin = scene.state.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let asked = scene.state.path().join("helper-asked");
+    let helper = bin.join("docker-credential-berthtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread -r server\necho \"$server\" >> '{asked}'\n\
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{password}\"}}' \"$server\"\n",
+            asked = asked.display(),
+            user = support::registry::USER,
+            password = support::registry::PASSWORD,
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = scene.state.path().join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(
+        config.join("config.json"),
+        format!(
+            r#"{{"credHelpers": {{"{}": "berthtest"}}}}"#,
+            registry.host()
+        ),
+    )
+    .unwrap();
+
+    write(&scene, "web.yaml", &spec("web", &image, "IfNotPresent"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["apply", "--once", "--dir"])
+        .arg(scene.specs.path())
+        .arg("--state-dir")
+        .arg(scene.state.path())
+        .args(["--listen", &format!("127.0.0.1:{}", scene.port)])
+        .args(["--instance", &scene.instance, "--network", &scene.instance])
+        .arg("--docker-config")
+        .arg(&config)
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), support::path_with_sbin()),
+        )
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run berth apply --once");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(present(&image), "{stderr}");
+    let questions = std::fs::read_to_string(&asked).unwrap_or_default();
+    assert!(
+        questions.lines().any(|l| l == registry.host()),
+        "the helper was asked for {:?}, not {}",
+        questions,
+        registry.host()
+    );
+    assert!(
+        !stderr.contains(support::registry::PASSWORD),
+        "the secret reached the log: {stderr}"
+    );
+    wait_until(
+        "web serves the pulled image",
+        Duration::from_secs(30),
+        || async { body(&scene, "web") == "v1\n" },
+    )
+    .await;
 }
