@@ -2,8 +2,9 @@
 //! free loopback port, `support::registry`), the real Docker engine, a real private nginx
 //! and the daemon in-process (`Served`: the loop, the prober and the image worker):
 //! pulling with the docker config's credentials (events and /metrics), `IfNotPresent` not
-//! pulling an image the host has, credentials from a credential helper (`credHelpers`), a wrong password and an unknown tag as clear per-app
-//! errors while the app keeps serving, and a re-pushed tag rolled out with `Always`.
+//! pulling an image the host has, credentials from a credential helper (`credHelpers`),
+//! a wrong password and an unknown tag as clear per-app errors while the app keeps
+//! serving, and a re-pushed tag rolled out with `Always`.
 //! Own instance label, network, state dir, nginx port and registry; cleaned up by the
 //! guards' Drop, also on failure.
 
