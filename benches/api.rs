@@ -170,6 +170,7 @@ async fn populate(ctl: &Controller<api_support::FakeRuntime>) {
         heal: BTreeMap::new(),
         retry: BTreeMap::new(),
         images: BTreeMap::new(),
+        services: Vec::new(),
     };
     let plan = plan::plan(&desired, &observed, &Overrides::default(), PASS_AT);
     ctl.publish_last_pass(LastPass {

@@ -388,7 +388,13 @@ pub(crate) struct Common {
     /// Production mode: command that reloads nginx (split on spaces).
     #[arg(long, default_value = "nginx -s reload")]
     pub(crate) nginx_reload_command: String,
-    /// Docker network every container joins.
+    /// Where apps run: `docker` (containers on this host) or `swarm` (one Docker Swarm
+    /// service per app; the engine must be a swarm manager). Never run both backends on
+    /// the same apps: see README, "Moving between backends".
+    #[arg(long, env = "BERTH_BACKEND", value_enum, default_value_t = BackendArg::Docker)]
+    pub(crate) backend: BackendArg,
+    /// Docker network every container joins (the swarm backend's services join the
+    /// attachable overlay `<NAME>-swarm`).
     #[arg(long, default_value = "berth")]
     pub(crate) network: String,
     /// Only manage containers labelled berth.instance=<NAME> (several controllers on one host).
@@ -428,6 +434,13 @@ pub(crate) struct Common {
     /// tag is pulled and rolled out).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) image_poll: u64,
+}
+
+/// `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BackendArg {
+    Docker,
+    Swarm,
 }
 
 /// `--proxy-mode`.

@@ -15,13 +15,16 @@ use berth::proxy::Proxy;
 use berth::reconcile::tls::{parse_allowed_dir, TlsSettings};
 use berth::reconcile::{self, Controller, ImageSettings, Settings};
 use berth::runtime::docker::DockerRuntime;
+use berth::runtime::swarm::SwarmRuntime;
 use berth::runtime::ContainerObserver;
+use berth::runtime::ContainerRuntime;
 use berth::source::{self, GitConfig, Source, SourceConfig};
 use berth::spec;
 use berth::store::{HistoryLimits, Store};
 use clap::{CommandFactory, FromArgMatches};
 use cli::{
-    Cli, Command, Common, ConfigCommand, LogFormat, Output, ProxyModeArg, ServeArgs, VolumesCommand,
+    BackendArg, Cli, Command, Common, ConfigCommand, LogFormat, Output, ProxyModeArg, ServeArgs,
+    VolumesCommand,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -157,24 +160,31 @@ async fn run(command: Command, layered: &config::Layered) -> Result<u8> {
             observed_empty,
             output,
         } => plan(&common, observed_empty, output).await,
-        Command::Apply { common, .. } => {
-            let ctl = controller(&common, Duration::from_secs(5)).await?;
-            let report = daemon::apply_once(&ctl).await?;
-            if let Some(last) = ctl.last_pass() {
-                print!("{}", display::render_text(&last.plan));
+        Command::Apply { common, .. } => match common.backend {
+            BackendArg::Docker => {
+                let runtime = DockerRuntime::connect(common.instance.clone()).await?;
+                apply(controller(&common, Duration::from_secs(5), runtime).await?).await
             }
-            println!(
-                "applied {} steps, {} failed, {} nginx reloads",
-                report.steps_applied, report.steps_failed, report.reloads
-            );
-            Ok(if report.steps_failed > 0 { 1 } else { 0 })
-        }
+            BackendArg::Swarm => {
+                let runtime = SwarmRuntime::connect(common.instance.clone()).await?;
+                apply(controller(&common, Duration::from_secs(5), runtime).await?).await
+            }
+        },
         Command::Serve { serve: args } => {
             match &layered.file {
                 Some(file) => tracing::info!(file = %file.display(), "config file read"),
                 None => tracing::info!("no config file (flags, env and defaults only)"),
             }
-            let reload = serve(&args).await?;
+            let reload = match args.common.backend {
+                BackendArg::Docker => {
+                    let runtime = DockerRuntime::connect(args.common.instance.clone()).await?;
+                    serve(&args, runtime).await?
+                }
+                BackendArg::Swarm => {
+                    let runtime = SwarmRuntime::connect(args.common.instance.clone()).await?;
+                    serve(&args, runtime).await?
+                }
+            };
             if reload {
                 // SIGHUP: the new config was checked; start again in place (same pid, so
                 // systemd keeps tracking it). nginx and the containers kept running.
@@ -219,6 +229,19 @@ async fn run(command: Command, layered: &config::Layered) -> Result<u8> {
     }
 }
 
+/// `berth apply --once`: one pass (and the pulls it asked for), the plan it applied.
+async fn apply<R: ContainerRuntime>(ctl: std::sync::Arc<Controller<R>>) -> Result<u8> {
+    let report = daemon::apply_once(&ctl).await?;
+    if let Some(last) = ctl.last_pass() {
+        print!("{}", display::render_text(&last.plan));
+    }
+    println!(
+        "applied {} steps, {} failed, {} nginx reloads",
+        report.steps_applied, report.steps_failed, report.reloads
+    );
+    Ok(if report.steps_failed > 0 { 1 } else { 0 })
+}
+
 /// `berth logs`: streams the API's text answer to stdout as it arrives.
 async fn logs(
     app: &str,
@@ -250,7 +273,7 @@ async fn logs(
 }
 
 /// Serves until SIGTERM/Ctrl-C (false) or a SIGHUP with a valid config (true: re-exec).
-async fn serve(args: &ServeArgs) -> Result<bool> {
+async fn serve<R: ContainerRuntime>(args: &ServeArgs, runtime: R) -> Result<bool> {
     let common = &args.common;
     let interval = args.interval;
     let webhook_listen = args.webhook_listen.clone();
@@ -277,7 +300,7 @@ async fn serve(args: &ServeArgs) -> Result<bool> {
         })?),
         None => None,
     };
-    let ctl = controller(common, Duration::from_secs(interval.max(1))).await?;
+    let ctl = controller(common, Duration::from_secs(interval.max(1)), runtime).await?;
     let autoscale = if autoscale.no_autoscale {
         None
     } else {
@@ -621,19 +644,32 @@ async fn plan(common: &Common, observed_empty: bool, output: Output) -> Result<u
         if common.nginx_conf_dir.is_none() && common.proxy_mode != Some(ProxyModeArg::Reload) {
             desired.upstreams = berth::proxy::Upstreams::Dynamic;
         }
-        let plan = berth::plan::plan(
-            &desired,
-            &Default::default(),
-            &Default::default(),
-            reconcile::now_ms(),
-        );
+        let plan = match common.backend {
+            BackendArg::Docker => berth::plan::plan(
+                &desired,
+                &Default::default(),
+                &Default::default(),
+                reconcile::now_ms(),
+            ),
+            BackendArg::Swarm => berth::plan::swarm::plan(
+                &desired,
+                &Default::default(),
+                &Default::default(),
+                &Default::default(),
+            ),
+        };
         (plan, loaded.issues)
     } else {
-        let ctl = controller(common, Duration::from_secs(5)).await?;
-        // plan_only never fetches: sync a git source first (a failed sync falls back to
-        // the mirror on disk, or reports why there is nothing to plan from).
-        ctl.source().snapshot().await?;
-        reconcile::plan_only(&ctl).await?
+        match common.backend {
+            BackendArg::Docker => {
+                let runtime = DockerRuntime::connect(common.instance.clone()).await?;
+                plan_now(controller(common, Duration::from_secs(5), runtime).await?).await?
+            }
+            BackendArg::Swarm => {
+                let runtime = SwarmRuntime::connect(common.instance.clone()).await?;
+                plan_now(controller(common, Duration::from_secs(5), runtime).await?).await?
+            }
+        }
     };
     for issue in &issues {
         eprintln!("warning: {issue}");
@@ -653,6 +689,16 @@ fn tls_dirs(common: &Common) -> Result<Vec<PathBuf>> {
         .map(|dir| parse_allowed_dir("--allow-tls-dir", dir))
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// What the next pass would do (the store, the engine and nginx are only read).
+async fn plan_now<R: ContainerRuntime>(
+    ctl: std::sync::Arc<Controller<R>>,
+) -> Result<(berth::plan::Plan, Vec<spec::SpecIssue>)> {
+    // plan_only never fetches: sync a git source first (a failed sync falls back to the
+    // mirror on disk, or reports why there is nothing to plan from).
+    ctl.source().snapshot().await?;
+    Ok(reconcile::plan_only(&ctl).await?)
 }
 
 /// The spec source from --dir or --git (a git mirror lives in `<state-dir>/git`).
@@ -704,16 +750,16 @@ fn git_config(common: &Common, url: &str, cache_dir: &Path) -> Result<GitConfig>
     Ok(git)
 }
 
-async fn controller(
+async fn controller<R: ContainerRuntime>(
     common: &Common,
     interval: Duration,
-) -> Result<std::sync::Arc<Controller<DockerRuntime>>> {
+    runtime: R,
+) -> Result<std::sync::Arc<Controller<R>>> {
     let source = source_config(common)?;
     std::fs::create_dir_all(&common.state_dir)
         .with_context(|| format!("cannot create state dir {}", common.state_dir.display()))?;
     let state_dir = std::fs::canonicalize(&common.state_dir)?;
     let store = Store::open(&state_dir.join("berth.db")).await?;
-    let runtime = DockerRuntime::connect(common.instance.clone()).await?;
     let words = |command: &str| command.split_whitespace().map(str::to_string).collect();
     let proxy = match &common.nginx_conf_dir {
         Some(conf_dir) => Proxy::external(

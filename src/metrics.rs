@@ -17,7 +17,16 @@ pub const PASS_DURATION_BUCKETS: [f64; 14] = [
 ];
 
 /// Step kinds as `plan::Step::kind` names them (no-op steps are not counted).
-pub const STEP_KINDS: [&str; 5] = ["create", "replace", "remove", "write-proxy", "remove-proxy"];
+pub const STEP_KINDS: [&str; 8] = [
+    "create",
+    "replace",
+    "remove",
+    "write-proxy",
+    "remove-proxy",
+    "create-service",
+    "update-service",
+    "remove-service",
+];
 
 fn kind_index(kind: &str) -> Option<usize> {
     STEP_KINDS.iter().position(|k| *k == kind)

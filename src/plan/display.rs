@@ -95,6 +95,46 @@ pub fn render_text(plan: &Plan) -> String {
             Step::NoOp { app, reason } => {
                 let _ = writeln!(out, "  = {app}: {reason}");
             }
+            Step::CreateService {
+                app,
+                service,
+                hash,
+                image,
+                replicas,
+            } => {
+                counts[0] += 1;
+                let _ = writeln!(
+                    out,
+                    "  + {app}: create service {service} (image {image}, {replicas} replicas, spec {hash})"
+                );
+            }
+            Step::UpdateService {
+                app,
+                service,
+                old_hash,
+                hash,
+                changes,
+                ..
+            } => {
+                counts[1] += 1;
+                let spec = if old_hash == hash {
+                    String::new()
+                } else {
+                    format!(" (spec {old_hash} -> {hash})")
+                };
+                let _ = writeln!(
+                    out,
+                    "  ~ {app}: update service {service}: {}{spec}",
+                    changes.join(", ")
+                );
+            }
+            Step::RemoveService { app, service, .. } => {
+                counts[2] += 1;
+                let _ = writeln!(
+                    out,
+                    "  - {app}: remove service {service}: app removed from source"
+                );
+            }
         }
     }
     if plan.has_changes() {

@@ -9,6 +9,7 @@ pub mod heal;
 mod image;
 pub mod prune;
 pub mod render;
+pub mod swarm;
 
 #[cfg(test)]
 mod tests;
@@ -124,6 +125,11 @@ pub struct Observed {
     /// Registry images the image worker tracks, by reference (`reconcile::images`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub images: BTreeMap<String, ImageView>,
+    /// The swarm backend's services with their tasks (empty with the docker backend,
+    /// whose `containers` are the whole picture; with swarm, `containers` are the local
+    /// node's running tasks).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<crate::runtime::swarm::ObservedService>,
 }
 
 impl Observed {
@@ -264,6 +270,34 @@ pub enum Step {
     },
     /// Nothing will be done for this app, and why (held, failed rollout, backoff).
     NoOp { app: String, reason: String },
+    /// Swarm backend: create the app's service (Swarm starts its tasks).
+    CreateService {
+        app: String,
+        service: String,
+        hash: String,
+        image: String,
+        replicas: u32,
+    },
+    /// Swarm backend: replace the service's spec; `changes` names what differs (`image`,
+    /// `replicas`, `env`, `placement`, ...). Swarm rolls the tasks start-first and rolls
+    /// back on failure.
+    UpdateService {
+        app: String,
+        service: String,
+        id: String,
+        old_hash: String,
+        hash: String,
+        image: String,
+        replicas: u32,
+        changes: Vec<String>,
+    },
+    /// Swarm backend: remove the service of an app that left the source (within the
+    /// deletion budget, like container removals).
+    RemoveService {
+        app: String,
+        service: String,
+        id: String,
+    },
 }
 
 fn is_rolling(s: &Strategy) -> bool {
@@ -278,7 +312,10 @@ impl Step {
             | Step::Remove { app, .. }
             | Step::WriteProxy { app, .. }
             | Step::RemoveProxy { app, .. }
-            | Step::NoOp { app, .. } => app,
+            | Step::NoOp { app, .. }
+            | Step::CreateService { app, .. }
+            | Step::UpdateService { app, .. }
+            | Step::RemoveService { app, .. } => app,
         }
     }
 
@@ -291,6 +328,9 @@ impl Step {
             Step::WriteProxy { .. } => "write-proxy",
             Step::RemoveProxy { .. } => "remove-proxy",
             Step::NoOp { .. } => "no-op",
+            Step::CreateService { .. } => "create-service",
+            Step::UpdateService { .. } => "update-service",
+            Step::RemoveService { .. } => "remove-service",
         }
     }
 
@@ -301,7 +341,12 @@ impl Step {
     pub fn touches_containers(&self) -> bool {
         matches!(
             self,
-            Step::Create { .. } | Step::Replace { .. } | Step::Remove { .. }
+            Step::Create { .. }
+                | Step::Replace { .. }
+                | Step::Remove { .. }
+                | Step::CreateService { .. }
+                | Step::UpdateService { .. }
+                | Step::RemoveService { .. }
         )
     }
 }
@@ -479,7 +524,7 @@ pub fn plan(desired: &Desired, observed: &Observed, overrides: &Overrides, now: 
     }
 }
 
-fn step_rank(step: &Step) -> (u8, u32) {
+pub(crate) fn step_rank(step: &Step) -> (u8, u32) {
     match step {
         Step::NoOp { .. } => (0, 0),
         Step::WriteProxy { .. } => (1, 0),
@@ -487,5 +532,7 @@ fn step_rank(step: &Step) -> (u8, u32) {
         Step::Create { .. } => (3, 0),
         Step::Remove { .. } => (4, 0),
         Step::RemoveProxy { .. } => (5, 0),
+        Step::CreateService { .. } | Step::UpdateService { .. } => (2, 0),
+        Step::RemoveService { .. } => (4, 0),
     }
 }

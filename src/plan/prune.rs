@@ -56,6 +56,7 @@ pub fn removals(desired: &Desired, observed: &Observed) -> (Vec<String>, usize) 
         .containers
         .iter()
         .map(|c| c.app.as_str())
+        .chain(observed.services.iter().map(|s| s.app.as_str()))
         .chain(observed.proxy_files.keys().map(|f| render::app_of_file(f)))
         .collect();
     if desired.prune_blocked.is_some() {

@@ -63,7 +63,95 @@ pub async fn apply<'a, R: ContainerRuntime>(
             warn!("cannot ensure network {}: {e}", ctl.settings.network);
         }
     }
+    apply_proxy_files(ctl, desired, observed, plan, &mut report).await;
 
+    // 2. Container steps, per app in order, apps in parallel.
+    let mut apps: BTreeMap<&'a str, Vec<&'a Step>> = BTreeMap::new();
+    for step in plan.steps.iter().filter(|s| s.touches_containers()) {
+        apps.entry(step.app()).or_default().push(step);
+    }
+    let limit = Arc::new(Semaphore::new(ctl.settings.parallel_apps.max(1)));
+    let run_app = |app: &'a str, steps: Vec<&'a Step>| {
+        let limit = limit.clone();
+        let members = plan
+            .apps
+            .get(app)
+            .map(|s| s.members.clone())
+            .unwrap_or_default();
+        async move {
+            let _permit = limit.acquire().await.expect("semaphore open");
+            let span = info_span!("app_steps", app);
+            let mut run = AppRun {
+                ctl,
+                app,
+                desired: desired.apps.get(app),
+                observed,
+                revision: &plan.revision,
+                listen: &desired.proxy_listen,
+                listen_tls: &desired.proxy_tls,
+                routed_in_pass: members.iter().cloned().collect(),
+                members,
+                report: ApplyReport::default(),
+            };
+            run.run(&steps).instrument(span).await;
+            run.report
+        }
+    };
+    // Apps leaving the source go in waves: an app only after the leaving apps that depend
+    // on it (dependsOn, reverse order); everything else runs with the first wave.
+    let leaving: BTreeSet<&str> = apps
+        .iter()
+        .filter(|(_, steps)| {
+            steps.iter().all(|s| {
+                matches!(
+                    s,
+                    Step::Remove {
+                        reason: RemoveReason::AppRemoved,
+                        ..
+                    }
+                )
+            })
+        })
+        .map(|(app, _)| *app)
+        .collect();
+    for (i, wave) in removal_waves(&leaving, &desired.leaving_deps)
+        .into_iter()
+        .enumerate()
+    {
+        let mut runs = Vec::new();
+        for app in wave {
+            if let Some(steps) = apps.remove(app) {
+                runs.push(run_app(app, steps));
+            }
+        }
+        if i == 0 {
+            let staying: Vec<&str> = apps
+                .keys()
+                .copied()
+                .filter(|app| !leaving.contains(app))
+                .collect();
+            for app in staying {
+                if let Some(steps) = apps.remove(app) {
+                    runs.push(run_app(app, steps));
+                }
+            }
+        }
+        for app_report in join_all(runs).await {
+            report.merge(app_report);
+        }
+    }
+    report
+}
+
+/// Step 1 of every apply (both backends): the plan's proxy files, all apps at once, one
+/// test, one reload (member files are pushes in dynamic mode).
+pub(super) async fn apply_proxy_files<R: ContainerRuntime>(
+    ctl: &Arc<Controller<R>>,
+    desired: &Desired,
+    observed: &Observed,
+    plan: &Plan,
+    report: &mut ApplyReport,
+) {
     // 1. Proxy files, all apps at once: one test, one reload. With static upstreams a
     // brand-new app that is about to get containers skips its placeholder (503) files: its
     // creates write the real ones, which saves a reload on the way to its first 200. With
@@ -145,83 +233,6 @@ pub async fn apply<'a, R: ContainerRuntime>(
         )
         .await;
     }
-
-    // 2. Container steps, per app in order, apps in parallel.
-    let mut apps: BTreeMap<&'a str, Vec<&'a Step>> = BTreeMap::new();
-    for step in plan.steps.iter().filter(|s| s.touches_containers()) {
-        apps.entry(step.app()).or_default().push(step);
-    }
-    let limit = Arc::new(Semaphore::new(ctl.settings.parallel_apps.max(1)));
-    let run_app = |app: &'a str, steps: Vec<&'a Step>| {
-        let limit = limit.clone();
-        let members = plan
-            .apps
-            .get(app)
-            .map(|s| s.members.clone())
-            .unwrap_or_default();
-        async move {
-            let _permit = limit.acquire().await.expect("semaphore open");
-            let span = info_span!("app_steps", app);
-            let mut run = AppRun {
-                ctl,
-                app,
-                desired: desired.apps.get(app),
-                observed,
-                revision: &plan.revision,
-                listen: &desired.proxy_listen,
-                listen_tls: &desired.proxy_tls,
-                routed_in_pass: members.iter().cloned().collect(),
-                members,
-                report: ApplyReport::default(),
-            };
-            run.run(&steps).instrument(span).await;
-            run.report
-        }
-    };
-    // Apps leaving the source go in waves: an app only after the leaving apps that depend
-    // on it (dependsOn, reverse order); everything else runs with the first wave.
-    let leaving: BTreeSet<&str> = apps
-        .iter()
-        .filter(|(_, steps)| {
-            steps.iter().all(|s| {
-                matches!(
-                    s,
-                    Step::Remove {
-                        reason: RemoveReason::AppRemoved,
-                        ..
-                    }
-                )
-            })
-        })
-        .map(|(app, _)| *app)
-        .collect();
-    for (i, wave) in removal_waves(&leaving, &desired.leaving_deps)
-        .into_iter()
-        .enumerate()
-    {
-        let mut runs = Vec::new();
-        for app in wave {
-            if let Some(steps) = apps.remove(app) {
-                runs.push(run_app(app, steps));
-            }
-        }
-        if i == 0 {
-            let staying: Vec<&str> = apps
-                .keys()
-                .copied()
-                .filter(|app| !leaving.contains(app))
-                .collect();
-            for app in staying {
-                if let Some(steps) = apps.remove(app) {
-                    runs.push(run_app(app, steps));
-                }
-            }
-        }
-        for app_report in join_all(runs).await {
-            report.merge(app_report);
-        }
-    }
-    report
 }
 
 /// The leaving apps in removal order: each wave holds the apps no other remaining leaving

@@ -4,7 +4,8 @@
 //! (`desired`, pure), checks the deletion budget (`plan::prune`, pure), plans from scratch,
 //! applies (`apply.rs`), and records events, statuses and the revision in the store
 //! (`records.rs`). `run.rs` is the loop that runs passes until cancelled; `prober.rs` the
-//! background health prober. Triggers (file events, git polls, webhooks, the prober, the
+//! background health prober; `swarm.rs` the swarm backend's part of a pass (service steps,
+//! rollouts followed and recorded). Triggers (file events, git polls, webhooks, the prober, the
 //! autoscaler, the timer) only wake the loop; they never decide what to do.
 //!
 //! This module starts no task of its own: the composition root (`crate::daemon`) starts
@@ -23,6 +24,7 @@ mod prober;
 mod records;
 pub mod request;
 mod run;
+pub mod swarm;
 pub mod tls;
 pub mod volumes;
 
@@ -199,6 +201,11 @@ pub struct Controller<R: ContainerRuntime> {
     desired: Mutex<Option<pass::DesiredCache>>,
     /// Registry images: pulls asked for, followed tags, finished jobs (`images.rs`).
     images: Arc<Images>,
+    /// Swarm backend: app -> the spec hash of the update berth asked Swarm for, until
+    /// Swarm finished it or rolled it back (`swarm::record_rollouts`).
+    swarm_rolling: Mutex<BTreeMap<String, String>>,
+    /// Apps already warned that the docker backend ignores their swarm-only options.
+    swarm_options_warned: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl<R: ContainerRuntime> Controller<R> {
@@ -226,6 +233,8 @@ impl<R: ContainerRuntime> Controller<R> {
             known: Mutex::new(None),
             desired: Mutex::new(None),
             images: Arc::new(Images::default()),
+            swarm_rolling: Mutex::new(BTreeMap::new()),
+            swarm_options_warned: Mutex::new(std::collections::BTreeSet::new()),
         })
     }
 

@@ -11,7 +11,8 @@ use crate::clock::now_ms;
 use crate::health::ProbeTracker;
 use crate::plan::prune::{self, PruneVerdict};
 use crate::plan::{self, render, Desired, Observed, Overrides, Plan, PruneBlocked};
-use crate::runtime::{ContainerRuntime, ObservedContainer};
+use crate::runtime::swarm::ServiceObserver;
+use crate::runtime::ContainerRuntime;
 use crate::source::Snapshot;
 use crate::spec::{self, AppSpec, LoadedSpecs, SpecIssue};
 use crate::store::{EventType, Store};
@@ -58,6 +59,7 @@ fn present_apps(observed: &Observed) -> BTreeSet<String> {
         .containers
         .iter()
         .map(|c| c.app.clone())
+        .chain(observed.services.iter().map(|s| s.app.clone()))
         .chain(
             observed
                 .proxy_files
@@ -197,7 +199,13 @@ async fn observe_with<R: ContainerRuntime>(
     ctl: &Controller<R>,
     probes: &Mutex<ProbeTracker>,
 ) -> Result<Observed, ReconcileError> {
-    let containers: Vec<ObservedContainer> = ctl.runtime.observe().await?;
+    let (containers, services) = match ctl.runtime.swarm() {
+        Some(swarm) => {
+            let services = swarm.services().await?;
+            (crate::runtime::swarm::local_containers(&services), services)
+        }
+        None => (ctl.runtime.observe().await?, Vec::new()),
+    };
     let proxy_files = ctl.proxy.current_files().await?;
     let health = {
         let mut probes = probes.lock().expect("probe lock");
@@ -214,6 +222,7 @@ async fn observe_with<R: ContainerRuntime>(
         heal,
         retry,
         images: ctl.images.lock().view(),
+        services,
     })
 }
 
@@ -253,10 +262,19 @@ async fn probe_and_plan<R: ContainerRuntime>(
     desired: &Desired,
     observed: &mut Observed,
 ) -> Result<(Overrides, Plan, i64), ReconcileError> {
-    prober::probe_unknown(probes, desired, observed).await;
     let overrides = read_overrides(&ctl.store).await?;
     let now = now_ms();
-    let plan = plan::plan(desired, observed, &overrides, now);
+    let plan = match ctl.runtime.swarm() {
+        // Swarm's health checks decide a task's health: nothing for berth to probe.
+        Some(swarm) => {
+            let wanted = super::swarm::wanted(ctl, swarm, desired, &overrides);
+            plan::swarm::plan(desired, observed, &overrides, &wanted)
+        }
+        None => {
+            prober::probe_unknown(probes, desired, observed).await;
+            plan::plan(desired, observed, &overrides, now)
+        }
+    };
     Ok((overrides, plan, now))
 }
 
@@ -355,10 +373,19 @@ pub async fn run_pass<R: ContainerRuntime>(
         let pull_failures =
             super::images::record_outcomes(ctl, desired, &mut observed, &revision).await;
         phases.desired_ms = lap.next();
+        match ctl.runtime.swarm() {
+            Some(_) => super::swarm::record_rollouts(ctl, &observed, &revision).await,
+            None => warn_swarm_options(ctl, desired),
+        }
         let (overrides, plan, now) =
             probe_and_plan(ctl, &ctl.probes, desired, &mut observed).await?;
         phases.plan_ms = lap.next();
-        let mut report = apply(ctl, desired, &observed, &plan).await;
+        let mut report = match ctl.runtime.swarm() {
+            Some(swarm) => {
+                super::swarm::apply(ctl, swarm, desired, &observed, &plan, &overrides).await
+            }
+            None => apply(ctl, desired, &observed, &plan).await,
+        };
         phases.apply_ms = lap.next();
         update_retry(ctl, desired, &plan, &report, now_ms());
         // Pulls that failed since the last pass: their backoff is set already.
@@ -401,6 +428,16 @@ pub async fn run_pass<R: ContainerRuntime>(
             let retry = ctl.retry.lock().expect("retry lock");
             plan::heal::next_due(heal.values(), retry.values(), now_ms())
         };
+        let requeue_at = match (ctl.runtime.swarm(), &ctl.last_pass()) {
+            (Some(_), Some(last)) => {
+                let follow = super::swarm::follow_at(ctl, &last.observed, now_ms());
+                match (requeue_at, follow) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            _ => requeue_at,
+        };
         phases.publish_ms = lap.next();
         Ok(PassReport {
             phases,
@@ -425,6 +462,21 @@ impl<R: ContainerRuntime> Controller<R> {
             .filter(|a| !state.quarantined.contains_key(*a))
             .cloned()
             .collect()
+    }
+}
+
+/// The docker backend runs no services: `placement` and `maxReplicasPerNode` are ignored,
+/// with one warning per app (and again after a restart).
+fn warn_swarm_options<R: ContainerRuntime>(ctl: &Controller<R>, desired: &Desired) {
+    let mut warned = ctl.swarm_options_warned.lock().expect("warned lock");
+    for (name, app) in &desired.apps {
+        if app.spec.workload.uses_swarm_options() {
+            if warned.insert(name.clone()) {
+                warn!(app = %name, "placement and maxReplicasPerNode only apply with --backend swarm; the docker backend ignores them");
+            }
+        } else {
+            warned.remove(name);
+        }
     }
 }
 

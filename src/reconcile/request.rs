@@ -5,6 +5,7 @@
 //! values go only into the request, never into a log line or an error.
 
 use crate::plan::DesiredApp;
+use crate::runtime::swarm::ServiceRequest;
 use crate::runtime::{
     ContainerOptions, ContainerRequest, HostPort, LogRotation, MountKind, RequestMount, LABEL_APP,
     LABEL_MANAGED, LABEL_REVISION, LABEL_SOURCE_FILE, LABEL_SPEC_HASH,
@@ -115,6 +116,60 @@ fn options(spec: &AppSpec) -> ContainerOptions {
         }),
         carry_volumes_from: None,
     }
+}
+
+/// The swarm backend's request for `desired`'s service (pure, like `container_request`):
+/// the container part under the service name, the spec's env as written (for the env
+/// section's digest), the effective `replicas`, health, placement, the rollout order
+/// (start-first unless `strategy: recreate`) and the stop grace period. With
+/// `lenient`, a host value the host does not supply becomes empty instead of an error (the
+/// plan's section digests never include values).
+#[allow(clippy::too_many_arguments)]
+pub fn service_request(
+    desired: &DesiredApp,
+    service: String,
+    revision: &str,
+    network: &str,
+    host_env: &BTreeMap<String, String>,
+    replicas: u32,
+    stop_timeout_seconds: u32,
+    lenient: bool,
+) -> Result<ServiceRequest, RequestError> {
+    let spec = &desired.spec;
+    let container = if lenient {
+        let mut env = host_env.clone();
+        for var in &spec.env {
+            if var.value == EnvValue::FromHost {
+                env.entry(var.name.clone()).or_default();
+            }
+        }
+        container_request(desired, service, revision, network, &env)?
+    } else {
+        container_request(desired, service, revision, network, host_env)?
+    };
+    Ok(ServiceRequest {
+        app: spec.name.clone(),
+        container,
+        env_description: spec
+            .env
+            .iter()
+            .map(|e| match &e.value {
+                EnvValue::Literal(v) => format!("{}={v}", e.name),
+                EnvValue::FromHost => format!("{}<from-host>", e.name),
+            })
+            .collect(),
+        user_labels: spec.workload.labels.clone(),
+        replicas,
+        health: spec.health.clone(),
+        placement: spec.workload.placement.clone(),
+        max_replicas_per_node: spec.workload.max_replicas_per_node,
+        start_first: spec.workload.strategy == crate::spec::Strategy::Rolling,
+        stop_grace_seconds: spec
+            .termination
+            .grace_period_seconds
+            .unwrap_or(stop_timeout_seconds),
+        network: network.to_string(),
+    })
 }
 
 /// The Docker names of the named volumes `spec` mounts (created before its containers).

@@ -1,12 +1,14 @@
 //! The container runtime boundary: the read-only `ContainerObserver` trait and the mutating
 //! `ContainerRuntime` trait on top of it, the observed-state types they return, and the
-//! ownership labels. `docker.rs` is the only code that talks to the Docker Engine (bollard).
+//! ownership labels. `docker/` is the only code that talks to the Docker Engine's containers
+//! (bollard), `swarm/` the only code that talks to its services and tasks.
 //! Only `reconcile` holds a `ContainerRuntime`; the API, the prober and the autoscaler get
 //! observers.
 //! Must not touch: nginx, the store, or any container without `berth.managed=true`.
 
 pub mod credentials;
 pub mod docker;
+pub mod swarm;
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -205,6 +207,8 @@ pub struct CallCounts {
     pub start: u64,
     pub stop: u64,
     pub remove: u64,
+    /// Service updates (the swarm backend).
+    pub update: u64,
     /// Network creations (`ensure_network` is cached, so a steady state makes none).
     pub network: u64,
     /// One-shot stats calls (read-only; the autoscaler's collector).
@@ -218,9 +222,16 @@ pub struct CallCounts {
 }
 
 impl CallCounts {
-    /// create + start + stop + remove + network + pulls + volume.
+    /// create + start + stop + remove + update + network + pulls + volume.
     pub fn mutating(&self) -> u64 {
-        self.create + self.start + self.stop + self.remove + self.network + self.pulls + self.volume
+        self.create
+            + self.start
+            + self.stop
+            + self.remove
+            + self.update
+            + self.network
+            + self.pulls
+            + self.volume
     }
 
     /// Calls made since an earlier snapshot of the same counter.
@@ -232,6 +243,7 @@ impl CallCounts {
             start: self.start.saturating_sub(earlier.start),
             stop: self.stop.saturating_sub(earlier.stop),
             remove: self.remove.saturating_sub(earlier.remove),
+            update: self.update.saturating_sub(earlier.update),
             network: self.network.saturating_sub(earlier.network),
             stats: self.stats.saturating_sub(earlier.stats),
             images: self.images.saturating_sub(earlier.images),
@@ -478,6 +490,12 @@ pub trait ContainerRuntime: ContainerObserver {
     /// Deletes one of berth's volumes (`berth volumes prune`); gone is `Ok`, in use is an
     /// error naming the volume.
     fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// The swarm backend's service half, when this runtime is one: the pass then plans and
+    /// applies service steps (`plan::swarm`) instead of container steps. The docker
+    /// backend has none.
+    fn swarm(&self) -> Option<&swarm::SwarmRuntime> {
+        None
+    }
 }
 
 /// A runtime seen through its read-only half only: a task that owns an `Observer` can

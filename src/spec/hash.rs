@@ -2,12 +2,13 @@
 //! (image, command, env, ports, resources, and the container options of `workload`: mounts,
 //! published ports, entrypoint, workingDir, user, labels, logging, stop signal). A running
 //! container whose `berth.spec-hash` label differs from this is replaced by a rollout.
-//! Health, scaling, route, drain, grace period, strategy and dependsOn are deliberately left
-//! out: changing them never restarts containers. The workload part enters the digest only
+//! Health, scaling, route, drain, grace period, strategy, dependsOn and the swarm placement
+//! (`placement`, `maxReplicasPerNode`: the swarm plan compares them itself) are deliberately
+//! left out: changing them never restarts containers. The workload part enters the digest only
 //! when it differs from the defaults, so specs without it keep the hash older versions of
 //! berth gave them (upgrading berth rolls nothing out).
 
-use super::model::{AppSpec, EnvValue, Strategy, Workload};
+use super::model::{AppSpec, EnvValue, Placement, Strategy, Workload};
 use sha2::{Digest, Sha256};
 
 pub fn spec_hash(app: &AppSpec) -> String {
@@ -34,6 +35,8 @@ pub fn spec_hash(app: &AppSpec) -> String {
     let containers = Workload {
         depends_on: Vec::new(),
         strategy: Strategy::default(),
+        placement: Placement::default(),
+        max_replicas_per_node: None,
         ..w.clone()
     };
     if containers != Workload::default() || app.termination.stop_signal.is_some() {

@@ -12,6 +12,7 @@ pub mod hash;
 pub(crate) mod locate;
 pub mod model;
 mod parse;
+mod placement;
 pub mod raw;
 pub mod screen;
 mod split;

@@ -172,6 +172,26 @@ pub struct Workload {
     /// User labels (never `berth.*`).
     pub labels: BTreeMap<String, String>,
     pub logging: Logging,
+    /// Swarm placement (`--backend swarm` only; not part of the spec hash).
+    pub placement: Placement,
+    /// Most tasks on one node (`--backend swarm` only; not part of the spec hash).
+    pub max_replicas_per_node: Option<u32>,
+}
+
+/// Swarm placement: constraints (`node.role==manager`) and spread preferences (the node
+/// attributes tasks spread over, e.g. `node.labels.zone`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Placement {
+    pub constraints: Vec<String>,
+    pub preferences: Vec<String>,
+}
+
+impl Workload {
+    /// True when the spec uses an option only the swarm backend honours.
+    pub fn uses_swarm_options(&self) -> bool {
+        self.placement != Placement::default() || self.max_replicas_per_node.is_some()
+    }
 }
 
 /// One mount of a container.

@@ -102,6 +102,32 @@ pub struct Spec {
     pub labels: Option<std::collections::BTreeMap<String, String>>,
     /// json-file log rotation (on by default: 10Mi x 3 files).
     pub logging: Option<Logging>,
+    /// Where the swarm backend may run this app's tasks (`--backend swarm`); the docker
+    /// backend ignores it with a warning.
+    pub placement: Option<Placement>,
+    /// Most tasks of this app on one node (`--backend swarm`; ignored by the docker backend).
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas_per_node: Option<i64>,
+}
+
+/// Swarm placement: constraints every node must meet, spread preferences among them.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Placement {
+    /// `<attribute> == <value>` or `!=`: attribute `node.id`, `node.hostname`, `node.role`
+    /// (`manager`/`worker`), `node.platform.os`, `node.platform.arch`, `node.labels.<key>`
+    /// or `engine.labels.<key>`.
+    pub constraints: Option<Vec<String>>,
+    /// Spread tasks evenly over the values of a node attribute, in order of priority.
+    pub preferences: Option<Vec<PlacementPreference>>,
+}
+
+/// One spread preference.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PlacementPreference {
+    /// A node attribute, e.g. `node.labels.zone`.
+    pub spread: String,
 }
 
 /// One mount. Exactly one of `name`, `hostPath` or `tmpfs: true`.

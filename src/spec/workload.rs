@@ -335,6 +335,19 @@ pub(super) fn check_workload(
         strategy,
         labels,
         logging,
+        placement: super::placement::check_placement(&mut err, s.placement.as_ref()),
+        max_replicas_per_node: s
+            .max_replicas_per_node
+            .and_then(|n| match u32::try_from(n) {
+                Ok(n) if (1..=1000).contains(&n) => Some(n),
+                _ => {
+                    err(
+                        fpath!["spec", "maxReplicasPerNode"],
+                        format!("{n} is out of range: use a value from 1 to 1000"),
+                    );
+                    None
+                }
+            }),
     }
 }
 

@@ -353,6 +353,7 @@ async fn fixture_in(on_disk: bool) -> Fixture {
         heal: BTreeMap::new(),
         retry: BTreeMap::new(),
         images: BTreeMap::new(),
+        services: Vec::new(),
     };
     let overrides = Overrides {
         replicas: BTreeMap::from([("api".to_string(), 5)]),

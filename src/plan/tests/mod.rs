@@ -566,6 +566,11 @@ fn simulate(desired: &Desired, world: &mut Observed, plan: &Plan, next_port: &mu
             }
             Step::Remove { id, .. } => world.containers.retain(|c| &c.id != id),
             Step::WriteProxy { .. } | Step::RemoveProxy { .. } | Step::NoOp { .. } => {}
+            Step::CreateService { .. }
+            | Step::UpdateService { .. }
+            | Step::RemoveService { .. } => {
+                unreachable!("the container plan never plans service steps")
+            }
         }
     }
     sync_proxy(desired, world);

@@ -142,7 +142,7 @@ impl DockerRuntime {
 
 /// What a failed engine call means for berth: an unreachable engine (the connection broke),
 /// a timeout, or the engine's own answer (lowercased, with its http status).
-pub(super) fn map_error(endpoint: &str, operation: &str, err: BollardError) -> RuntimeError {
+pub(crate) fn map_error(endpoint: &str, operation: &str, err: BollardError) -> RuntimeError {
     match err {
         BollardError::DockerResponseServerError {
             status_code,

@@ -36,6 +36,7 @@ mod network;
 mod stats;
 mod volume;
 
+pub(crate) use connect::map_error as map_engine_error;
 pub use connect::DEFAULT_DOCKER_HOST;
 pub use host::EngineFacts;
 pub use stats::STATS_CONCURRENCY;
@@ -129,6 +130,11 @@ impl DockerRuntime {
     /// The endpoint this runtime talks to (as given by `DOCKER_HOST` or the default).
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// The engine client (the swarm backend shares this runtime's connection).
+    pub(crate) fn client(&self) -> &Docker {
+        &self.docker
     }
 
     /// The `berth.instance` label this runtime is scoped to, if any.
@@ -251,6 +257,7 @@ impl ContainerObserver for DockerRuntime {
             start: c.start.load(Ordering::Relaxed),
             stop: c.stop.load(Ordering::Relaxed),
             remove: c.remove.load(Ordering::Relaxed),
+            update: 0,
             network: c.network.load(Ordering::Relaxed),
             stats: c.stats.load(Ordering::Relaxed),
             images: c.images.load(Ordering::Relaxed),
