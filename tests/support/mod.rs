@@ -519,8 +519,8 @@ pub struct Served {
 }
 
 impl Served {
-    pub fn start(
-        ctl: &std::sync::Arc<berth::reconcile::Controller<berth::runtime::docker::DockerRuntime>>,
+    pub fn start<R: berth::runtime::ContainerRuntime>(
+        ctl: &std::sync::Arc<berth::reconcile::Controller<R>>,
         autoscale: Option<berth::autoscale::AutoscaleSettings>,
     ) -> Served {
         let cancel = tokio_util::sync::CancellationToken::new();

@@ -1,0 +1,440 @@
+//! The swarm backend against the real engine (issue 14). The engine here is not in swarm
+//! mode: `SwarmGuard` makes it a single-node swarm (`docker swarm init --advertise-addr
+//! 127.0.0.1`) for one test at a time and leaves it again when it initialised it. Every
+//! test owns a unique `berth.instance`: its services, overlay network and volumes carry it
+//! and are removed on drop, even on failure. Traffic goes to 127.0.0.1 only (berth's nginx,
+//! which reaches the local tasks on their host-mode ports).
+
+mod support;
+
+use berth::plan::Step;
+use berth::reconcile::{self, Controller};
+use berth::runtime::swarm::SwarmRuntime;
+use berth::runtime::ContainerObserver;
+use berth::store::{EventQuery, EventType};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// Swarm tests run one at a time: they share the engine's swarm membership.
+static SWARM_LOCK: Mutex<()> = Mutex::new(());
+
+/// Holds the lock; makes the engine a swarm manager when it is not one, and leaves the
+/// swarm on drop only when this guard created it.
+struct SwarmGuard {
+    initialised: bool,
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl SwarmGuard {
+    fn acquire() -> SwarmGuard {
+        let lock = SWARM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        require_docker();
+        let state = docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+        let initialised = state.trim() == "inactive";
+        if initialised {
+            docker_ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+        }
+        SwarmGuard {
+            initialised,
+            _lock: lock,
+        }
+    }
+}
+
+impl Drop for SwarmGuard {
+    fn drop(&mut self) {
+        if self.initialised {
+            let out = docker(&["swarm", "leave", "--force"]);
+            if !out.status.success() {
+                eprintln!(
+                    "SwarmGuard: docker swarm leave failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+    }
+}
+
+/// Removes the instance's services (their tasks stop), then waits for their containers to
+/// go so the overlay network can be removed by the scene's `DockerCleanup`.
+struct ServiceCleanup {
+    instance: String,
+}
+
+impl Drop for ServiceCleanup {
+    fn drop(&mut self) {
+        let filter = format!("label=berth.instance={}", self.instance);
+        let ids = docker_ok(&["service", "ls", "-q", "--filter", &filter]);
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if ids.is_empty() {
+            return;
+        }
+        let mut args = vec!["service", "rm"];
+        args.extend(ids.iter().copied());
+        let _ = docker(&args);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let prefix = format!("berth-{}-", self.instance);
+        while Instant::now() < deadline {
+            let left = docker_ok(&["ps", "-aq", "--filter", &format!("name={prefix}")]);
+            if left.trim().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// A scene on a swarm: fields drop in order (services, then nginx, dirs, network and
+/// volumes, then the swarm itself).
+struct SwarmScene {
+    _services: ServiceCleanup,
+    scene: Scene,
+    _swarm: SwarmGuard,
+}
+
+impl SwarmScene {
+    fn new(prefix: &str) -> SwarmScene {
+        let swarm = SwarmGuard::acquire();
+        let scene = Scene::new(prefix);
+        SwarmScene {
+            _services: ServiceCleanup {
+                instance: scene.instance.clone(),
+            },
+            scene,
+            _swarm: swarm,
+        }
+    }
+
+    async fn controller(&self) -> Arc<Controller<SwarmRuntime>> {
+        let s = &self.scene;
+        let store = berth::store::Store::open(&s.state.path().join("berth.db"))
+            .await
+            .expect("open the store");
+        let runtime = SwarmRuntime::connect(Some(s.instance.clone()))
+            .await
+            .expect("the engine is a swarm manager");
+        let proxy = test_upstreams(berth::proxy::Proxy::private(
+            s.state.path().join("nginx"),
+            format!("127.0.0.1:{}", s.port),
+            nginx_binary(),
+        ))
+        .await;
+        Controller::new(runtime, proxy, store, s.dir_settings())
+    }
+
+    fn write(&self, name: &str, yaml: &str) {
+        std::fs::write(self.scene.specs.path().join(name), yaml).expect("write spec");
+    }
+}
+
+fn web_yaml(image: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: App
+metadata:
+  name: web
+spec:
+  type: http
+  image: {image}
+  ports:
+    - containerPort: 8080
+  health:
+    httpGet: {{ path: /healthz, port: 8080 }}
+    intervalSeconds: 1
+    timeoutSeconds: 1
+    failureThreshold: 2
+  scaling:
+    minReplicas: 2
+    maxReplicas: 4
+    policy:
+      mode: auto
+  termination:
+    gracePeriodSeconds: 2
+"#
+    )
+}
+
+const JOBS_YAML: &str = r#"apiVersion: v1
+kind: App
+metadata:
+  name: jobs
+spec:
+  type: worker
+  image: berth-demo:v1
+  replicas: 1
+"#;
+
+/// Passes until `done` holds for the last pass (or panics after `secs`).
+async fn converge<F: Fn(&reconcile::LastPass) -> bool>(
+    ctl: &Arc<Controller<SwarmRuntime>>,
+    secs: u64,
+    what: &str,
+    done: F,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Err(e) = reconcile::run_pass(ctl, "test").await {
+            eprintln!("pass failed: {e}");
+        }
+        let last = ctl.last_pass().expect("a pass ran");
+        if done(&last) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{what}: not reached in {secs} s; last plan:\n{}\nservices: {:#?}",
+                berth::plan::display::render_text(&last.plan),
+                last.observed.services
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn service<'a>(
+    last: &'a reconcile::LastPass,
+    app: &str,
+) -> Option<&'a berth::runtime::swarm::ObservedService> {
+    last.observed.services.iter().find(|s| s.app == app)
+}
+
+/// The app's service runs `replicas` tasks of the desired spec, nginx has them all, and
+/// Swarm is not moving anything.
+fn settled(last: &reconcile::LastPass, app: &str, replicas: u32) -> bool {
+    let Some(s) = service(last, app) else {
+        return false;
+    };
+    let summary = &last.plan.apps[app];
+    summary.ready_replicas == replicas
+        && s.running() == replicas
+        && !s.updating()
+        && !last.plan.has_changes()
+}
+
+async fn events(ctl: &Controller<SwarmRuntime>, kind: EventType) -> Vec<String> {
+    ctl.store()
+        .events(&EventQuery {
+            event_type: Some(kind),
+            ..EventQuery::default()
+        })
+        .await
+        .expect("events")
+        .into_iter()
+        .map(|e| e.message)
+        .collect()
+}
+
+/// A loopback load loop through berth's nginx: counts answers that are not 200.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16, path: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let thread = std::thread::spawn({
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            move || {
+                let addr = format!("127.0.0.1:{port}");
+                while !stop.load(Ordering::Relaxed) {
+                    match http_get(&addr, path, None) {
+                        Ok((200, _)) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok((status, body)) => failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("{status}: {}", body.trim())),
+                        Err(e) => failed.lock().unwrap().push(e.to_string()),
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        });
+        Load {
+            stop,
+            ok,
+            failed,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("load thread");
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.lock().unwrap().clone(),
+        )
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn body(port: u16, path: &str) -> String {
+    http_get(&format!("127.0.0.1:{port}"), path, None)
+        .map(|(_, b)| b.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Create, serve through nginx, a no-op pass that only lists, a start-first rollout under
+/// load with no failed request, a scale by the autoscaler's override, a rollback by Swarm
+/// recorded as a failed rollout, and a removal within the deletion budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn services_serve_roll_scale_roll_back_and_go() {
+    let s = SwarmScene::new("swarm");
+    s.write("web.yaml", &web_yaml(IMAGE_V1));
+    s.write("jobs.yaml", JOBS_YAML);
+    let ctl = s.controller().await;
+    let port = s.scene.port;
+
+    // Created and served through nginx on 127.0.0.1.
+    converge(&ctl, 90, "two web tasks and one jobs task", |last| {
+        settled(last, "web", 2) && settled(last, "jobs", 1)
+    })
+    .await;
+    assert_eq!(body(port, "/web/"), "v1");
+    let created = events(&ctl, EventType::Created).await;
+    assert!(
+        created.iter().any(|m| m.contains("created service berth-")),
+        "{created:?}"
+    );
+    // The services carry the ownership labels; env values never reach labels.
+    let web = service(&ctl.last_pass().unwrap(), "web").unwrap().clone();
+    let labels = docker_ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Spec.Labels}}",
+        &web.id,
+    ]);
+    assert!(labels.contains(&format!("\"berth.instance\":\"{}\"", s.scene.instance)));
+    assert!(labels.contains("\"berth.managed\":\"true\""));
+    assert!(labels.contains("\"berth.spec-hash\""));
+
+    // A no-op pass: one services list, one tasks list, nothing mutating.
+    let before = ctl.runtime().calls();
+    let report = reconcile::run_pass(&ctl, "test").await.expect("pass");
+    let delta = ctl.runtime().calls().since(&before);
+    assert_eq!(report.steps_applied, 0);
+    assert_eq!(delta.list, 2, "{delta:?}");
+    assert_eq!(delta.mutating(), 0, "{delta:?}");
+    let (plan, _) = reconcile::plan_only(&ctl).await.expect("plan");
+    assert!(
+        !plan.has_changes(),
+        "{}",
+        berth::plan::display::render_text(&plan)
+    );
+
+    // Rolled to v2 start-first under load: berth follows the tasks, no request fails.
+    let served = Served::start(&ctl, None);
+    let load = Load::start(port, "/web/");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.write("web.yaml", &web_yaml(IMAGE_V2));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let last = ctl.last_pass().unwrap();
+        if settled(&last, "web", 2)
+            && service(&last, "web").is_some_and(|w| w.image == IMAGE_V2)
+            && body(port, "/web/") == "v2"
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rollout to v2 did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (ok, failed) = load.finish();
+    served.stop().await;
+    println!(
+        "rolling update under load: {ok} requests answered 200, {} failed",
+        failed.len()
+    );
+    assert!(ok > 50, "the load loop ran ({ok} requests)");
+    assert!(
+        failed.is_empty(),
+        "failed requests during the rollout: {failed:?}"
+    );
+    let started = events(&ctl, EventType::RolloutStarted).await;
+    assert!(started.iter().any(|m| m.contains("image")), "{started:?}");
+
+    // Scaled by the autoscaler's override (the plan names it; Swarm adds a task).
+    ctl.store()
+        .set_replica_override("web", 3, "test", reconcile::now_ms())
+        .await
+        .expect("override");
+    let (plan, _) = reconcile::plan_only(&ctl).await.expect("plan");
+    assert!(
+        plan.steps.iter().any(|st| matches!(st, Step::UpdateService { changes, .. } if changes == &["replicas 2 -> 3".to_string()])),
+        "{}",
+        berth::plan::display::render_text(&plan)
+    );
+    converge(&ctl, 60, "three web tasks", |last| settled(last, "web", 3)).await;
+    assert_eq!(ctl.last_pass().unwrap().plan.apps["web"].members.len(), 3);
+
+    // A new image that never gets healthy: Swarm rolls back, berth records the failure
+    // and keeps the service on v2 (still served).
+    s.write("web.yaml", &web_yaml(IMAGE_BROKEN));
+    converge(&ctl, 120, "the failed rollout recorded", |last| {
+        last.plan.steps.iter().any(|st| {
+            matches!(st, Step::NoOp { app, reason } if app == "web" && reason.contains("Swarm rolled the service back"))
+        })
+    })
+    .await;
+    let failed = events(&ctl, EventType::RolloutFailed).await;
+    assert!(
+        failed
+            .iter()
+            .any(|m| m.contains("swarm rolled the service")),
+        "{failed:?}"
+    );
+    assert_eq!(ctl.store().failed_rollouts().await.unwrap().len(), 1);
+    converge(&ctl, 60, "v2 back on three tasks", |last| {
+        service(last, "web")
+            .is_some_and(|w| w.image == IMAGE_V2 && w.running() == 3 && !w.updating())
+    })
+    .await;
+    assert_eq!(body(port, "/web/"), "v2");
+
+    // jobs leaves the source: 1 of 2 apps is within the default budget (50%).
+    std::fs::remove_file(s.scene.specs.path().join("jobs.yaml")).unwrap();
+    converge(&ctl, 60, "jobs removed", |last| {
+        service(last, "jobs").is_none()
+    })
+    .await;
+    let removed = events(&ctl, EventType::Removed).await;
+    assert!(
+        removed.iter().any(|m| m.contains("removed service")),
+        "{removed:?}"
+    );
+    let calls = ctl.runtime().calls();
+    assert!(calls.update >= 3, "{calls:?}");
+    let left = docker_ok(&[
+        "service",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=berth.instance={}", s.scene.instance),
+    ]);
+    assert_eq!(
+        left.split_whitespace().count(),
+        1,
+        "only web is left: {left}"
+    );
+}
