@@ -438,3 +438,126 @@ async fn services_serve_roll_scale_roll_back_and_go() {
         "only web is left: {left}"
     );
 }
+
+/// GET `path` through the status API's router (no socket) as JSON.
+async fn api_json(ctl: &Arc<Controller<SwarmRuntime>>, path: &str) -> serde_json::Value {
+    let router = berth::api::router(ctl.clone(), &berth::api::ApiConfig { token: None });
+    let answer = tower::ServiceExt::oneshot(
+        router,
+        axum::http::Request::get(path)
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 200, "{path}");
+    let body = axum::body::to_bytes(answer.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).expect("json")
+}
+
+fn placed_yaml(name: &str, constraint: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: App
+metadata:
+  name: {name}
+spec:
+  type: worker
+  image: berth-demo:v1
+  replicas: 1
+  maxReplicasPerNode: 1
+  placement:
+    constraints: ["{constraint}"]
+    preferences:
+      - spread: node.labels.zone
+"#
+    )
+}
+
+/// On one node: a constraint the node meets runs its task; one no node meets leaves the
+/// task pending, and the plan, the status API and `berth status` say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_constraints_run_or_leave_tasks_pending() {
+    let s = SwarmScene::new("swarm-place");
+    s.write(
+        "pinned.yaml",
+        &placed_yaml("pinned", "node.role == manager"),
+    );
+    s.write(
+        "nowhere.yaml",
+        &placed_yaml("nowhere", "node.labels.zone==nowhere"),
+    );
+    let ctl = s.controller().await;
+    converge(&ctl, 90, "pinned runs, nowhere pending", |last| {
+        settled(last, "pinned", 1)
+            && service(last, "nowhere").is_some_and(|n| {
+                n.tasks
+                    .iter()
+                    .any(|t| t.state == "pending" && t.error.is_some())
+            })
+    })
+    .await;
+    let constraints = docker_ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Spec.TaskTemplate.Placement}}",
+        &format!("berth-{}-pinned", s.scene.instance),
+    ]);
+    assert!(constraints.contains("node.role==manager"), "{constraints}");
+    assert!(constraints.contains("\"MaxReplicas\":1"), "{constraints}");
+    assert!(constraints.contains("node.labels.zone"), "{constraints}");
+
+    let last = ctl.last_pass().unwrap();
+    let reason = last
+        .plan
+        .steps_for("nowhere")
+        .find_map(|st| match st {
+            Step::NoOp { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .expect("a no-op saying why");
+    assert!(
+        reason.starts_with("0 of 1 tasks running (pending: no suitable node"),
+        "{reason}"
+    );
+
+    let detail = api_json(&ctl, "/api/v1/apps/nowhere").await;
+    let task = &detail["service"]["tasks"][0];
+    assert_eq!(task["state"], "pending", "{detail:#}");
+    assert!(
+        task["error"].as_str().unwrap().contains("no suitable node"),
+        "{detail:#}"
+    );
+    let pinned = api_json(&ctl, "/api/v1/apps/pinned").await;
+    assert_eq!(pinned["service"]["tasks"][0]["state"], "running");
+    assert_eq!(pinned["service"]["tasks"][0]["local"], true);
+    let events = api_json(&ctl, "/api/v1/apps/nowhere/events?limit=5").await;
+    let text = berth::api::table::app(&detail, &events, reconcile::now_ms());
+    assert!(text.contains("SWARM SERVICE berth-"), "{text}");
+    assert!(text.contains("no suitable node"), "{text}");
+}
+
+/// An engine that is not a swarm manager is refused with what to do.
+#[tokio::test]
+async fn a_plain_engine_is_refused_with_what_to_do() {
+    let _lock = SWARM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    require_docker();
+    let state = docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+    assert_eq!(
+        state.trim(),
+        "inactive",
+        "this test needs the engine outside any swarm (no other swarm test holds the lock)"
+    );
+    let err = SwarmRuntime::connect(Some(unique_name("plain")))
+        .await
+        .expect_err("not a manager");
+    assert!(
+        err.to_string().contains(
+            "the engine is not a swarm manager: run docker swarm init or use --backend docker"
+        ),
+        "{err}"
+    );
+}

@@ -133,6 +133,77 @@ pub struct AppDetail {
     pub spec: Option<Value>,
     /// What the last pass planned for this app (no-ops included, with their reason).
     pub planned_steps: Vec<Step>,
+    /// The app's Swarm service and its tasks (`--backend swarm`); null otherwise.
+    pub service: Option<SwarmService>,
+}
+
+/// An app's Swarm service as the last pass saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SwarmService {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub spec_hash: String,
+    pub replicas: Option<u32>,
+    /// Swarm's update state (`updating`, `completed`, `rollback_completed`, ...) and message.
+    pub update_state: Option<String>,
+    pub update_message: Option<String>,
+    pub tasks: Vec<SwarmTask>,
+}
+
+/// One task of an app's Swarm service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SwarmTask {
+    pub id: String,
+    pub slot: Option<u32>,
+    pub node: String,
+    /// On the node this berth runs on (its nginx routes to it).
+    pub local: bool,
+    pub state: String,
+    pub desired_state: String,
+    /// `healthy`, `starting` or `unhealthy` for a task with a health check.
+    pub health: Option<String>,
+    pub image: String,
+    pub spec_hash: String,
+    /// Swarm's error, or its last message while the task is not running.
+    pub error: Option<String>,
+    /// `127.0.0.1:<port>` when nginx routes to it.
+    pub address: Option<String>,
+}
+
+fn swarm_service(s: &crate::runtime::swarm::ObservedService) -> SwarmService {
+    SwarmService {
+        id: s.id.clone(),
+        name: s.name.clone(),
+        image: s.image.clone(),
+        spec_hash: s.spec_hash.clone(),
+        replicas: s.replicas,
+        update_state: s.update.as_ref().map(|u| u.state.clone()),
+        update_message: s
+            .update
+            .as_ref()
+            .map(|u| u.message.clone())
+            .filter(|m| !m.is_empty()),
+        tasks: s
+            .tasks
+            .iter()
+            .map(|t| SwarmTask {
+                id: t.id.clone(),
+                slot: t.slot,
+                node: t.node.clone(),
+                local: t.local,
+                state: t.state.clone(),
+                desired_state: t.desired_state.clone(),
+                health: t.health.clone(),
+                image: t.image.clone(),
+                spec_hash: t.spec_hash.clone(),
+                error: t.error.clone().or_else(|| {
+                    (t.state != "running" && !t.message.is_empty()).then(|| t.message.clone())
+                }),
+                address: t.member(),
+            })
+            .collect(),
+    }
 }
 
 /// `GET /api/v1/apps/{name}/scaling`.
@@ -360,6 +431,9 @@ pub fn app_detail(
         planned_steps: last
             .map(|l| l.plan.steps_for(name).cloned().collect())
             .unwrap_or_default(),
+        service: last
+            .and_then(|l| l.observed.services.iter().find(|s| s.app == name))
+            .map(swarm_service),
     }
 }
 

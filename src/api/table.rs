@@ -237,6 +237,47 @@ pub fn app(detail: &Value, events: &Value, now_ms: i64) -> String {
         out.push_str(&columns(&rows));
     }
 
+    if detail["service"].is_object() {
+        let service = &detail["service"];
+        let update = match text(&service["update_state"]).as_str() {
+            "" | "-" => String::new(),
+            state => format!(", update {state}"),
+        };
+        let _ = writeln!(
+            out,
+            "\nSWARM SERVICE {} ({} replicas{update})",
+            text(&service["name"]),
+            text(&service["replicas"])
+        );
+        let tasks = service["tasks"].as_array().unwrap_or(&empty);
+        if tasks.is_empty() {
+            out.push_str("(no tasks)\n");
+        } else {
+            let mut rows = vec![[
+                "TASK", "SLOT", "NODE", "STATE", "HEALTH", "IMAGE", "ADDRESS", "ERROR",
+            ]
+            .map(String::from)
+            .to_vec()];
+            for t in tasks {
+                let state = match (text(&t["state"]), text(&t["desired_state"])) {
+                    (state, desired) if desired == state || desired == "-" => state,
+                    (state, desired) => format!("{state} -> {desired}"),
+                };
+                rows.push(vec![
+                    text(&t["id"]).chars().take(12).collect(),
+                    text(&t["slot"]),
+                    short(&text(&t["node"]), 12),
+                    state,
+                    text(&t["health"]),
+                    text(&t["image"]),
+                    text(&t["address"]),
+                    text(&t["error"]),
+                ]);
+            }
+            out.push_str(&columns(&rows));
+        }
+    }
+
     let planned: Vec<&Value> = detail["planned_steps"]
         .as_array()
         .unwrap_or(&empty)
