@@ -308,6 +308,10 @@ struct Case {
 fn each_validation_rule_reports_file_line_and_field() {
     let cases = [
         Case { what: "negative replicas", extra: "  replicas: -1\n", line: 9, field: "spec.replicas", says: "use a value from 0 to 1000" },
+        Case { what: "placement constraint grammar", extra: "  placement:\n    constraints:\n    - node.role = manager\n", line: 11, field: "spec.placement.constraints[0]", says: "is not a constraint: write `<attribute> == <value>`" },
+        Case { what: "placement role value", extra: "  placement:\n    constraints: [\"node.role==boss\"]\n", line: 10, field: "spec.placement.constraints[0]", says: "node.role is `manager` or `worker`" },
+        Case { what: "placement spread attribute", extra: "  placement:\n    preferences:\n    - spread: zone\n", line: 11, field: "spec.placement.preferences[0].spread", says: "is not a node attribute" },
+        Case { what: "max replicas per node", extra: "  maxReplicasPerNode: 0\n", line: 9, field: "spec.maxReplicasPerNode", says: "use a value from 1 to 1000" },
         Case { what: "too many replicas", extra: "  replicas: 1001\n", line: 9, field: "spec.replicas", says: "use a value from 0 to 1000" },
         Case { what: "fractional replicas", extra: "  replicas: 2.5\n", line: 9, field: "spec.replicas", says: "expected a whole number, found the number 2.5" },
         Case { what: "string replicas", extra: "  replicas: two\n", line: 9, field: "spec.replicas", says: "expected a whole number, found the string \"two\"" },
@@ -739,4 +743,29 @@ fn json_schema_describes_the_app() {
     assert_eq!(defs["HttpPolicy"]["required"][0], "targetRPSPerReplica");
     assert!(defs["Cpu"]["anyOf"].is_array());
     assert_eq!(defs["ValueFrom"]["enum"][0], "sdk");
+}
+
+#[test]
+fn placement_parses_and_leaves_the_spec_hash_alone() {
+    let plain = only_app(&http_app(""));
+    let placed = only_app(&http_app(
+        "  placement:\n    constraints: [\"node.role == manager\", \"node.labels.zone!=eu\"]\n    preferences:\n    - spread: node.labels.zone\n  maxReplicasPerNode: 2\n",
+    ));
+    assert_eq!(
+        placed.workload.placement.constraints,
+        vec!["node.role==manager", "node.labels.zone!=eu"]
+    );
+    assert_eq!(
+        placed.workload.placement.preferences,
+        vec!["node.labels.zone"]
+    );
+    assert_eq!(placed.workload.max_replicas_per_node, Some(2));
+    assert!(placed.workload.uses_swarm_options() && !plain.workload.uses_swarm_options());
+    // Only the swarm backend reads them: the docker backend's containers do not roll.
+    assert_eq!(
+        berth::spec::spec_hash(&placed),
+        berth::spec::spec_hash(&plain)
+    );
+    let schema = serde_json::to_string(&json_schema()).unwrap();
+    assert!(schema.contains("maxReplicasPerNode") && schema.contains("PlacementPreference"));
 }
