@@ -561,3 +561,50 @@ async fn a_plain_engine_is_refused_with_what_to_do() {
         "{err}"
     );
 }
+
+/// The demo's examples/apps (http apps with path and host routes, a worker, and the shop
+/// stack with dependsOn, a named volume and a tmpfs) run unchanged on the swarm backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_apps_run_on_swarm() {
+    let s = SwarmScene::new("swarm-ex");
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/apps");
+    // The shop's volume name comes from the app name; a demo on this host may own one of
+    // that name already: then this copy uses another name, so the test never shares it.
+    let demo_volume = docker(&["volume", "inspect", "berth-shop-db-data"])
+        .status
+        .success();
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        if demo_volume {
+            text = text.replace("{ name: data,", "{ name: data-test,");
+        }
+        s.write(path.file_name().unwrap().to_str().unwrap(), &text);
+    }
+    let ctl = s.controller().await;
+    let apps = ["api", "shop", "shop-api", "shop-db", "web", "worker"];
+    converge(&ctl, 180, "every example app running", |last| {
+        apps.iter().all(|app| {
+            let want = last.plan.apps.get(*app).map_or(0, |a| a.desired_replicas);
+            want > 0 && settled(last, app, want)
+        })
+    })
+    .await;
+    let port = s.scene.port;
+    assert_eq!(body(port, "/web/"), "v1");
+    let (status, api) = http_get(&format!("127.0.0.1:{port}"), "/", Some("api.localhost")).unwrap();
+    assert_eq!((status, api.trim()), (200, "v2"));
+    let boots = body(port, "/shop-db/data/boots");
+    assert_eq!(boots.lines().count(), 1, "{boots}");
+    // dependsOn: the shop-db service was created before shop-api's, shop-api's before shop's.
+    let created = events(&ctl, EventType::Created).await;
+    let position = |app: &str| {
+        created
+            .iter()
+            .rposition(|m| m.contains(&format!("-{app} (image")))
+            .unwrap_or_else(|| panic!("no create event for {app}: {created:?}"))
+    };
+    // Events come newest first.
+    assert!(position("shop-db") > position("shop-api"), "{created:?}");
+    assert!(position("shop-api") > position("shop"), "{created:?}");
+}
