@@ -541,8 +541,8 @@ async fn placement_constraints_run_or_leave_tasks_pending() {
 }
 
 /// An engine that is not a swarm manager is refused with what to do.
-#[tokio::test]
-async fn a_plain_engine_is_refused_with_what_to_do() {
+#[test]
+fn a_plain_engine_is_refused_with_what_to_do() {
     let _lock = SWARM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     require_docker();
     let state = docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
@@ -551,8 +551,9 @@ async fn a_plain_engine_is_refused_with_what_to_do() {
         "inactive",
         "this test needs the engine outside any swarm (no other swarm test holds the lock)"
     );
-    let err = SwarmRuntime::connect(Some(unique_name("plain")))
-        .await
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let err = runtime
+        .block_on(SwarmRuntime::connect(Some(unique_name("plain"))))
         .expect_err("not a manager");
     assert!(
         err.to_string().contains(

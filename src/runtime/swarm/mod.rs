@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `mod.rs` | the observer (`ServiceObserver`: services + tasks, two list calls) and mutator (`ServiceRuntime`: create/update/remove a service, the attachable overlay) traits, `SwarmRuntime`, the swarm-manager check, call counters |
 //! | `mapping.rs` | pure: request -> `ServiceSpec`, section digests, engine answers -> `ObservedService` |
-//! | `http.rs` | the one engine call bollard 0.18 lacks (`GET /tasks`), plain HTTP/1.0 over the same socket |
+//! | `http.rs` | the one engine call bollard 0.18 lacks (`GET /tasks`): hyper's HTTP/1.1 client on the same socket |
 //!
 //! `SwarmRuntime` also implements the container traits so the API, prober and autoscaler
 //! are unchanged: its containers are the local node's running tasks (stats and volumes go
@@ -342,7 +342,7 @@ impl ServiceObserver for SwarmRuntime {
             );
             http::get_json::<Vec<bollard::models::Task>>(self.local.endpoint(), &path)
                 .await
-                .map_err(|m| engine_error("list tasks", m))?
+                .map_err(|e| engine_error("list tasks", e.to_string()))?
         };
         let task_services: Vec<String> = tasks
             .iter()
