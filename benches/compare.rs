@@ -6,7 +6,9 @@
 //! 4. a rolling update of 3 replicas under ~500 req/s, berth vs compose recreate (rollout.rs),
 //!    and convergence of 50 apps whose images come from a local registry, berth vs compose
 //!    (registry.rs);
-//! 5. the long versions of the fault suite (faults.rs, on tests/fault/mod.rs).
+//! 5. the swarm backend next to the docker backend: converge N apps and the rolling
+//!    update under load on a single-node swarm the bench creates and leaves (swarm.rs);
+//! 6. the long versions of the fault suite (faults.rs, on tests/fault/mod.rs).
 //!
 //! Run: `cargo bench --bench compare` (prints the tables); `-- --write` or
 //! `BERTH_BENCH_WRITE=1` also writes bench/RESULTS.md; `-- --only rollout,faults` runs
@@ -28,6 +30,8 @@ mod registry;
 mod rollout;
 #[path = "../tests/support/mod.rs"]
 mod support;
+#[path = "compare/swarm.rs"]
+mod swarm;
 
 use berth::reconcile::{self, Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
@@ -519,13 +523,14 @@ async fn convergence() -> String {
 }
 
 /// The sections of bench/RESULTS.md, in file order, by the names `--only` takes.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "footprint",
     "noop",
     "idle",
     "converge",
     "registry",
     "rollout",
+    "swarm",
     "faults",
 ];
 
@@ -587,6 +592,13 @@ async fn run_section(name: &str) -> String {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(10);
             rollout::section(runs).await
+        }
+        "swarm" => {
+            let runs = std::env::var("BERTH_BENCH_SWARM_RUNS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(3);
+            swarm::section(runs).await
         }
         "faults" => faults::section().await,
         other => panic!("unknown section {other}; sections: {}", SECTIONS.join(", ")),

@@ -5,6 +5,8 @@
 # (scripts/setup.sh's packages plus wrk and Debian's docker-compose). Takes ~20 minutes.
 #   scripts/bench.sh                      every section, writes bench/RESULTS.md
 #   scripts/bench.sh --only rollout       some sections; the file keeps the others
+#   (sections: footprint, noop, idle, converge, registry, rollout, swarm, faults; swarm makes
+#   the engine a single-node swarm for its runs and leaves it when it was not one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh

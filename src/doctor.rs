@@ -112,6 +112,9 @@ async fn checks(args: &ServeArgs) -> Vec<Check> {
         },
         None => fail("network", "not checked: the docker engine is unreachable"),
     });
+    if common.backend == crate::cli::BackendArg::Swarm {
+        out.push(swarm(common.instance.clone()).await);
+    }
     if common.nginx_conf_dir.is_none() {
         out.push(nginx(&common.nginx_binary).await);
     } else {
@@ -125,6 +128,20 @@ async fn checks(args: &ServeArgs) -> Vec<Check> {
     out.push(registry_credentials(common.docker_config.as_deref()));
     out.push(clock(engine_time));
     out
+}
+
+/// `--backend swarm`: the engine must be a swarm manager (only managers take service
+/// calls).
+async fn swarm(instance: Option<String>) -> Check {
+    use berth::runtime::swarm::{ServiceObserver, SwarmRuntime};
+    match tokio::time::timeout(CHECK_TIMEOUT, SwarmRuntime::connect(instance)).await {
+        Ok(Ok(rt)) => ok(
+            "swarm",
+            format!("this engine is a swarm manager (node {})", rt.local_node()),
+        ),
+        Ok(Err(e)) => fail("swarm", e.to_string()),
+        Err(_) => fail("swarm", "no answer from the docker engine"),
+    }
 }
 
 /// Docker reachable and its version; hands back the runtime and the engine's clock.

@@ -656,6 +656,7 @@ async fn plan(common: &Common, observed_empty: bool, output: Output) -> Result<u
                 &Default::default(),
                 &Default::default(),
                 &Default::default(),
+                reconcile::now_ms(),
             ),
         };
         (plan, loaded.issues)

@@ -1,6 +1,7 @@
 //! The swarm backend against the real engine (issue 14). The engine here is not in swarm
-//! mode: `SwarmGuard` makes it a single-node swarm (`docker swarm init --advertise-addr
-//! 127.0.0.1`) for one test at a time and leaves it again when it initialised it. Every
+//! mode: `support::swarm::SwarmScene` makes it a single-node swarm (`docker swarm init
+//! --advertise-addr 127.0.0.1`) for one test at a time (also across processes: the bench's
+//! swarm section takes the same lock file) and leaves it again when it initialised it. Every
 //! test owns a unique `berth.instance`: its services, overlay network and volumes carry it
 //! and are removed on drop, even on failure. Traffic goes to 127.0.0.1 only (berth's nginx,
 //! which reaches the local tasks on their host-mode ports).
@@ -13,121 +14,10 @@ use berth::runtime::swarm::SwarmRuntime;
 use berth::runtime::ContainerObserver;
 use berth::store::{EventQuery, EventType};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::swarm::{SwarmLock, SwarmScene};
 use support::*;
-
-/// Swarm tests run one at a time: they share the engine's swarm membership.
-static SWARM_LOCK: Mutex<()> = Mutex::new(());
-
-/// Holds the lock; makes the engine a swarm manager when it is not one, and leaves the
-/// swarm on drop only when this guard created it.
-struct SwarmGuard {
-    initialised: bool,
-    _lock: MutexGuard<'static, ()>,
-}
-
-impl SwarmGuard {
-    fn acquire() -> SwarmGuard {
-        let lock = SWARM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        require_docker();
-        let state = docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
-        let initialised = state.trim() == "inactive";
-        if initialised {
-            docker_ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
-        }
-        SwarmGuard {
-            initialised,
-            _lock: lock,
-        }
-    }
-}
-
-impl Drop for SwarmGuard {
-    fn drop(&mut self) {
-        if self.initialised {
-            let out = docker(&["swarm", "leave", "--force"]);
-            if !out.status.success() {
-                eprintln!(
-                    "SwarmGuard: docker swarm leave failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
-        }
-    }
-}
-
-/// Removes the instance's services (their tasks stop), then waits for their containers to
-/// go so the overlay network can be removed by the scene's `DockerCleanup`.
-struct ServiceCleanup {
-    instance: String,
-}
-
-impl Drop for ServiceCleanup {
-    fn drop(&mut self) {
-        let filter = format!("label=berth.instance={}", self.instance);
-        let ids = docker_ok(&["service", "ls", "-q", "--filter", &filter]);
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if ids.is_empty() {
-            return;
-        }
-        let mut args = vec!["service", "rm"];
-        args.extend(ids.iter().copied());
-        let _ = docker(&args);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let prefix = format!("berth-{}-", self.instance);
-        while Instant::now() < deadline {
-            let left = docker_ok(&["ps", "-aq", "--filter", &format!("name={prefix}")]);
-            if left.trim().is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-/// A scene on a swarm: fields drop in order (services, then nginx, dirs, network and
-/// volumes, then the swarm itself).
-struct SwarmScene {
-    _services: ServiceCleanup,
-    scene: Scene,
-    _swarm: SwarmGuard,
-}
-
-impl SwarmScene {
-    fn new(prefix: &str) -> SwarmScene {
-        let swarm = SwarmGuard::acquire();
-        let scene = Scene::new(prefix);
-        SwarmScene {
-            _services: ServiceCleanup {
-                instance: scene.instance.clone(),
-            },
-            scene,
-            _swarm: swarm,
-        }
-    }
-
-    async fn controller(&self) -> Arc<Controller<SwarmRuntime>> {
-        let s = &self.scene;
-        let store = berth::store::Store::open(&s.state.path().join("berth.db"))
-            .await
-            .expect("open the store");
-        let runtime = SwarmRuntime::connect(Some(s.instance.clone()))
-            .await
-            .expect("the engine is a swarm manager");
-        let proxy = test_upstreams(berth::proxy::Proxy::private(
-            s.state.path().join("nginx"),
-            format!("127.0.0.1:{}", s.port),
-            nginx_binary(),
-        ))
-        .await;
-        Controller::new(runtime, proxy, store, s.dir_settings())
-    }
-
-    fn write(&self, name: &str, yaml: &str) {
-        std::fs::write(self.scene.specs.path().join(name), yaml).expect("write spec");
-    }
-}
 
 fn web_yaml(image: &str) -> String {
     format!(
@@ -300,6 +190,12 @@ async fn services_serve_roll_scale_roll_back_and_go() {
     s.write("jobs.yaml", JOBS_YAML);
     let ctl = s.controller().await;
     let port = s.scene.port;
+    let (status, detail) = doctor_swarm_check();
+    assert_eq!(status, "ok", "{detail}");
+    assert!(
+        detail.starts_with("this engine is a swarm manager (node "),
+        "{detail}"
+    );
 
     // Created and served through nginx on 127.0.0.1.
     converge(&ctl, 90, "two web tasks and one jobs task", |last| {
@@ -543,13 +439,20 @@ async fn placement_constraints_run_or_leave_tasks_pending() {
 /// An engine that is not a swarm manager is refused with what to do.
 #[test]
 fn a_plain_engine_is_refused_with_what_to_do() {
-    let _lock = SWARM_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let _lock = SwarmLock::acquire();
     require_docker();
     let state = docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
     assert_eq!(
         state.trim(),
         "inactive",
         "this test needs the engine outside any swarm (no other swarm test holds the lock)"
+    );
+    assert_eq!(
+        doctor_swarm_check(),
+        (
+            "fail".to_string(),
+            "docker engine error during swarm check: the engine is not a swarm manager: run docker swarm init or use --backend docker".to_string()
+        )
     );
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let err = runtime
@@ -608,4 +511,47 @@ async fn the_example_apps_run_on_swarm() {
     // Events come newest first.
     assert!(position("shop-db") > position("shop-api"), "{created:?}");
     assert!(position("shop-api") > position("shop"), "{created:?}");
+}
+
+/// `berth doctor --backend swarm -o json`: the status and detail of its `swarm` check.
+fn doctor_swarm_check() -> (String, String) {
+    let state = tempfile::tempdir().unwrap();
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/apps");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "--config",
+            "none",
+            "doctor",
+            "--backend",
+            "swarm",
+            "--dir",
+            examples,
+            "--state-dir",
+            state.path().to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--api-listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "-o",
+            "json",
+        ])
+        .env("RUST_LOG", "warn")
+        .env("PATH", path_with_sbin())
+        .env_remove("BERTH_LISTEN")
+        .env_remove("BERTH_CONFIG")
+        .output()
+        .expect("run berth doctor");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor json: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let check = json["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "swarm")
+        .unwrap_or_else(|| panic!("no swarm check: {json:#}"))
+        .clone();
+    (
+        check["status"].as_str().unwrap().to_string(),
+        check["detail"].as_str().unwrap().to_string(),
+    )
 }

@@ -18,8 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Load duration; the update starts [`UPDATE_AT`] into it.
-const LOAD: Duration = Duration::from_secs(23);
-const UPDATE_AT: Duration = Duration::from_secs(3);
+pub(super) const LOAD: Duration = Duration::from_secs(23);
+pub(super) const UPDATE_AT: Duration = Duration::from_secs(3);
 /// wrk connections and the think time per request: 10 x 1000/(18 ms + latency) ≈ 500 req/s.
 const CONNECTIONS: u32 = 10;
 const DELAY_MS: u32 = 18;
@@ -27,7 +27,7 @@ const DELAY_MS: u32 = 18;
 const STOP_TIMEOUT: u32 = 2;
 
 /// The app under test, as a user would write it (health every 2 s, drain 1 s).
-fn web_spec(image: &str) -> String {
+pub(super) fn web_spec(image: &str) -> String {
     format!(
         "apiVersion: v1\nkind: App\nmetadata:\n  name: web\nspec:\n  type: http\n  image: {image}\n  ports:\n    - containerPort: 8080\n  health:\n    httpGet: {{ path: /healthz, port: 8080 }}\n    intervalSeconds: 2\n    timeoutSeconds: 1\n  replicas: 3\n  termination:\n    drainSeconds: 1\n"
     )
@@ -36,7 +36,7 @@ fn web_spec(image: &str) -> String {
 /// Quiet tail of each wrk run: no request is sent in the last seconds, so every request
 /// sent has had time to be answered or to time out ([`TIMEOUT`]) when wrk stops (wrk drops
 /// in-flight requests at its end).
-const QUIET: Duration = Duration::from_secs(3);
+pub(super) const QUIET: Duration = Duration::from_secs(3);
 /// wrk's request timeout: a request unanswered this long counts as unanswered.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -163,13 +163,18 @@ impl Load {
 }
 
 /// A running wrk; [`Wrk::finish`] waits for it and parses its counts.
-struct Wrk {
+pub(super) struct Wrk {
     child: Option<Child>,
     _script: tempfile::NamedTempFile,
 }
 
 impl Wrk {
-    fn start(url: &str) -> Wrk {
+    pub(super) fn start(url: &str) -> Wrk {
+        Wrk::start_for(url, LOAD)
+    }
+
+    /// Like [`Wrk::start`] with another load duration (the quiet tail included).
+    pub(super) fn start_for(url: &str, load: Duration) -> Wrk {
         assert!(
             url.starts_with("http://127.0.0.1:"),
             "load goes to loopback only: {url}"
@@ -178,7 +183,7 @@ impl Wrk {
         std::io::Write::write_all(
             &mut script,
             WRK_SCRIPT
-                .replace("SEND_MS", &(LOAD - QUIET).as_millis().to_string())
+                .replace("SEND_MS", &(load - QUIET).as_millis().to_string())
                 .replace("DELAY", &DELAY_MS.to_string())
                 .as_bytes(),
         )
@@ -187,7 +192,7 @@ impl Wrk {
             .args([
                 "-t1",
                 &format!("-c{CONNECTIONS}"),
-                &format!("-d{}s", LOAD.as_secs()),
+                &format!("-d{}s", load.as_secs()),
                 "--timeout",
                 &format!("{}s", TIMEOUT.as_secs()),
                 "-s",
@@ -204,7 +209,7 @@ impl Wrk {
         }
     }
 
-    fn finish(mut self) -> Load {
+    pub(super) fn finish(mut self) -> Load {
         let out = self.child.take().unwrap().wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         Load::parse(&stdout).unwrap_or_else(|| {
@@ -234,7 +239,7 @@ pub fn wrk_binary() -> PathBuf {
 /// time from the spec change to the pass that found nothing left to do.
 /// berth's side of one run: the load, the rollout's wall time and the nginx reloads the
 /// rollout's passes made (0 with dynamic upstreams).
-async fn berth_once(run: usize) -> (Load, f64, usize) {
+pub(super) async fn berth_once(run: usize) -> (Load, f64, usize) {
     let env = env(&format!("roll{run}"));
     write_spec(env.specs.path(), "web", &web_spec("berth-demo:v1"));
     let ctl = controller(&env).await;

@@ -5,7 +5,8 @@
 //! exit-code conventions as the container plan. Swarm itself rolls the tasks (start-first,
 //! rollback on failure); a spec whose rollout Swarm rolled back is held by its failed
 //! rollout mark until the spec changes, as with containers.
-//! Must not touch: I/O, the clock (`now` is unused but kept for the shared signature).
+//! Must not touch: I/O, the clock (`now` is a parameter: an app whose last service step
+//! failed waits out its retry backoff, as with containers).
 
 use super::{
     display, effective_replicas, render, step_rank, AppSummary, Desired, Observed, Overrides, Plan,
@@ -68,6 +69,7 @@ pub fn plan(
     observed: &Observed,
     overrides: &Overrides,
     wanted: &BTreeMap<String, Wanted>,
+    now: i64,
 ) -> Plan {
     let by_app: BTreeMap<&str, &ObservedService> = observed
         .services
@@ -144,7 +146,12 @@ pub fn plan(
             .filter(|dep| !ready_apps.contains(dep))
             .collect();
         let failed = overrides.failed_rollouts.get(name) == Some(&app.hash);
+        let held = super::heal::retry_blocked_reason(observed.retry.get(name), &app.hash, now);
         match service {
+            _ if held.is_some() => steps.push(Step::NoOp {
+                app: name.clone(),
+                reason: held.unwrap_or_default(),
+            }),
             None if !waiting.is_empty() => steps.push(Step::NoOp {
                 app: name.clone(),
                 reason: format!(

@@ -204,8 +204,10 @@ pub struct Controller<R: ContainerRuntime> {
     /// Swarm backend: app -> the spec hash of the update berth asked Swarm for, until
     /// Swarm finished it or rolled it back (`swarm::record_rollouts`).
     swarm_rolling: Mutex<BTreeMap<String, String>>,
-    /// Apps already warned that the docker backend ignores their swarm-only options.
-    swarm_options_warned: Mutex<std::collections::BTreeSet<String>>,
+    /// Backend warnings already logged, by key (`placement:<app>`: the docker backend
+    /// ignores the app's swarm-only options; `remote:<app>`: the autoscaler cannot read
+    /// the app's tasks on other nodes).
+    backend_warned: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl<R: ContainerRuntime> Controller<R> {
@@ -234,7 +236,7 @@ impl<R: ContainerRuntime> Controller<R> {
             desired: Mutex::new(None),
             images: Arc::new(Images::default()),
             swarm_rolling: Mutex::new(BTreeMap::new()),
-            swarm_options_warned: Mutex::new(std::collections::BTreeSet::new()),
+            backend_warned: Mutex::new(std::collections::BTreeSet::new()),
         })
     }
 

@@ -268,7 +268,7 @@ async fn probe_and_plan<R: ContainerRuntime>(
         // Swarm's health checks decide a task's health: nothing for berth to probe.
         Some(swarm) => {
             let wanted = super::swarm::wanted(ctl, swarm, desired, &overrides);
-            plan::swarm::plan(desired, observed, &overrides, &wanted)
+            plan::swarm::plan(desired, observed, &overrides, &wanted, now)
         }
         None => {
             prober::probe_unknown(probes, desired, observed).await;
@@ -374,7 +374,10 @@ pub async fn run_pass<R: ContainerRuntime>(
             super::images::record_outcomes(ctl, desired, &mut observed, &revision).await;
         phases.desired_ms = lap.next();
         match ctl.runtime.swarm() {
-            Some(_) => super::swarm::record_rollouts(ctl, &observed, &revision).await,
+            Some(_) => {
+                super::swarm::record_rollouts(ctl, &observed, &revision).await;
+                super::swarm::warn_remote_tasks(ctl, desired, &observed);
+            }
             None => warn_swarm_options(ctl, desired),
         }
         let (overrides, plan, now) =
@@ -468,14 +471,15 @@ impl<R: ContainerRuntime> Controller<R> {
 /// The docker backend runs no services: `placement` and `maxReplicasPerNode` are ignored,
 /// with one warning per app (and again after a restart).
 fn warn_swarm_options<R: ContainerRuntime>(ctl: &Controller<R>, desired: &Desired) {
-    let mut warned = ctl.swarm_options_warned.lock().expect("warned lock");
+    let mut warned = ctl.backend_warned.lock().expect("warned lock");
     for (name, app) in &desired.apps {
+        let key = format!("placement:{name}");
         if app.spec.workload.uses_swarm_options() {
-            if warned.insert(name.clone()) {
+            if warned.insert(key) {
                 warn!(app = %name, "placement and maxReplicasPerNode only apply with --backend swarm; the docker backend ignores them");
             }
         } else {
-            warned.remove(name);
+            warned.remove(&key);
         }
     }
 }

@@ -126,6 +126,42 @@ pub(super) async fn record_rollouts<R: ContainerRuntime>(
     }
 }
 
+/// The autoscaler reads CPU and memory of this node's task containers only: an
+/// autoscaled app with running tasks on other nodes is warned about once, naming how many
+/// it cannot see (and again after all of them were back on this node once).
+pub(super) fn warn_remote_tasks<R: ContainerRuntime>(
+    ctl: &Controller<R>,
+    desired: &Desired,
+    observed: &Observed,
+) {
+    let mut warned = ctl.backend_warned.lock().expect("warned lock");
+    for s in &observed.services {
+        let autoscaled = desired.apps.get(&s.app).is_some_and(|a| {
+            a.spec
+                .scaling
+                .as_ref()
+                .is_some_and(|sc| sc.mode == crate::spec::ScalingMode::Auto)
+        });
+        let remote = s
+            .tasks
+            .iter()
+            .filter(|t| !t.local && t.state == "running" && t.desired_state == "running")
+            .count();
+        let key = format!("remote:{}", s.app);
+        if autoscaled && remote > 0 {
+            if warned.insert(key) {
+                warn!(
+                    app = %s.app,
+                    remote,
+                    "the autoscaler reads CPU and memory of this node's tasks only: {remote} running tasks of this app are on other nodes (request rates come from this node's nginx)"
+                );
+            }
+        } else {
+            warned.remove(&key);
+        }
+    }
+}
+
 /// Swarm is done with the service: no update moving, every wanted task running.
 fn settled(s: &ObservedService) -> bool {
     !s.updating()

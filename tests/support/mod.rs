@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod registry;
+pub mod swarm;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

@@ -98,7 +98,7 @@ fn lines(plan: &Plan) -> Vec<String> {
 
 /// Observed proxy files as the plan would write them, so only service steps remain.
 fn proxy_in_sync(d: &Desired, observed: &mut Observed) {
-    let plan = plan(d, observed, &Overrides::default(), &BTreeMap::new());
+    let plan = plan(d, observed, &Overrides::default(), &BTreeMap::new(), 0);
     for step in plan.steps {
         if let Step::WriteProxy { file, text, .. } = step {
             observed.proxy_files.insert(file, text);
@@ -245,7 +245,7 @@ fn cases() {
                 .collect(),
             ..Overrides::default()
         };
-        let p = plan(&d, &observed, &overrides, &BTreeMap::new());
+        let p = plan(&d, &observed, &overrides, &BTreeMap::new(), 0);
         let hash = d
             .apps
             .values()
@@ -277,7 +277,7 @@ fn http_members_are_the_local_running_tasks() {
             task(4, &app.hash, "starting", "running", true),
         ],
     ));
-    let p = plan(&d, &observed, &Overrides::default(), &BTreeMap::new());
+    let p = plan(&d, &observed, &Overrides::default(), &BTreeMap::new(), 0);
     assert_eq!(p.apps["web"].members, vec!["127.0.0.1:30001"]);
     assert_eq!(p.apps["web"].ready_replicas, 2);
     let members = p
@@ -291,7 +291,7 @@ fn http_members_are_the_local_running_tasks() {
     assert!(members.contains("127.0.0.1:30001") && !members.contains("30002"));
     // Once nginx has them, the plan is a no-op.
     proxy_in_sync(&d, &mut observed);
-    let again = plan(&d, &observed, &Overrides::default(), &BTreeMap::new());
+    let again = plan(&d, &observed, &Overrides::default(), &BTreeMap::new(), 0);
     assert!(!again.has_changes(), "{:?}", again.steps);
 }
 
@@ -322,7 +322,7 @@ fn sections_name_what_changed_and_a_failed_rollout_holds() {
         services: vec![s.clone()],
         ..Observed::default()
     };
-    let p = plan(&d, &observed, &Overrides::default(), &wanted);
+    let p = plan(&d, &observed, &Overrides::default(), &wanted, 0);
     assert_eq!(
         lines(&p)[1],
         "  ~ jobs: update service berth-jobs: placement"
@@ -343,7 +343,7 @@ fn sections_name_what_changed_and_a_failed_rollout_holds() {
         failed_rollouts: BTreeMap::from([("jobs".to_string(), app.hash.clone())]),
         ..Overrides::default()
     };
-    let p = plan(&d, &observed, &overrides, &wanted);
+    let p = plan(&d, &observed, &overrides, &wanted, 0);
     assert!(!p.has_changes());
     assert!(
         lines(&p)[1].contains("failed and Swarm rolled the service back to spec 0ld0ld"),
@@ -369,13 +369,13 @@ fn removals_respect_the_deletion_budget_and_held_apps() {
     d.prune_blocked = Some(PruneBlocked::DeletionBudget {
         reason: "too many".into(),
     });
-    let p = plan(&d, &observed, &Overrides::default(), &BTreeMap::new());
+    let p = plan(&d, &observed, &Overrides::default(), &BTreeMap::new(), 0);
     assert!(!p.has_changes());
     assert!(lines(&p)[1].contains("kept running: the deletion budget refused"));
     d.prune_blocked = None;
     d.held
         .insert("gone".into(), "its file cannot be read".into());
-    let p = plan(&d, &observed, &Overrides::default(), &BTreeMap::new());
+    let p = plan(&d, &observed, &Overrides::default(), &BTreeMap::new(), 0);
     assert!(!p.has_changes());
     assert_eq!(
         lines(&p)[1],
@@ -403,11 +403,47 @@ fn an_update_in_progress_is_followed_not_repeated() {
         services: vec![s],
         ..Observed::default()
     };
-    let p = plan(&d, &observed, &Overrides::default(), &BTreeMap::new());
+    let p = plan(&d, &observed, &Overrides::default(), &BTreeMap::new(), 0);
     assert!(!p.has_changes());
     assert_eq!(
         lines(&p)[1],
         "  = jobs: swarm is rolling the service (updating): 2 of 2 tasks running"
     );
     assert_eq!(p.apps["jobs"].ready_replicas, 1);
+}
+
+#[test]
+fn a_failed_service_step_waits_out_its_backoff() {
+    let d = desired(vec![worker("jobs", "w:v1", 1)]);
+    let app = d.apps["jobs"].clone();
+    let mut observed = Observed::default();
+    observed.retry.insert(
+        "jobs".into(),
+        crate::plan::RetryState {
+            hash: app.hash.clone(),
+            failures: 1,
+            retry_at: 2_000,
+            error: "docker engine error during create service: refused".into(),
+        },
+    );
+    let p = plan(
+        &d,
+        &observed,
+        &Overrides::default(),
+        &BTreeMap::new(),
+        1_000,
+    );
+    assert!(!p.has_changes());
+    assert_eq!(
+        lines(&p)[1],
+        "  = jobs: retrying in 1 s after 1 failed attempt: docker engine error during create service: refused"
+    );
+    let p = plan(
+        &d,
+        &observed,
+        &Overrides::default(),
+        &BTreeMap::new(),
+        2_000,
+    );
+    assert!(matches!(p.steps[0], Step::CreateService { .. }));
 }

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `mod.rs` | the observer (`ServiceObserver`: services + tasks, two list calls) and mutator (`ServiceRuntime`: create/update/remove a service, the attachable overlay) traits, `SwarmRuntime`, the swarm-manager check, call counters |
 //! | `mapping.rs` | pure: request -> `ServiceSpec`, section digests, engine answers -> `ObservedService` |
+//! | `containers.rs` | the container traits for the read-only users: the local node's running tasks as containers, stats and volumes of this node's engine; container mutations refused |
 //! | `http.rs` | the one engine call bollard 0.18 lacks (`GET /tasks`): hyper's HTTP/1.1 client on the same socket |
 //!
 //! `SwarmRuntime` also implements the container traits so the API, prober and autoscaler
@@ -17,15 +18,12 @@
 //! `berth.instance` (every update and removal re-checks the labels), containers of the
 //! docker backend, env values in labels.
 
+mod containers;
 mod http;
 pub mod mapping;
 
 use super::docker::DockerRuntime;
-use super::{
-    CallCounts, ContainerObserver, ContainerRequest, ContainerRuntime, ContainerState,
-    ContainerStats, LogLines, LogRequest, ObservedContainer, ObservedVolume, RemoveVolumes,
-    RuntimeError,
-};
+use super::{CallCounts, ContainerRequest, RuntimeError};
 use crate::spec::{HealthSpec, Placement};
 use bollard::network::CreateNetworkOptions;
 use bollard::service::{ListServicesOptions, UpdateServiceOptions};
@@ -237,7 +235,7 @@ impl std::fmt::Debug for SwarmRuntime {
     }
 }
 
-fn engine_error(operation: &str, message: impl Into<String>) -> RuntimeError {
+pub(super) fn engine_error(operation: &str, message: impl Into<String>) -> RuntimeError {
     RuntimeError::Engine {
         operation: operation.to_string(),
         message: message.into(),
@@ -506,137 +504,4 @@ impl ServiceRuntime for SwarmRuntime {
     }
 }
 
-/// The local node's running tasks as containers (for the API, the prober and the
-/// autoscaler): id = the task's container, name = `<service>.<slot>`.
-pub fn local_containers(services: &[ObservedService]) -> Vec<ObservedContainer> {
-    let mut out = Vec::new();
-    for s in services {
-        for t in s
-            .tasks
-            .iter()
-            .filter(|t| t.local && t.desired_state == "running")
-        {
-            let Some(id) = &t.container_id else { continue };
-            let state = match t.state.as_str() {
-                "running" => ContainerState::Running,
-                "starting" | "preparing" | "ready" | "accepted" | "assigned" => {
-                    ContainerState::Created
-                }
-                "complete" | "shutdown" | "failed" | "rejected" => ContainerState::Exited,
-                _ => ContainerState::Unknown,
-            };
-            out.push(ObservedContainer {
-                id: id.clone(),
-                name: format!("{}.{}", s.name, t.slot.unwrap_or_default()),
-                app: s.app.clone(),
-                image: t.image.clone(),
-                image_id: String::new(),
-                spec_hash: t.spec_hash.clone(),
-                revision: s.revision.clone(),
-                state,
-                host_port: t.host_port,
-                published: Vec::new(),
-                created: 0,
-            });
-        }
-    }
-    out
-}
-
-fn no_containers(operation: &str) -> RuntimeError {
-    engine_error(
-        operation,
-        "the swarm backend runs services, not containers: berth plans service steps with --backend swarm",
-    )
-}
-
-impl ContainerObserver for SwarmRuntime {
-    async fn observe(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
-        Ok(local_containers(&self.services().await?))
-    }
-
-    async fn inspect(&self, id: &str) -> Result<Option<ObservedContainer>, RuntimeError> {
-        Ok(self.observe().await?.into_iter().find(|c| c.id == id))
-    }
-
-    fn stats(
-        &self,
-        ids: &[String],
-    ) -> impl Future<Output = Result<Vec<ContainerStats>, RuntimeError>> + Send {
-        // Only the local node's task containers come from `observe`.
-        self.local.stats(ids)
-    }
-
-    fn calls(&self) -> CallCounts {
-        let local = self.local.calls();
-        let swarm = self.service_calls();
-        CallCounts {
-            list: local.list + swarm.list,
-            inspect: local.inspect + swarm.inspect,
-            create: local.create + swarm.create,
-            update: local.update + swarm.update,
-            remove: local.remove + swarm.remove,
-            network: local.network + swarm.network,
-            ..local
-        }
-    }
-
-    fn logs(
-        &self,
-        id: &str,
-        request: &LogRequest,
-    ) -> impl Future<Output = Result<LogLines, RuntimeError>> + Send {
-        let _ = (id, request);
-        async {
-            Err(engine_error(
-                "logs",
-                "the swarm backend does not serve task logs yet: use docker service logs",
-            ))
-        }
-    }
-
-    fn volumes(
-        &self,
-        app: Option<&str>,
-    ) -> impl Future<Output = Result<Vec<ObservedVolume>, RuntimeError>> + Send {
-        self.local.volumes(app)
-    }
-}
-
-impl ContainerRuntime for SwarmRuntime {
-    async fn create(&self, _request: &ContainerRequest) -> Result<String, RuntimeError> {
-        Err(no_containers("create"))
-    }
-
-    async fn start(&self, _id: &str) -> Result<(), RuntimeError> {
-        Err(no_containers("start"))
-    }
-
-    async fn stop(&self, _id: &str, _timeout_seconds: u32) -> Result<(), RuntimeError> {
-        Err(no_containers("stop"))
-    }
-
-    async fn remove(&self, _id: &str, _volumes: RemoveVolumes) -> Result<(), RuntimeError> {
-        Err(no_containers("remove"))
-    }
-
-    fn ensure_network(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
-        self.ensure_overlay(name)
-    }
-
-    fn ensure_volume(
-        &self,
-        name: &str,
-        app: &str,
-    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
-        self.local.ensure_volume(name, app)
-    }
-
-    fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
-        self.local.remove_volume(name)
-    }
-
-    fn swarm(&self) -> Option<&SwarmRuntime> {
-        Some(self)
-    }
-}
+pub use containers::local_containers;
