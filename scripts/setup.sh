@@ -7,7 +7,7 @@
 # for the git transport tests openssh-server (sshd, ssh-keygen, ssh-keyscan), fcgiwrap (git
 # http-backend behind nginx) and the openssl CLI, for the registry tests Debian's
 # docker-registry and htpasswd (apache2-utils), Debian's chromium for the dashboard's
-# browser test) and builds the local images. Idempotent
+# browser test, PostgreSQL for the shared store's tests) and builds the local images. Idempotent
 # and quick when all is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +38,9 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v adduser >/dev/null 2>&1 || need+=(adduser)
 # tests/dashboard_browser.rs: the dashboard in a real headless browser (DevTools protocol).
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# tests/store_postgres.rs, tests/ha_postgres.rs: PostgreSQL servers the tests start themselves
+# (initdb + pg_ctl in temp dirs); the system cluster is stopped below.
+ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -49,6 +52,12 @@ fi
 if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet docker-registry 2>/dev/null; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
+# The postgresql package starts a system cluster on :5432 where systemd runs; the tests
+# start their own on free loopback ports, so that service is not wanted.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet postgresql 2>/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO systemctl disable --now postgresql >/dev/null 2>&1 || true
 fi
 # schemathesis (property-based API tester, tests/api_schemathesis.rs) in its own venv, pinned.
 SCHEMATHESIS_VENV="${BERTH_SCHEMATHESIS_VENV:-/opt/berth-venv}"

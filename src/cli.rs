@@ -357,6 +357,23 @@ pub(crate) struct Common {
     /// Where berth keeps its SQLite store and its private nginx.
     #[arg(long, env = "BERTH_STATE_DIR", default_value = ".berth")]
     pub(crate) state_dir: PathBuf,
+    /// The store: sqlite://PATH (default: berth.db in --state-dir) or
+    /// postgres://USER@HOST:PORT/DATABASE, which several controllers may share (one leads,
+    /// by a lease). Keep the password out of the URL: PGPASSWORD is read.
+    #[arg(long, env = "BERTH_STORE", value_name = "URL")]
+    pub(crate) store: Option<String>,
+    /// This controller's id in the leader lease (default: host name, pid and a random
+    /// suffix). Must differ between controllers.
+    #[arg(long, env = "BERTH_CONTROLLER_ID")]
+    pub(crate) controller_id: Option<String>,
+    /// Seconds a leader lease lasts (PostgreSQL store): a dead leader is replaced within
+    /// this plus one renewal.
+    #[arg(long, default_value_t = 10.0, value_parser = positive_seconds)]
+    pub(crate) lease_duration: f64,
+    /// Seconds between lease renewals (and a follower's takeover attempts); less than a
+    /// third of --lease-duration leaves room for two failed renewals.
+    #[arg(long, default_value_t = 3.0, value_parser = positive_seconds)]
+    pub(crate) lease_renew: f64,
     /// Address the private nginx listens on.
     #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:8080")]
     pub(crate) listen: String,

@@ -1,5 +1,5 @@
 //! The composition root: the one place that starts berth's long-running tasks (the
-//! reconcile loop, the health prober, the image worker (registry pulls and moving-tag
+//! reconcile loop, the health prober, the leader lease (PostgreSQL store), the image worker (registry pulls and moving-tag
 //! checks), the source's watcher or poll loop, the autoscaler, history pruning, the status
 //! API, the webhook listener and the systemd notifier) in one `JoinSet`, hands each
 //! only what it needs, and stops them on one cancellation token. Modules do not start each
@@ -49,6 +49,8 @@ pub struct Daemon<R: ContainerRuntime> {
     pub notifier: Option<Task>,
     /// How long shutdown waits for the pass in flight and the API's open requests.
     pub shutdown_timeout: Duration,
+    /// The leader lease's duration and renewal (used with a PostgreSQL store).
+    pub lease: crate::leader::LeaseSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +132,18 @@ pub async fn run<R: ContainerRuntime>(
         }));
     }
     background.spawn(named("health prober", reconcile::run_prober(ctl.clone())));
+    // HA: the leader lease (PostgreSQL store); aborted on stop, then released below.
+    if ctl.leadership().is_leased() {
+        background.spawn(named(
+            "leader lease",
+            crate::leader::run(
+                ctl.store().clone(),
+                ctl.leadership().clone(),
+                daemon.lease.clone(),
+                ctl.waker(),
+            ),
+        ));
+    }
     // Pulls and moving-tag checks, outside the passes (a pull cut by shutdown is asked for
     // again by the next berth).
     background.spawn(named("image worker", ctl.image_worker().run()));
@@ -146,6 +160,7 @@ pub async fn run<R: ContainerRuntime>(
             stats: ctl.observer(),
             last_pass: ctl.subscribe_last_pass(),
             counters: ctl.counters().clone(),
+            leadership: ctl.leadership().clone(),
         };
         let access_log = ctl.proxy().access_log();
         background.spawn(named(
@@ -208,6 +223,8 @@ pub async fn run<R: ContainerRuntime>(
             }
         }
     }
+    // The pass in flight has finished (or was cut): a follower may take over at once.
+    crate::leader::release(ctl.store(), ctl.leadership()).await;
     result
 }
 

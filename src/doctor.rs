@@ -123,7 +123,7 @@ async fn checks(args: &ServeArgs) -> Vec<Check> {
     out.push(lua_module(common).await);
     out.extend(ports(args).await);
     out.push(state_dir(&common.state_dir));
-    out.push(store(&common.state_dir.join("berth.db")).await);
+    out.push(store(common.store.as_deref(), &common.state_dir).await);
     out.push(source(args).await);
     out.push(registry_credentials(common.docker_config.as_deref()));
     out.push(clock(engine_time));
@@ -349,22 +349,44 @@ fn state_dir(dir: &Path) -> Check {
     }
 }
 
-/// The SQLite store opens and answers (read-only).
-async fn store(db: &Path) -> Check {
-    if !db.exists() {
-        return ok(
-            "store",
-            format!(
-                "{} does not exist yet; berth creates it at start",
-                db.display()
-            ),
-        );
+/// The store opens and answers: a SQLite file read-only, a PostgreSQL server with one
+/// connection (nothing is written or migrated).
+async fn store(url: Option<&str>, state_dir: &Path) -> Check {
+    use berth::store::{Store, StoreUrl};
+    let url = match url {
+        Some(text) => match StoreUrl::parse(text) {
+            Ok(url) => url,
+            Err(e) => return fail("store", e.to_string()),
+        },
+        None => StoreUrl::default_in(state_dir),
+    };
+    if let StoreUrl::Sqlite(db) = &url {
+        if !db.exists() {
+            return ok(
+                "store",
+                format!(
+                    "{} does not exist yet; berth creates it at start",
+                    db.display()
+                ),
+            );
+        }
     }
-    match berth::store::Store::probe(db).await {
-        Ok(n) => ok("store", format!("SQLite {} answers ({n} migrations applied)", db.display())),
-        Err(e) => fail(
+    let probe = tokio::time::timeout(CHECK_TIMEOUT, Store::probe_url(&url)).await;
+    match probe {
+        Ok(Ok(n)) => ok(
             "store",
-            format!("{e}: check the file's owner and permissions, or move it away to start with an empty store"),
+            format!("{} {} answers ({n} migrations applied)", url.dialect(), url.display()),
+        ),
+        Ok(Err(e)) => fail(
+            "store",
+            match url {
+                StoreUrl::Sqlite(_) => format!("{e}: check the file's owner and permissions, or move it away to start with an empty store"),
+                StoreUrl::Postgres(_) => format!("{e}; a new database is migrated by berth serve at its first start"),
+            },
+        ),
+        Err(_) => fail(
+            "store",
+            format!("{} did not answer within {}s", url.display(), CHECK_TIMEOUT.as_secs()),
         ),
     }
 }

@@ -5,6 +5,7 @@ pub mod clock;
 pub mod daemon;
 pub mod health;
 pub mod last_pass;
+pub mod leader;
 pub mod metrics;
 pub mod notify;
 pub mod plan;

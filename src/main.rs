@@ -9,6 +9,7 @@ use berth::api::{self, client::Client, ApiConfig};
 use berth::autoscale::policy::PolicyConfig;
 use berth::autoscale::AutoscaleSettings;
 use berth::daemon::{self, Daemon};
+use berth::leader::Leadership;
 use berth::plan::display;
 use berth::plan::prune::DeletionBudget;
 use berth::proxy::Proxy;
@@ -20,7 +21,7 @@ use berth::runtime::ContainerObserver;
 use berth::runtime::ContainerRuntime;
 use berth::source::{self, GitConfig, Source, SourceConfig};
 use berth::spec;
-use berth::store::{HistoryLimits, Store};
+use berth::store::{Dialect, HistoryLimits, Store, StoreUrl};
 use clap::{CommandFactory, FromArgMatches};
 use cli::{
     BackendArg, Cli, Command, Common, ConfigCommand, LogFormat, Output, ProxyModeArg, ServeArgs,
@@ -163,11 +164,19 @@ async fn run(command: Command, layered: &config::Layered) -> Result<u8> {
         Command::Apply { common, .. } => match common.backend {
             BackendArg::Docker => {
                 let runtime = DockerRuntime::connect(common.instance.clone()).await?;
-                apply(controller(&common, Duration::from_secs(5), runtime).await?).await
+                apply(
+                    controller(&common, Duration::from_secs(5), runtime).await?,
+                    lease_settings(&common)?,
+                )
+                .await
             }
             BackendArg::Swarm => {
                 let runtime = SwarmRuntime::connect(common.instance.clone()).await?;
-                apply(controller(&common, Duration::from_secs(5), runtime).await?).await
+                apply(
+                    controller(&common, Duration::from_secs(5), runtime).await?,
+                    lease_settings(&common)?,
+                )
+                .await
             }
         },
         Command::Serve { serve: args } => {
@@ -230,8 +239,26 @@ async fn run(command: Command, layered: &config::Layered) -> Result<u8> {
 }
 
 /// `berth apply --once`: one pass (and the pulls it asked for), the plan it applied.
-async fn apply<R: ContainerRuntime>(ctl: std::sync::Arc<Controller<R>>) -> Result<u8> {
-    let report = daemon::apply_once(&ctl).await?;
+async fn apply<R: ContainerRuntime>(
+    ctl: std::sync::Arc<Controller<R>>,
+    lease: berth::leader::LeaseSettings,
+) -> Result<u8> {
+    // With a shared store, `apply --once` acts only if it can take the lease.
+    berth::leader::take_once(ctl.store(), ctl.leadership(), &lease).await?;
+    let renewals = ctl.leadership().is_leased().then(|| {
+        tokio::spawn(berth::leader::run(
+            ctl.store().clone(),
+            ctl.leadership().clone(),
+            lease,
+            ctl.waker(),
+        ))
+    });
+    let report = daemon::apply_once(&ctl).await;
+    if let Some(renewals) = renewals {
+        renewals.abort();
+    }
+    berth::leader::release(ctl.store(), ctl.leadership()).await;
+    let report = report?;
     if let Some(last) = ctl.last_pass() {
         print!("{}", display::render_text(&last.plan));
     }
@@ -300,6 +327,7 @@ async fn serve<R: ContainerRuntime>(args: &ServeArgs, runtime: R) -> Result<bool
         })?),
         None => None,
     };
+    let lease = lease_settings(common)?;
     let ctl = controller(common, Duration::from_secs(interval.max(1)), runtime).await?;
     let autoscale = if autoscale.no_autoscale {
         None
@@ -381,6 +409,7 @@ async fn serve<R: ContainerRuntime>(args: &ServeArgs, runtime: R) -> Result<bool
             webhook,
             notifier,
             shutdown_timeout,
+            lease,
         },
         shutdown,
     )
@@ -427,7 +456,27 @@ async fn status(
             let list = client.get("/api/v1/apps").await?;
             match output {
                 Output::Json => serde_json::to_string_pretty(&list)?,
-                Output::Text => api::table::apps(&list, now),
+                Output::Text => {
+                    // HA (a shared PostgreSQL store): who leads, above the apps. An older
+                    // berth without the route, or a SQLite store (epoch 0), shows nothing.
+                    let leader = client.get("/api/v1/leader").await.ok();
+                    let head = leader
+                        .filter(|l| l["epoch"].as_i64().unwrap_or(0) > 0)
+                        .map(|l| {
+                            format!(
+                                "leader: {} (epoch {}; this controller is {})\n",
+                                l["leader"].as_str().unwrap_or("?"),
+                                l["epoch"],
+                                if l["is_leader"].as_bool() == Some(true) {
+                                    "the leader"
+                                } else {
+                                    "a follower"
+                                }
+                            )
+                        })
+                        .unwrap_or_default();
+                    head + &api::table::apps(&list, now)
+                }
             }
         }
         Some(name) => {
@@ -760,7 +809,15 @@ async fn controller<R: ContainerRuntime>(
     std::fs::create_dir_all(&common.state_dir)
         .with_context(|| format!("cannot create state dir {}", common.state_dir.display()))?;
     let state_dir = std::fs::canonicalize(&common.state_dir)?;
-    let store = Store::open(&state_dir.join("berth.db")).await?;
+    let store = Store::connect(&store_url(common, &state_dir)?).await?;
+    let id = common
+        .controller_id
+        .clone()
+        .unwrap_or_else(berth::leader::default_id);
+    let leadership = match store.dialect() {
+        Dialect::Sqlite => Leadership::single(&id),
+        Dialect::Postgres => Leadership::leased(&id, &store),
+    };
     let words = |command: &str| command.split_whitespace().map(str::to_string).collect();
     let proxy = match &common.nginx_conf_dir {
         Some(conf_dir) => Proxy::external(
@@ -806,7 +863,32 @@ async fn controller<R: ContainerRuntime>(
             copies: Some(state_dir.join("tls")),
         },
     };
-    Ok(Controller::new(runtime, proxy, store, settings))
+    Ok(Controller::with_leadership(
+        runtime, proxy, store, settings, leadership,
+    ))
+}
+
+/// `--store`, or the SQLite file in the state directory.
+fn store_url(common: &Common, state_dir: &Path) -> Result<StoreUrl> {
+    Ok(match &common.store {
+        Some(url) => StoreUrl::parse(url)?,
+        None => StoreUrl::default_in(state_dir),
+    })
+}
+
+/// `--lease-duration` and `--lease-renew`.
+fn lease_settings(common: &Common) -> Result<berth::leader::LeaseSettings> {
+    let duration = Duration::from_secs_f64(common.lease_duration);
+    let renew = Duration::from_secs_f64(common.lease_renew);
+    if renew >= duration {
+        bail!(
+            "--lease-renew ({}s) must be shorter than --lease-duration ({}s): a leader renews \
+             several times within one lease",
+            common.lease_renew,
+            common.lease_duration
+        );
+    }
+    Ok(berth::leader::LeaseSettings { duration, renew })
 }
 
 /// `--proxy-mode`: dynamic upstreams when asked (the Lua module must load) or, by

@@ -84,6 +84,13 @@ pub struct MetricsSnapshot {
     pub image_pulls: BTreeMap<&'static str, u64>,
     /// By `CHECK_RESULTS`.
     pub image_checks: BTreeMap<&'static str, u64>,
+    /// This controller's id in the leader lease (`berth_leader{id}`), filled by the API's
+    /// view from `crate::leader::Leadership`.
+    pub leader_id: String,
+    /// This controller may act (always with a SQLite store).
+    pub is_leader: bool,
+    /// Times this controller became the leader.
+    pub leader_changes: u64,
 }
 
 impl Metrics {
@@ -237,6 +244,9 @@ impl Metrics {
                 .zip(&self.image_checks)
                 .map(|(r, n)| (*r, load(n)))
                 .collect(),
+            leader_id: String::new(),
+            is_leader: false,
+            leader_changes: 0,
         }
     }
 }

@@ -362,6 +362,9 @@ impl<V: StatusView> StatusView for FreshPlan<V> {
     fn metrics(&self) -> berth::metrics::MetricsSnapshot {
         self.inner.metrics()
     }
+    fn leader(&self) -> berth::leader::LeaderView {
+        self.inner.leader()
+    }
     async fn pending_plan(&self) -> Result<Plan, berth::reconcile::ReconcileError> {
         Ok(self.plan.clone())
     }

@@ -25,7 +25,7 @@ pub struct Scrape<'a> {
 }
 
 /// Names of every metric family this renders (documented in README.md).
-pub const FAMILIES: [&str; 25] = [
+pub const FAMILIES: [&str; 27] = [
     "berth_build_info",
     "berth_store_up",
     "berth_reconcile_passes_total",
@@ -51,6 +51,8 @@ pub const FAMILIES: [&str; 25] = [
     "berth_app_last_reconcile_timestamp_seconds",
     "berth_image_pulls_total",
     "berth_image_checks_total",
+    "berth_leader",
+    "berth_leader_changes_total",
 ];
 
 struct Out(String);
@@ -364,6 +366,22 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         let n = c.image_checks.get(result).copied().unwrap_or(0);
         out.sample("berth_image_checks_total", &[("result", result)], n);
     }
+    out.family(
+        "berth_leader",
+        "gauge",
+        "1 while this controller (id) is the leader and may act; always 1 with a SQLite store.",
+    );
+    out.sample(
+        "berth_leader",
+        &[("id", c.leader_id.as_str())],
+        u8::from(c.is_leader),
+    );
+    out.family(
+        "berth_leader_changes_total",
+        "counter",
+        "Times this controller became the leader (took the lease with a new epoch).",
+    );
+    out.sample("berth_leader_changes_total", &[], c.leader_changes);
     out.0
 }
 

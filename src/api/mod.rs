@@ -54,7 +54,7 @@ impl std::fmt::Debug for ApiConfig {
 }
 
 /// Every route the router serves (all GET/HEAD), as written in `openapi.json`.
-pub const ROUTES: [&str; 11] = [
+pub const ROUTES: [&str; 12] = [
     "/api/v1/apps",
     "/api/v1/apps/{name}",
     "/api/v1/apps/{name}/logs",
@@ -62,6 +62,7 @@ pub const ROUTES: [&str; 11] = [
     "/api/v1/apps/{name}/scaling",
     "/api/v1/events",
     "/api/v1/plan",
+    "/api/v1/leader",
     "/api/v1/openapi.json",
     "/healthz",
     "/readyz",
@@ -79,6 +80,7 @@ pub fn router<S: StatusView>(view: Arc<S>, config: &ApiConfig) -> Router {
         .route("/api/v1/apps/{name}/logs", get(logs::app_logs::<S>))
         .route("/api/v1/events", get(routes::events::<S>))
         .route("/api/v1/plan", get(routes::plan::<S>))
+        .route("/api/v1/leader", get(routes::leader::<S>))
         .route("/api/v1/openapi.json", get(routes::openapi))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz::<S>))

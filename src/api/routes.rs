@@ -427,6 +427,12 @@ pub(crate) async fn plan<S: StatusView>(State(view): State<Arc<S>>, raw: RawQuer
     Ok(json(StatusCode::OK, &plan))
 }
 
+/// `GET /api/v1/leader`: who leads, the lease's epoch and expiry, and whether this
+/// controller is the leader (always, with a SQLite store).
+pub(crate) async fn leader<S: StatusView>(State(view): State<Arc<S>>) -> Response {
+    json(StatusCode::OK, &view.leader())
+}
+
 pub(crate) async fn healthz() -> Response {
     json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
 }

@@ -11,6 +11,7 @@
 //! the source of `src/api/` for calls that would break this.
 
 use crate::health::ProbeRecord;
+use crate::leader::LeaderView;
 use crate::metrics::MetricsSnapshot;
 use crate::plan::Plan;
 use crate::reconcile::{self, Controller, LastPass, ReconcileError};
@@ -83,6 +84,9 @@ pub trait StatusView: Send + Sync + 'static {
     /// A copy of the loop's counters.
     fn metrics(&self) -> MetricsSnapshot;
 
+    /// Who leads (HA) and whether this controller does.
+    fn leader(&self) -> LeaderView;
+
     /// What the next pass would do, computed now without doing it.
     fn pending_plan(&self) -> impl Future<Output = Result<Plan, ReconcileError>> + Send;
 
@@ -114,7 +118,16 @@ impl<R: ContainerRuntime> StatusView for Controller<R> {
     }
 
     fn metrics(&self) -> MetricsSnapshot {
-        self.counters().snapshot()
+        let mut snapshot = self.counters().snapshot();
+        let leadership = self.leadership();
+        snapshot.leader_id = leadership.id().to_string();
+        snapshot.is_leader = leadership.may_act();
+        snapshot.leader_changes = leadership.changes();
+        snapshot
+    }
+
+    fn leader(&self) -> LeaderView {
+        self.leadership().view()
     }
 
     async fn pending_plan(&self) -> Result<Plan, ReconcileError> {

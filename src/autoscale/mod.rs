@@ -71,6 +71,8 @@ pub struct AutoscaleDeps<O: ContainerObserver> {
     pub stats: O,
     pub last_pass: watch::Receiver<Option<Arc<LastPass>>>,
     pub counters: Arc<Counters>,
+    /// Only the leader writes overrides (HA: a follower's ticks are skipped).
+    pub leadership: Arc<crate::leader::Leadership>,
 }
 
 /// What one app looked like in the last reconcile pass.
@@ -510,6 +512,9 @@ pub async fn run<O: ContainerObserver>(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
+        if !deps.leadership.may_act() {
+            continue;
+        }
         match scaler.tick(&deps, now_ms()).await {
             Ok(report) => {
                 if report.written + report.cleared > 0 {

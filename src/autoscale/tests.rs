@@ -103,6 +103,7 @@ async fn setup(yaml: &str, ready: u16) -> Setup {
         stats: Observer::new(runtime.clone()),
         last_pass: last.subscribe(),
         counters: Arc::new(Counters::default()),
+        leadership: crate::leader::Leadership::single("test"),
     };
     set_last_pass(&store, &last, yaml, ready).await;
     Setup {

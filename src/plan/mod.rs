@@ -374,6 +374,20 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The plan of a follower controller (HA): only its own node's proxy files; containers
+    /// are the leader's. Other steps become a `NoOp` saying so.
+    pub fn proxy_only(mut self) -> Plan {
+        for step in &mut self.steps {
+            if step.touches_containers() {
+                *step = Step::NoOp {
+                    app: step.app().to_string(),
+                    reason: "follower: the leader changes containers".to_string(),
+                };
+            }
+        }
+        self
+    }
+
     pub fn has_changes(&self) -> bool {
         self.steps.iter().any(Step::changes_something)
     }

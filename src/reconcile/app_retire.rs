@@ -45,6 +45,8 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         if routed && drain_seconds > 0 {
             tokio::time::sleep(Duration::from_secs(u64::from(drain_seconds))).await;
         }
+        // After the drain: a leader whose lease lapsed meanwhile leaves them to the next one.
+        self.ctl.may_mutate()?;
         let runtime = &self.ctl.runtime;
         let timeout = self.grace_seconds();
         let observed = self.observed;

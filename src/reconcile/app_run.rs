@@ -158,6 +158,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                 .await
                 .map_err(setup)?;
         }
+        self.ctl.may_mutate().map_err(BringUpError::Setup)?;
         let id = match runtime.create(&request).await {
             Ok(id) => id,
             // The image worker pulls it; the next pass (woken by the worker) creates.

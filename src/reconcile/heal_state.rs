@@ -14,26 +14,39 @@ use tracing::{info, warn};
 pub(crate) async fn ensure_loaded<R: ContainerRuntime>(
     ctl: &Controller<R>,
 ) -> Result<(), ReconcileError> {
+    // A new leadership reads the state again: the previous leader may have changed it.
+    if ctl
+        .heal_reload
+        .swap(false, std::sync::atomic::Ordering::SeqCst)
+    {
+        if let Err(e) = load(ctl).await {
+            ctl.heal_reload
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            return Err(e);
+        }
+    }
     ctl.heal_loaded
-        .get_or_try_init(|| async {
-            let rows = ctl.store.heal_states().await?;
-            let mut heal = ctl.heal.lock().expect("heal lock");
-            let mut quarantined = 0;
-            for row in rows {
-                quarantined += usize::from(row.quarantined_since.is_some());
-                // A repair recorded in this process since start is newer than the store's.
-                heal.entry(row.app.clone()).or_insert_with(|| from_row(row));
-            }
-            if !heal.is_empty() {
-                info!(
-                    apps = heal.len(),
-                    quarantined, "loaded self-heal state from the store"
-                );
-            }
-            Ok::<(), ReconcileError>(())
-        })
+        .get_or_try_init(|| load(ctl))
         .await
         .map(|_| ())
+}
+
+async fn load<R: ContainerRuntime>(ctl: &Controller<R>) -> Result<(), ReconcileError> {
+    let rows = ctl.store.heal_states().await?;
+    let mut heal = ctl.heal.lock().expect("heal lock");
+    let mut quarantined = 0;
+    for row in rows {
+        quarantined += usize::from(row.quarantined_since.is_some());
+        // A repair recorded in this process since start is newer than the store's.
+        heal.entry(row.app.clone()).or_insert_with(|| from_row(row));
+    }
+    if !heal.is_empty() {
+        info!(
+            apps = heal.len(),
+            quarantined, "loaded self-heal state from the store"
+        );
+    }
+    Ok(())
 }
 
 /// Writes `state` as `app`'s row (logged, never fatal: the in-memory state still holds it).

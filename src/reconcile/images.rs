@@ -107,6 +107,13 @@ pub struct ImageBook {
 }
 
 impl ImageBook {
+    /// Forgets resolved image IDs and finished jobs (a new leader resolves every followed
+    /// tag again); a job running now keeps its entry.
+    pub fn forget_resolved(&mut self) {
+        self.entries.retain(|_, e| e.running.is_some());
+        self.finished.clear();
+    }
+
     /// The pass's wanted set: every image of a desired app whose policy is not `Never`,
     /// with its apps and whether any of them follows the tag (`Always`). Entries no app
     /// names any more go (unless a job runs for them).

@@ -41,6 +41,7 @@ pub use prober::run as run_prober;
 pub use run::{run_loop, PROXY_LOG_MAX_BYTES};
 
 use crate::health::{ProbeRecord, ProbeTracker};
+use crate::leader::Leadership;
 use crate::plan::prune::DeletionBudget;
 use crate::plan::{HealState, RetryState};
 use crate::proxy::{Proxy, ProxyError, ProxyReader};
@@ -208,10 +209,35 @@ pub struct Controller<R: ContainerRuntime> {
     /// ignores the app's swarm-only options; `remote:<app>`: the autoscaler cannot read
     /// the app's tasks on other nodes).
     backend_warned: Mutex<std::collections::BTreeSet<String>>,
+    /// May this controller act (the leader lease, `crate::leader`); always with SQLite.
+    leadership: Arc<Leadership>,
+    /// The epoch of the last pass that ran as the leader (None after a follower pass): a
+    /// different epoch means leadership was lost or changed hands in between, so the
+    /// caches that assume continuity are dropped (`forget_continuity`).
+    acted_epoch: Mutex<Option<i64>>,
+    /// The store's overrides as last read, with the store's overrides generation before
+    /// that read: a pass reuses them while no write went through this process (only the
+    /// leader, in this process, writes them), so a no-op pass makes no store round trip.
+    overrides: Mutex<Option<(u64, Arc<crate::plan::Overrides>)>>,
+    /// Self-heal state must be loaded from the store again (a new leadership).
+    heal_reload: std::sync::atomic::AtomicBool,
 }
 
 impl<R: ContainerRuntime> Controller<R> {
+    /// A controller that always leads (SQLite store, tests).
     pub fn new(runtime: R, proxy: Proxy, store: Store, settings: Settings) -> Arc<Self> {
+        Self::with_leadership(runtime, proxy, store, settings, Leadership::single("berth"))
+    }
+
+    /// A controller that acts only while `leadership` says so (a PostgreSQL store shared
+    /// with other controllers).
+    pub fn with_leadership(
+        runtime: R,
+        proxy: Proxy,
+        store: Store,
+        settings: Settings,
+        leadership: Arc<Leadership>,
+    ) -> Arc<Self> {
         let source = Source::new(settings.source.clone());
         Arc::new(Self {
             runtime: Arc::new(runtime),
@@ -237,7 +263,56 @@ impl<R: ContainerRuntime> Controller<R> {
             images: Arc::new(Images::default()),
             swarm_rolling: Mutex::new(BTreeMap::new()),
             backend_warned: Mutex::new(std::collections::BTreeSet::new()),
+            leadership,
+            acted_epoch: Mutex::new(None),
+            overrides: Mutex::new(None),
+            heal_reload: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Who leads and whether this controller may act.
+    pub fn leadership(&self) -> &Arc<Leadership> {
+        &self.leadership
+    }
+
+    /// Refuses a mutation (container create/start/stop/remove) once this controller may no
+    /// longer act: a leader whose lease could not be renewed stops before it can expire.
+    pub(crate) fn may_mutate(&self) -> Result<(), String> {
+        if self.leadership.may_act() {
+            Ok(())
+        } else {
+            Err(format!(
+                "controller {} is not the leader any more (its lease was not renewed); the \
+                 leader finishes this change",
+                self.leadership.id()
+            ))
+        }
+    }
+
+    /// Drops every cache that assumed this controller was the only writer without a gap
+    /// (known apps, the desired cache, the overrides, written statuses and revision, reported errors, the
+    /// dir source's read cache, resolved image IDs, retry backoff, self-heal state) so the
+    /// next pass re-observes and re-reads everything from scratch.
+    pub(crate) fn forget_continuity(&self) {
+        *self.known.lock().expect("known lock") = None;
+        *self.desired.lock().expect("desired lock") = None;
+        *self.loaded.lock().expect("loaded lock") = None;
+        *self.overrides.lock().expect("overrides lock") = None;
+        self.written_status
+            .lock()
+            .expect("written status lock")
+            .clear();
+        *self
+            .recorded_revision
+            .lock()
+            .expect("recorded revision lock") = None;
+        self.reported.lock().expect("reported lock").clear();
+        self.retry.lock().expect("retry lock").clear();
+        self.heal.lock().expect("heal lock").clear();
+        self.heal_reload
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.source.forget_cache();
+        self.images.lock().forget_resolved();
     }
 
     /// True while a pull an app asked for is pending or running (`apply --once` waits).
@@ -377,6 +452,14 @@ impl<R: ContainerRuntime> Controller<R> {
                 .get(a)
                 .cloned()
         });
+        // A follower's view of the apps is the leader's to record; its own proxy is its own.
+        let own_proxy = matches!(
+            event_type,
+            EventType::ProxyReloaded | EventType::ProxyRejected | EventType::ProxyStarted
+        );
+        if !own_proxy && !self.leadership.may_act() {
+            return;
+        }
         let event = NewEvent {
             app: app.map(str::to_string),
             event_type,

@@ -239,6 +239,23 @@ pub async fn read_overrides(store: &Store) -> Result<Overrides, ReconcileError> 
     })
 }
 
+/// `read_overrides`, read again only after a write through this process's store (the
+/// autoscaler's overrides, this loop's failed rollouts) or a new leadership.
+async fn cached_overrides<R: ContainerRuntime>(
+    ctl: &Controller<R>,
+) -> Result<Overrides, ReconcileError> {
+    let generation = ctl.store.overrides_generation();
+    if let Some((seen, overrides)) = ctl.overrides.lock().expect("overrides lock").as_ref() {
+        if *seen == generation {
+            return Ok((**overrides).clone());
+        }
+    }
+    let overrides = read_overrides(&ctl.store).await?;
+    *ctl.overrides.lock().expect("overrides lock") =
+        Some((generation, Arc::new(overrides.clone())));
+    Ok(overrides)
+}
+
 /// What the next pass would do, without doing it. Changes nothing the loop reads: the
 /// source is peeked (a git source is never fetched; before its first sync this fails with
 /// `NotSynced`), probes of unknown containers go into a copy of the tracker, and the store
@@ -250,19 +267,26 @@ pub async fn plan_only<R: ContainerRuntime>(
     let probes = Mutex::new(ctl.probes.lock().expect("probe lock").clone());
     let mut observed = observe_with(ctl, &probes).await?;
     let (read, _) = read_desired(ctl, &snapshot, &observed).await?;
-    let (_, plan, _) = probe_and_plan(ctl, &probes, &read.desired, &mut observed).await?;
+    let (_, plan, _) = probe_and_plan(ctl, &probes, &read.desired, &mut observed, false).await?;
     Ok((plan, read.state.issues.clone()))
 }
 
 /// The end of every pass's prologue (a real pass and `plan_only`): probe containers whose
-/// health is unknown (into `probes`), read the replica overrides, plan as of now.
+/// health is unknown (into `probes`), read the replica overrides (a loop pass: kept until
+/// this process writes them), plan as of now.
 async fn probe_and_plan<R: ContainerRuntime>(
     ctl: &Controller<R>,
     probes: &Mutex<ProbeTracker>,
     desired: &Desired,
     observed: &mut Observed,
+    loop_pass: bool,
 ) -> Result<(Overrides, Plan, i64), ReconcileError> {
-    let overrides = read_overrides(&ctl.store).await?;
+    // `plan_only` reads the store itself: it changes nothing the loop reads.
+    let overrides = if loop_pass {
+        cached_overrides(ctl).await?
+    } else {
+        read_overrides(&ctl.store).await?
+    };
     let now = now_ms();
     let plan = match ctl.runtime.swarm() {
         // Swarm's health checks decide a task's health: nothing for berth to probe.
@@ -293,6 +317,24 @@ pub async fn run_pass<R: ContainerRuntime>(
         .expect("pass counts lock")
         .entry(trigger.to_string())
         .or_default() += 1;
+    // Leadership (always, with SQLite): a pass that acts under another epoch than the last
+    // acting pass starts from scratch; a follower only keeps its own nginx in sync.
+    let acting = ctl.leadership.acting_epoch();
+    let new_term = {
+        let mut acted = ctl.acted_epoch.lock().expect("acted epoch lock");
+        let new_term = acting.is_some() && *acted != acting;
+        *acted = acting;
+        new_term
+    };
+    if new_term {
+        if ctl.leadership.is_leased() {
+            info!(
+                epoch = acting.unwrap_or(0),
+                "leading: re-observing everything from scratch"
+            );
+        }
+        ctl.forget_continuity();
+    }
     let snapshot = ctl
         .source
         .snapshot()
@@ -374,14 +416,19 @@ pub async fn run_pass<R: ContainerRuntime>(
             super::images::record_outcomes(ctl, desired, &mut observed, &revision).await;
         phases.desired_ms = lap.next();
         match ctl.runtime.swarm() {
-            Some(_) => {
+            // Swarm's rollouts are recorded by the leader (failed rollouts are desired state).
+            Some(_) if acting.is_some() => {
                 super::swarm::record_rollouts(ctl, &observed, &revision).await;
                 super::swarm::warn_remote_tasks(ctl, desired, &observed);
             }
+            Some(_) => {}
             None => warn_swarm_options(ctl, desired),
         }
-        let (overrides, plan, now) =
-            probe_and_plan(ctl, &ctl.probes, desired, &mut observed).await?;
+        let (overrides, mut plan, now) =
+            probe_and_plan(ctl, &ctl.probes, desired, &mut observed, true).await?;
+        if acting.is_none() {
+            plan = plan.proxy_only();
+        }
         phases.plan_ms = lap.next();
         let mut report = match ctl.runtime.swarm() {
             Some(swarm) => {
@@ -397,11 +444,14 @@ pub async fn run_pass<R: ContainerRuntime>(
         }
         let reloads = (ctl.proxy.reloads() - reloads_before) as usize;
         let pushes = (ctl.proxy.pushes() - pushes_before) as usize;
-        record_statuses(ctl, state, &plan, &overrides, &report).await;
         ctl.metrics.nginx_reloads(reloads);
         ctl.metrics.nginx_member_pushes(pushes);
-        forget_removed(ctl, state, &verdict, &report).await;
-        record_revision(ctl, state, &verdict, &report).await;
+        // Desired state is the leader's to write (the store would refuse a follower's).
+        if acting.is_some() && ctl.leadership.may_act() {
+            record_statuses(ctl, state, &plan, &overrides, &report).await;
+            forget_removed(ctl, state, &verdict, &report).await;
+            record_revision(ctl, state, &verdict, &report).await;
+        }
         phases.record_ms = lap.next();
         let duration_ms = started.elapsed().as_millis();
         if plan.has_changes() {

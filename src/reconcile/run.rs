@@ -33,10 +33,22 @@ async fn rotate_proxy_logs<R: ContainerRuntime>(ctl: &Controller<R>) {
 /// private nginx keep running afterwards.
 pub async fn run_loop<R: ContainerRuntime>(ctl: Arc<Controller<R>>, cancel: CancellationToken) {
     let mut trigger = "start".to_string();
+    // Passes in a row that failed on the store (PostgreSQL gone): retried with a doubling
+    // wait from 0.5 s up to the interval, so a short outage resumes quickly.
+    let mut store_down = 0u32;
     while !cancel.is_cancelled() {
         rotate_proxy_logs(&ctl).await;
         let mut wait = ctl.settings.interval;
-        match run_pass(&ctl, &trigger).await {
+        let result = run_pass(&ctl, &trigger).await;
+        match &result {
+            Err(super::ReconcileError::Store(_)) => store_down += 1,
+            Ok(_) if store_down > 0 => {
+                info!(failed_passes = store_down, "store up again: passes resume");
+                store_down = 0;
+            }
+            _ => {}
+        }
+        match result {
             // Something changed: observe again right away to confirm (and record synced).
             // Only successful work re-triggers, so failures cannot spin.
             Ok(report) if report.steps_applied > 0 => {
@@ -49,6 +61,14 @@ pub async fn run_loop<R: ContainerRuntime>(ctl: Arc<Controller<R>>, cancel: Canc
                     let until = Duration::from_millis((at - now_ms()).max(1) as u64);
                     wait = wait.min(until);
                 }
+            }
+            Err(e @ super::ReconcileError::Store(_)) => {
+                let backoff = Duration::from_millis(500 << (store_down - 1).min(8));
+                wait = wait.min(backoff);
+                warn!(
+                    retry_in_ms = wait.as_millis() as u64,
+                    "store down: containers and nginx keep running as they are: {e}"
+                );
             }
             Err(e) => warn!("reconcile pass failed: {e}"),
         }

@@ -55,6 +55,13 @@ pub struct ReadCache {
     files: std::sync::Mutex<HashMap<PathBuf, (Stamp, i128, String)>>,
 }
 
+impl ReadCache {
+    /// Forgets every remembered file (the next read reads them all).
+    pub fn clear(&self) {
+        self.files.lock().expect("read cache lock").clear();
+    }
+}
+
 fn now_ns() -> i128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -197,6 +197,12 @@ pub struct Source {
 }
 
 impl Source {
+    /// Forgets what the directory reader remembered between passes (a new leader reads
+    /// every file again).
+    pub fn forget_cache(&self) {
+        self.read_cache.clear();
+    }
+
     pub fn new(config: SourceConfig) -> Arc<Source> {
         let status = SourceStatus {
             kind: config.kind().to_string(),

@@ -138,7 +138,9 @@ impl Store {
     /// Records the desired spec of an app. A new app starts as `progressing`; for an existing
     /// app only the desired columns and `updated_at` change (status and last-good stay).
     pub async fn upsert_app_desired(&self, record: &AppDesiredRecord) -> Result<(), StoreError> {
-        sqlx::query(
+        self.write(
+            "recording the desired spec of an app",
+            sqlx::query(
             "INSERT INTO apps (name, spec_json, spec_hash, source_file, revision, status, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (name) DO UPDATE SET \
@@ -154,10 +156,9 @@ impl Store {
         .bind(&record.source_file)
         .bind(&record.revision)
         .bind(AppStatus::Progressing.as_str())
-        .bind(record.at)
-        .execute(&self.pool)
-        .await
-        .map_err(self.query_error("recording the desired spec of an app"))?;
+        .bind(record.at),
+        )
+        .await?;
         Ok(())
     }
 
@@ -172,21 +173,23 @@ impl Store {
         source_file: &str,
         at: i64,
     ) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "UPDATE apps SET last_good_spec_json = $2, last_good_hash = $3, \
+        let result = self
+            .write(
+                "recording the last good spec of an app",
+                sqlx::query(
+                    "UPDATE apps SET last_good_spec_json = $2, last_good_hash = $3, \
                  last_good_revision = $4, last_good_source_file = $5, last_good_at = $6, \
                  updated_at = $6 \
              WHERE name = $1",
-        )
-        .bind(name)
-        .bind(spec_json)
-        .bind(spec_hash)
-        .bind(revision)
-        .bind(source_file)
-        .bind(at)
-        .execute(&self.pool)
-        .await
-        .map_err(self.query_error("recording the last good spec of an app"))?;
+                )
+                .bind(name)
+                .bind(spec_json)
+                .bind(spec_hash)
+                .bind(revision)
+                .bind(source_file)
+                .bind(at),
+            )
+            .await?;
         found(result.rows_affected(), name)
     }
 
@@ -200,8 +203,10 @@ impl Store {
         status: AppStatus,
         last_error: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO apps (name, spec_json, spec_hash, source_file, revision, status, \
+        self.write(
+            "recording an app's pass",
+            sqlx::query(
+                "INSERT INTO apps (name, spec_json, spec_hash, source_file, revision, status, \
                  last_error, last_good_spec_json, last_good_hash, last_good_revision, \
                  last_good_source_file, last_good_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $2, $3, $5, $4, $8, $8) \
@@ -218,18 +223,17 @@ impl Store {
                  last_good_source_file = excluded.last_good_source_file, \
                  last_good_at = excluded.last_good_at, \
                  updated_at = excluded.updated_at",
+            )
+            .bind(&record.name)
+            .bind(&record.spec_json)
+            .bind(&record.spec_hash)
+            .bind(&record.source_file)
+            .bind(&record.revision)
+            .bind(status.as_str())
+            .bind(last_error)
+            .bind(record.at),
         )
-        .bind(&record.name)
-        .bind(&record.spec_json)
-        .bind(&record.spec_hash)
-        .bind(&record.source_file)
-        .bind(&record.revision)
-        .bind(status.as_str())
-        .bind(last_error)
-        .bind(record.at)
-        .execute(&self.pool)
-        .await
-        .map_err(self.query_error("recording an app's pass"))?;
+        .await?;
         Ok(())
     }
 
@@ -241,27 +245,31 @@ impl Store {
         last_error: Option<&str>,
         at: i64,
     ) -> Result<(), StoreError> {
-        let result = sqlx::query(
-            "UPDATE apps SET status = $2, last_error = $3, updated_at = $4 WHERE name = $1",
-        )
-        .bind(name)
-        .bind(status.as_str())
-        .bind(last_error)
-        .bind(at)
-        .execute(&self.pool)
-        .await
-        .map_err(self.query_error("setting the status of an app"))?;
+        let result = self
+            .write(
+                "setting the status of an app",
+                sqlx::query(
+                    "UPDATE apps SET status = $2, last_error = $3, updated_at = $4 WHERE name = $1",
+                )
+                .bind(name)
+                .bind(status.as_str())
+                .bind(last_error)
+                .bind(at),
+            )
+            .await?;
         found(result.rows_affected(), name)
     }
 
     /// Notes that a reconcile pass finished for this app.
     pub async fn mark_reconciled(&self, name: &str, at: i64) -> Result<(), StoreError> {
-        let result = sqlx::query("UPDATE apps SET last_reconciled_at = $2 WHERE name = $1")
-            .bind(name)
-            .bind(at)
-            .execute(&self.pool)
-            .await
-            .map_err(self.query_error("marking an app reconciled"))?;
+        let result = self
+            .write(
+                "marking an app reconciled",
+                sqlx::query("UPDATE apps SET last_reconciled_at = $2 WHERE name = $1")
+                    .bind(name)
+                    .bind(at),
+            )
+            .await?;
         found(result.rows_affected(), name)
     }
 
@@ -321,6 +329,7 @@ impl Store {
         // Writes only, first statement a write: the transaction takes the write lock up
         // front (waiting on the busy timeout) instead of upgrading a read snapshot.
         let mut tx = self.pool.begin().await.map_err(err())?;
+        self.check_fence("deleting an app", &mut tx).await?;
         let deleted = sqlx::query("DELETE FROM apps WHERE name = $1")
             .bind(name)
             .execute(&mut *tx)
@@ -343,6 +352,7 @@ impl Store {
             .await
             .map_err(err())?;
         tx.commit().await.map_err(err())?;
+        self.overrides_changed();
         Ok(deleted > 0)
     }
 

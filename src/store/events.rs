@@ -5,7 +5,6 @@
 
 use super::{page_limit, Store, StoreError};
 use serde::{Serialize, Serializer};
-use sqlx::{QueryBuilder, Sqlite};
 use std::fmt;
 
 /// Largest page `events` returns, whatever `EventQuery::limit` asks for.
@@ -231,27 +230,45 @@ impl Store {
 
     /// Events matching `query`, newest (highest id) first.
     pub async fn events(&self, query: &EventQuery) -> Result<Vec<EventRow>, StoreError> {
-        let mut sql: QueryBuilder<Sqlite> = QueryBuilder::new(
+        // `$n` placeholders written here: sqlx's `QueryBuilder<Any>` writes `?`, which
+        // PostgreSQL does not take.
+        let mut sql = String::from(
             "SELECT id, app, event_type, message, revision, source_file, details, at \
              FROM events WHERE 1 = 1",
         );
+        let mut n = 0;
+        let mut next = |column: &str, op: &str| {
+            n += 1;
+            format!(" AND {column} {op} ${n}")
+        };
+        if query.app.is_some() {
+            sql.push_str(&next("app", "="));
+        }
+        if query.event_type.is_some() {
+            sql.push_str(&next("event_type", "="));
+        }
+        if query.since.is_some() {
+            sql.push_str(&next("at", ">="));
+        }
+        if query.before_id.is_some() {
+            sql.push_str(&next("id", "<"));
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", n + 1));
+        let mut select = sqlx::query_as::<_, EventRaw>(&sql);
         if let Some(app) = &query.app {
-            sql.push(" AND app = ").push_bind(app.clone());
+            select = select.bind(app.clone());
         }
         if let Some(event_type) = &query.event_type {
-            sql.push(" AND event_type = ")
-                .push_bind(event_type.as_str().to_string());
+            select = select.bind(event_type.as_str().to_string());
         }
         if let Some(since) = query.since {
-            sql.push(" AND at >= ").push_bind(since);
+            select = select.bind(since);
         }
         if let Some(before_id) = query.before_id {
-            sql.push(" AND id < ").push_bind(before_id);
+            select = select.bind(before_id);
         }
-        sql.push(" ORDER BY id DESC LIMIT ")
-            .push_bind(page_limit(query.limit, MAX_EVENT_PAGE));
-        let raws: Vec<EventRaw> = sql
-            .build_query_as()
+        let raws: Vec<EventRaw> = select
+            .bind(page_limit(query.limit, MAX_EVENT_PAGE))
             .fetch_all(&self.pool)
             .await
             .map_err(self.query_error("listing events"))?;

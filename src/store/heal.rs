@@ -36,8 +36,10 @@ impl Store {
     /// Sets (or replaces) the self-heal state of `row.app`.
     pub async fn save_heal_state(&self, row: &HealRow) -> Result<(), StoreError> {
         let repairs = serde_json::to_string(&row.repairs).unwrap_or_else(|_| "[]".to_string());
-        sqlx::query(
-            "INSERT INTO heal_state \
+        self.write(
+            "saving self-heal state",
+            sqlx::query(
+                "INSERT INTO heal_state \
                  (app, spec_hash, repairs, quarantined_since, last_failure, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (app) DO UPDATE SET \
@@ -46,16 +48,15 @@ impl Store {
                  quarantined_since = excluded.quarantined_since, \
                  last_failure = excluded.last_failure, \
                  updated_at = excluded.updated_at",
+            )
+            .bind(&row.app)
+            .bind(&row.spec_hash)
+            .bind(repairs)
+            .bind(row.quarantined_since)
+            .bind(row.last_failure.as_deref())
+            .bind(row.updated_at),
         )
-        .bind(&row.app)
-        .bind(&row.spec_hash)
-        .bind(repairs)
-        .bind(row.quarantined_since)
-        .bind(row.last_failure.as_deref())
-        .bind(row.updated_at)
-        .execute(&self.pool)
-        .await
-        .map_err(self.query_error("saving self-heal state"))?;
+        .await?;
         Ok(())
     }
 
@@ -90,11 +91,12 @@ impl Store {
 
     /// Forgets the self-heal state of `app`. Returns whether there was one.
     pub async fn clear_heal_state(&self, app: &str) -> Result<bool, StoreError> {
-        let result = sqlx::query("DELETE FROM heal_state WHERE app = $1")
-            .bind(app)
-            .execute(&self.pool)
-            .await
-            .map_err(self.query_error("clearing self-heal state"))?;
+        let result = self
+            .write(
+                "clearing self-heal state",
+                sqlx::query("DELETE FROM heal_state WHERE app = $1").bind(app),
+            )
+            .await?;
         Ok(result.rows_affected() > 0)
     }
 }

@@ -4,7 +4,7 @@
 
 use super::{Store, StoreError};
 use serde::Serialize;
-use sqlx::{Executor, Sqlite};
+use sqlx::{Any, Executor};
 use std::collections::BTreeMap;
 
 /// One replica override with why and when it was set.
@@ -33,17 +33,35 @@ impl Store {
         reason: &str,
         at: i64,
     ) -> Result<(), StoreError> {
-        upsert_override(&self.pool, app, replicas, reason, at)
+        let operation = "setting a replica override";
+        let mut tx = self
+            .pool
+            .begin()
             .await
-            .map_err(self.query_error("setting a replica override"))?;
+            .map_err(self.query_error(operation))?;
+        self.check_fence(operation, &mut tx).await?;
+        upsert_override(&mut *tx, app, replicas, reason, at)
+            .await
+            .map_err(self.query_error(operation))?;
+        tx.commit().await.map_err(self.query_error(operation))?;
+        self.overrides_changed();
         Ok(())
     }
 
     /// Removes the replica override of `app`. Returns whether there was one.
     pub async fn clear_replica_override(&self, app: &str) -> Result<bool, StoreError> {
-        let deleted = delete_override(&self.pool, app)
+        let operation = "clearing a replica override";
+        let mut tx = self
+            .pool
+            .begin()
             .await
-            .map_err(self.query_error("clearing a replica override"))?;
+            .map_err(self.query_error(operation))?;
+        self.check_fence(operation, &mut tx).await?;
+        let deleted = delete_override(&mut *tx, app)
+            .await
+            .map_err(self.query_error(operation))?;
+        tx.commit().await.map_err(self.query_error(operation))?;
+        self.overrides_changed();
         Ok(deleted)
     }
 
@@ -83,7 +101,7 @@ impl Store {
 
 /// Sets (or replaces) one override through `executor` (the pool or a transaction).
 pub(super) async fn upsert_override<'e>(
-    executor: impl Executor<'e, Database = Sqlite>,
+    executor: impl Executor<'e, Database = Any>,
     app: &str,
     replicas: u32,
     reason: &str,
@@ -108,7 +126,7 @@ pub(super) async fn upsert_override<'e>(
 
 /// Drops one override through `executor`; returns whether there was one.
 pub(super) async fn delete_override<'e>(
-    executor: impl Executor<'e, Database = Sqlite>,
+    executor: impl Executor<'e, Database = Any>,
     app: &str,
 ) -> Result<bool, sqlx::Error> {
     let result = sqlx::query("DELETE FROM replica_overrides WHERE app = $1")

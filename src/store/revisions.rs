@@ -111,23 +111,24 @@ impl Store {
     /// Records the outcome of applying a revision; a revision already recorded gets the new
     /// source, status, message and `at`, and keeps its `first_recorded_at`.
     pub async fn record_revision(&self, revision: &NewRevision) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO revisions (revision, source, status, message, first_recorded_at, at) \
+        self.write(
+            "recording a revision",
+            sqlx::query(
+                "INSERT INTO revisions (revision, source, status, message, first_recorded_at, at) \
              VALUES ($1, $2, $3, $4, $5, $5) \
              ON CONFLICT (revision) DO UPDATE SET \
                  source = excluded.source, \
                  status = excluded.status, \
                  message = excluded.message, \
                  at = excluded.at",
+            )
+            .bind(&revision.revision)
+            .bind(revision.source.as_str())
+            .bind(revision.status.as_str())
+            .bind(&revision.message)
+            .bind(revision.at),
         )
-        .bind(&revision.revision)
-        .bind(revision.source.as_str())
-        .bind(revision.status.as_str())
-        .bind(&revision.message)
-        .bind(revision.at)
-        .execute(&self.pool)
-        .await
-        .map_err(self.query_error("recording a revision"))?;
+        .await?;
         Ok(())
     }
 

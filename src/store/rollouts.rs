@@ -35,18 +35,20 @@ impl Store {
         reason: &str,
         at: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO failed_rollouts (app, spec_hash, revision, reason, at) \
+        self.write(
+            "recording a failed rollout",
+            sqlx::query(
+                "INSERT INTO failed_rollouts (app, spec_hash, revision, reason, at) \
              VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(app)
+            .bind(spec_hash)
+            .bind(revision)
+            .bind(reason)
+            .bind(at),
         )
-        .bind(app)
-        .bind(spec_hash)
-        .bind(revision)
-        .bind(reason)
-        .bind(at)
-        .execute(&self.pool)
-        .await
-        .map_err(self.query_error("recording a failed rollout"))?;
+        .await?;
+        self.overrides_changed();
         Ok(())
     }
 
@@ -74,11 +76,13 @@ impl Store {
 
     /// Forgets every failed rollout of `app`. Returns whether there was any.
     pub async fn clear_failed_rollout(&self, app: &str) -> Result<bool, StoreError> {
-        let result = sqlx::query("DELETE FROM failed_rollouts WHERE app = $1")
-            .bind(app)
-            .execute(&self.pool)
-            .await
-            .map_err(self.query_error("clearing failed rollouts"))?;
+        let result = self
+            .write(
+                "clearing failed rollouts",
+                sqlx::query("DELETE FROM failed_rollouts WHERE app = $1").bind(app),
+            )
+            .await?;
+        self.overrides_changed();
         Ok(result.rows_affected() > 0)
     }
 }

@@ -7,7 +7,7 @@
 use super::overrides::{delete_override, upsert_override};
 use super::{page_limit, Store, StoreError};
 use serde::Serialize;
-use sqlx::{Executor, Sqlite};
+use sqlx::{Any, Executor};
 
 /// Largest page `scaling_decisions` returns.
 pub const MAX_SCALING_PAGE: u32 = 1000;
@@ -70,6 +70,8 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let err = || self.query_error("recording a scaling change");
         let mut tx = self.pool.begin().await.map_err(err())?;
+        self.check_fence("recording a scaling change", &mut tx)
+            .await?;
         match change {
             OverrideChange::Set(replicas) => {
                 upsert_override(
@@ -90,6 +92,7 @@ impl Store {
         }
         let id = insert_decision(&mut *tx, decision).await.map_err(err())?;
         tx.commit().await.map_err(err())?;
+        self.overrides_changed();
         self.tell(|| super::Recorded::Scaling(decision.clone()));
         Ok(id)
     }
@@ -142,7 +145,7 @@ impl Store {
 
 /// Appends one decision row through `executor` (the pool or a transaction).
 async fn insert_decision<'e>(
-    executor: impl Executor<'e, Database = Sqlite>,
+    executor: impl Executor<'e, Database = Any>,
     decision: &NewScalingDecision,
 ) -> Result<i64, sqlx::Error> {
     let (id,): (i64,) = sqlx::query_as(

@@ -8,6 +8,7 @@
 //! Docker tests must fail, not skip, when no engine is reachable: [`ensure_images`] panics.
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod registry;
 pub mod swarm;
 
@@ -441,6 +442,30 @@ pub async fn docker_controller(
     let store = berth::store::Store::open(&state.join("berth.db"))
         .await
         .expect("open the store");
+    let leadership = berth::leader::Leadership::single("test");
+    docker_controller_on(
+        instance,
+        docker_host,
+        state,
+        port,
+        settings,
+        store,
+        leadership,
+    )
+    .await
+}
+
+/// [`docker_controller`] on a given store and leadership (a PostgreSQL store shared by
+/// controllers).
+pub async fn docker_controller_on(
+    instance: &str,
+    docker_host: Option<&str>,
+    state: &std::path::Path,
+    port: u16,
+    settings: berth::reconcile::Settings,
+    store: berth::store::Store,
+    leadership: std::sync::Arc<berth::leader::Leadership>,
+) -> std::sync::Arc<berth::reconcile::Controller<berth::runtime::docker::DockerRuntime>> {
     let instance_label = Some(instance.to_string());
     let runtime = match docker_host {
         Some(host) => {
@@ -455,7 +480,7 @@ pub async fn docker_controller(
         nginx_binary(),
     ))
     .await;
-    berth::reconcile::Controller::new(runtime, proxy, store, settings)
+    berth::reconcile::Controller::with_leadership(runtime, proxy, store, settings, leadership)
 }
 
 /// What a Docker test or bench runs in: an instance label (and network), a state dir for
@@ -532,6 +557,7 @@ impl Served {
             webhook: None,
             notifier: None,
             shutdown_timeout: std::time::Duration::from_secs(30),
+            lease: Default::default(),
         };
         let task = tokio::spawn(berth::daemon::run(daemon, cancel.clone()));
         Served {

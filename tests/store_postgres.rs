@@ -1,0 +1,163 @@
+//! The store cases of `store_cases/cases.rs` (the same ones `store_sqlite.rs` runs) against a
+//! real PostgreSQL started by the test binary (`support::postgres`: one server, a database
+//! per test), and PostgreSQL's own: the leader lease (take, renew, expiry, takeover with a
+//! new epoch, release), fencing of a deposed leader's writes, and an unreachable server's
+//! error. Touches nothing but its own server and temp dir.
+
+#[allow(dead_code)]
+#[path = "support/postgres.rs"]
+mod postgres;
+
+/// The support module's `free_port`, which `postgres.rs` reaches as `super::free_port`.
+#[allow(dead_code)]
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+use berth::store::{Fence, LeaseTerms, StoreUrl};
+
+include!("store_cases/cases.rs");
+
+/// A fresh database on the shared server: its URL as a "path" (`open` reopens it).
+fn db_path() -> ((), PathBuf) {
+    ((), PathBuf::from(postgres::shared_database()))
+}
+
+async fn open(url: &std::path::Path) -> Store {
+    Store::connect(&StoreUrl::parse(url.to_str().unwrap()).unwrap())
+        .await
+        .unwrap()
+}
+
+async fn fresh() -> Store {
+    open(&db_path().1).await
+}
+
+fn terms(holder: &str, held_epoch: i64, duration_ms: i64) -> LeaseTerms<'_> {
+    LeaseTerms {
+        holder,
+        held_epoch,
+        duration_ms,
+    }
+}
+
+#[tokio::test]
+async fn reopening_runs_no_migration_twice_and_keeps_rows() {
+    let (_db, url) = db_path();
+    let store = open(&url).await;
+    store
+        .upsert_app_desired(&desired("web", "h1", "r1", 1))
+        .await
+        .unwrap();
+    store.close().await;
+    let store = open(&url).await;
+    assert_eq!(store.apps().await.unwrap().len(), 1);
+    let parsed = StoreUrl::parse(url.to_str().unwrap()).unwrap();
+    assert_eq!(Store::probe_url(&parsed).await.unwrap(), 3);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn the_lease_is_taken_renewed_and_taken_over_only_after_expiry() {
+    let store = fresh().await;
+    let a = store.try_lease(&terms("a", 0, 60_000)).await.unwrap();
+    assert!(a.granted);
+    assert_eq!((a.holder.as_str(), a.epoch), ("a", 1));
+    assert!(a.expires_at >= a.now + 59_000);
+    // Another controller learns who leads and changes nothing.
+    let b = store.try_lease(&terms("b", 0, 60_000)).await.unwrap();
+    assert!(!b.granted);
+    assert_eq!((b.holder.as_str(), b.epoch), ("a", 1));
+    // A renewal keeps the epoch.
+    let renewed = store.try_lease(&terms("a", 1, 60_000)).await.unwrap();
+    assert!(renewed.granted);
+    assert_eq!(renewed.epoch, 1);
+    // A short lease expires; then the other controller takes it with a new epoch.
+    store.try_lease(&terms("a", 1, 1)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let taken = store.try_lease(&terms("b", 0, 60_000)).await.unwrap();
+    assert!(taken.granted);
+    assert_eq!((taken.holder.as_str(), taken.epoch), ("b", 2));
+    // The old leader's renewal of its epoch is refused.
+    let late = store.try_lease(&terms("a", 1, 60_000)).await.unwrap();
+    assert!(!late.granted);
+    assert_eq!(late.holder, "b");
+    // A clean stop releases it: the next attempt takes it at once.
+    assert!(store.release_lease("b", 2).await.unwrap());
+    let next = store.try_lease(&terms("a", 0, 60_000)).await.unwrap();
+    assert!(next.granted);
+    assert_eq!(next.epoch, 3);
+}
+
+#[tokio::test]
+async fn a_deposed_leaders_writes_are_refused_by_epoch() {
+    let (_db, url) = db_path();
+    let leader = open(&url).await;
+    let fence = Fence::new("a");
+    leader.set_fence(fence.clone());
+    // No lease yet: every desired-state write is refused, history is not fenced.
+    let err = leader
+        .upsert_app_desired(&desired("web", "h1", "r1", 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+    leader
+        .record_event(&event(Some("web"), EventType::Created, 1))
+        .await
+        .unwrap();
+
+    let row = leader.try_lease(&terms("a", 0, 1)).await.unwrap();
+    fence.set_epoch(row.epoch);
+    leader
+        .upsert_app_desired(&desired("web", "h1", "r1", 1))
+        .await
+        .unwrap();
+    leader
+        .set_replica_override("web", 2, "load", 1)
+        .await
+        .unwrap();
+
+    // The lease expires and another controller takes it: the old epoch's writes fail.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let other = open(&url).await;
+    let taken = other.try_lease(&terms("b", 0, 60_000)).await.unwrap();
+    assert!(taken.granted);
+    for err in [
+        leader
+            .record_app_pass(&desired("web", "h2", "r2", 2), AppStatus::Synced, None)
+            .await
+            .unwrap_err(),
+        leader.delete_app("web").await.unwrap_err(),
+        leader
+            .set_replica_override("web", 5, "load", 2)
+            .await
+            .unwrap_err(),
+        leader
+            .mark_rollout_failed("web", "h2", "r2", "x", 2)
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
+        assert!(err.to_string().contains("moved on"), "{err}");
+    }
+    let apps = other.apps().await.unwrap();
+    assert_eq!(
+        apps[0].spec_hash, "h1",
+        "nothing of the deposed leader landed"
+    );
+    assert_eq!(other.replica_overrides().await.unwrap()["web"], 2);
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_clear_error_naming_the_url_without_password() {
+    let port = free_port();
+    let url = StoreUrl::parse(&format!("postgres://berth:hunter2@127.0.0.1:{port}/berth")).unwrap();
+    let err = Store::connect(&url).await.unwrap_err().to_string();
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("PostgreSQL runs"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
