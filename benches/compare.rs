@@ -8,7 +8,8 @@
 //!    (registry.rs);
 //! 5. the swarm backend next to the docker backend: converge N apps and the rolling
 //!    update under load on a single-node swarm the bench creates and leaves (swarm.rs);
-//! 6. the long versions of the fault suite (faults.rs, on tests/fault/mod.rs).
+//! 6. the long versions of the fault suite (faults.rs, on tests/fault/mod.rs);
+//! 7. takeover time of highly available controllers on PostgreSQL (ha.rs, on tests/ha/mod.rs).
 //!
 //! Run: `cargo bench --bench compare` (prints the tables); `-- --write` or
 //! `BERTH_BENCH_WRITE=1` also writes bench/RESULTS.md; `-- --only rollout,faults` runs
@@ -22,6 +23,10 @@
 mod fault;
 #[path = "compare/faults.rs"]
 mod faults;
+#[path = "../tests/ha/mod.rs"]
+mod ha;
+#[path = "compare/ha.rs"]
+mod ha_bench;
 #[path = "compare/idle.rs"]
 mod idle;
 #[path = "compare/registry.rs"]
@@ -523,7 +528,7 @@ async fn convergence() -> String {
 }
 
 /// The sections of bench/RESULTS.md, in file order, by the names `--only` takes.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "footprint",
     "noop",
     "idle",
@@ -532,6 +537,7 @@ const SECTIONS: [&str; 8] = [
     "rollout",
     "swarm",
     "faults",
+    "ha",
 ];
 
 /// Where a section's text starts and ends in bench/RESULTS.md, so one section can be
@@ -601,6 +607,7 @@ async fn run_section(name: &str) -> String {
             swarm::section(runs).await
         }
         "faults" => faults::section().await,
+        "ha" => ha_bench::section().await,
         other => panic!("unknown section {other}; sections: {}", SECTIONS.join(", ")),
     };
     let end_load = loadavg();

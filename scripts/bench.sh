@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs berth's comparison harness and records bench/RESULTS.md: convergence vs docker-compose
 # and raw bollard, no-op pass cost, footprint with 1,000 apps, a rolling update under ~500
-# req/s (wrk) vs compose recreate, and the long fault suite. Installs what it needs
+# req/s (wrk) vs compose recreate, the long fault suite and HA takeover on PostgreSQL.
+# Installs what it needs
 # (scripts/setup.sh's packages plus wrk and Debian's docker-compose). Takes ~20 minutes.
 #   scripts/bench.sh                      every section, writes bench/RESULTS.md
 #   scripts/bench.sh --only rollout       some sections; the file keeps the others

@@ -229,7 +229,7 @@ pub async fn run(store: Store, leadership: Arc<Leadership>, settings: LeaseSetti
             Err(e) => {
                 let text = e.to_string();
                 if last_error.as_deref() != Some(text.as_str()) {
-                    warn!("cannot renew or take the leader lease: {text}");
+                    warn!("store down: cannot renew or take the leader lease: {text}");
                 }
                 last_error = Some(text);
             }

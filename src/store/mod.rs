@@ -56,7 +56,7 @@ const FILE_POOL_CONNECTIONS: u32 = 4;
 const SERVER_POOL_CONNECTIONS: u32 = 6;
 /// How long a query waits for a connection (or a new one to a server that went away)
 /// before it fails: a lost PostgreSQL makes passes and `/readyz` fail fast, not hang.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Label used in messages for an in-memory store.
 const MEMORY_LOCATION: &str = ":memory:";
 /// Set on every SQLite connection (the `Any` driver takes only a URL, which cannot carry
