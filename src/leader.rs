@@ -2,7 +2,8 @@
 //! engine, write desired state) when several share one PostgreSQL store. `Leadership` is
 //! the in-memory answer every task reads (`may_act`, the API's `view`); `run` is the lease
 //! task that keeps it true: every `renew` it runs one `Store::try_lease` round trip, which
-//! renews this controller's lease, takes an expired one (a new epoch) or learns who leads.
+//! renews this controller's lease, takes an expired one (a new epoch) or learns who leads
+//! (a follower then also tries right when that lease ends, by the database's clock).
 //!
 //! Safety: a leader acts only until `valid_until`, measured with the monotonic clock from
 //! the moment it *sent* its last successful renewal plus 80% of the lease. The database
@@ -203,6 +204,9 @@ pub async fn run(store: Store, leadership: Arc<Leadership>, settings: LeaseSetti
     let duration_ms = i64::try_from(settings.duration.as_millis()).unwrap_or(i64::MAX);
     let mut last_error: Option<String> = None;
     let mut was_acting = false;
+    // A follower tries again right after another controller's lease ends (database clock),
+    // not only at its next renewal tick: takeover = the lease's end + one round trip.
+    let mut until_expiry: Option<Duration> = None;
     loop {
         // The epoch this controller last held, even when its validity lapsed: renewing it is
         // safe as long as no other controller took the lease (the epoch would have moved).
@@ -218,6 +222,8 @@ pub async fn run(store: Store, leadership: Arc<Leadership>, settings: LeaseSetti
                 if last_error.take().is_some() {
                     info!("the leader lease answers again");
                 }
+                until_expiry = (!row.granted)
+                    .then(|| Duration::from_millis((row.expires_at - row.now).max(0) as u64 + 20));
                 if leadership.observe(&row, sent, settings.duration) {
                     info!(
                         id = leadership.id(),
@@ -256,7 +262,9 @@ pub async fn run(store: Store, leadership: Arc<Leadership>, settings: LeaseSetti
             Some(until) if acting => settings
                 .renew
                 .min(until.saturating_duration_since(Instant::now())),
-            _ => settings.renew,
+            _ => settings
+                .renew
+                .min(until_expiry.take().unwrap_or(settings.renew)),
         };
         tokio::time::sleep(sleep.max(Duration::from_millis(50))).await;
     }

@@ -161,3 +161,60 @@ async fn an_unreachable_server_is_a_clear_error_naming_the_url_without_password(
     assert!(err.contains("PostgreSQL runs"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+/// `berth doctor -o json --store postgres://...`: the store line of a migrated database,
+/// of an unreachable server, and of a URL that is not one.
+#[tokio::test]
+async fn doctor_checks_the_store_url() {
+    let (_db, url) = db_path();
+    let url = url.to_str().unwrap().to_string();
+    open(std::path::Path::new(&url)).await.close().await;
+    let state = tempfile::tempdir().unwrap();
+    let check = |store: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args([
+                "--config",
+                "none",
+                "doctor",
+                "-o",
+                "json",
+                "--dir",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/examples/apps"),
+                "--state-dir",
+                state.path().to_str().unwrap(),
+                "--store",
+                store,
+            ])
+            .env("RUST_LOG", "warn")
+            .env_remove("BERTH_CONFIG")
+            .output()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let found = json["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "store")
+            .unwrap()
+            .clone();
+        (
+            found["status"].as_str().unwrap().to_string(),
+            found["detail"].as_str().unwrap().to_string(),
+        )
+    };
+    let (status, detail) = check(&url);
+    assert_eq!(status, "ok", "{detail}");
+    assert!(detail.contains("PostgreSQL"), "{detail}");
+    assert!(detail.contains("3 migrations applied"), "{detail}");
+    let (status, detail) = check(&format!(
+        "postgres://berth:pw@127.0.0.1:{}/berth",
+        free_port()
+    ));
+    assert_eq!(status, "fail", "{detail}");
+    assert!(detail.contains("PostgreSQL runs"), "{detail}");
+    assert!(!detail.contains(":pw@"), "{detail}");
+    let (status, detail) = check("mysql://x/y");
+    assert_eq!(status, "fail", "{detail}");
+    assert!(detail.contains("sqlite://PATH or"), "{detail}");
+}
