@@ -51,9 +51,11 @@ pub async fn section() -> String {
         "\nA killed leader's lease runs out 10 s after its last renewal, which happened 0–3 s \
          before the kill; the survivor knows the expiry (database clock) from its last \
          attempt and tries again right then, so takeover lands ~7–10 s after the kill plus \
-         one round trip and the 100 ms poll of the API. Store round trips of a no-op pass on \
-         PostgreSQL: 0 (the lease is renewed by its own task, one statement per renewal; \
-         `tests/ha_postgres.rs` counts the server's statement log)."
+         one round trip and the 100 ms poll of the API (a shorter one means the killed leader's \
+         last renewal came late; it had stopped acting 8 s after that renewal, 80% of the \
+         lease). Store round trips of a no-op pass on PostgreSQL: 0 (the lease is renewed \
+         by its own task, one statement per renewal; `tests/ha_postgres.rs` counts the \
+         server's statement log)."
     );
     md
 }
