@@ -3,13 +3,21 @@
 //! 2. the cost of a no-op pass with 200 apps (Docker calls, wall, CPU);
 //! 3. controller RSS and idle CPU with 1,000 apps loaded (workers, `replicas: 0`), and the
 //!    idle cost of `berth serve` on examples/apps, directory and git source (idle.rs);
-//! 4. a rolling update of 3 replicas under ~500 req/s, berth vs compose recreate (rollout.rs),
-//!    and convergence of 50 apps whose images come from a local registry, berth vs compose
+//! 4. a rolling update of 3 and of 5 replicas under ~500 req/s, berth vs compose recreate
+//!    (rollout.rs, `BERTH_BENCH_ROLLOUT_REPLICAS=3,5`, `BERTH_BENCH_ROLLOUT_RUNS=10`), and
+//!    convergence of 50 apps whose images come from a local registry, berth vs compose
 //!    (registry.rs);
-//! 5. the swarm backend next to the docker backend: converge N apps and the rolling
+//! 5. scaling 3 -> 5 -> 3 under the same load (failed requests, closed keep-alive, nginx
+//!    reloads) and the latency of each member change from berth's decision to nginx
+//!    holding the list and to the first request a new member served (scale.rs,
+//!    `BERTH_BENCH_SCALE_CYCLES=10`);
+//! 6. the swarm backend next to the docker backend: converge N apps and the rolling
 //!    update under load on a single-node swarm the bench creates and leaves (swarm.rs);
-//! 6. the long versions of the fault suite (faults.rs, on tests/fault/mod.rs);
-//! 7. takeover time of highly available controllers on PostgreSQL (ha.rs, on tests/ha/mod.rs).
+//! 7. the long versions of the fault suite (faults.rs, on tests/fault/mod.rs);
+//! 8. takeover time of highly available controllers on PostgreSQL (ha.rs, on tests/ha/mod.rs).
+//!
+//! The 50-app convergence also says where berth's pass spent its time, from berth's own
+//! tracing spans (spans.rs).
 //!
 //! Run: `cargo bench --bench compare` (prints the tables); `-- --write` or
 //! `BERTH_BENCH_WRITE=1` also writes bench/RESULTS.md; `-- --only rollout,faults` runs
@@ -33,10 +41,16 @@ mod idle;
 mod registry;
 #[path = "compare/rollout.rs"]
 mod rollout;
+#[path = "compare/scale.rs"]
+mod scale;
+#[path = "compare/spans.rs"]
+mod spans;
 #[path = "../tests/support/mod.rs"]
 mod support;
 #[path = "compare/swarm.rs"]
 mod swarm;
+#[path = "compare/wrk.rs"]
+mod wrk;
 
 use berth::reconcile::{self, Controller, Settings};
 use berth::runtime::docker::DockerRuntime;
@@ -147,8 +161,9 @@ fn loadavg() -> String {
         .join(" ")
 }
 
-/// (a) berth: `run_pass` start -> every app answers 200 through nginx; also pass complete.
-async fn berth_converge(n: usize, run: usize) -> (f64, f64) {
+/// (a) berth: `run_pass` start -> every app answers 200 through nginx; also pass complete,
+/// and where the pass spent its time (from berth's spans).
+async fn berth_converge(n: usize, run: usize) -> (f64, f64, String) {
     let env = env(&format!("b{n}x{run}"));
     for i in 0..n {
         let name = format!("app{i:02}");
@@ -157,6 +172,7 @@ async fn berth_converge(n: usize, run: usize) -> (f64, f64) {
     let ctl = controller(&env).await;
     // nginx is already up in a running berth; start it outside the measurement.
     ctl.ensure_proxy_running().await.unwrap();
+    spans::take();
     let started = Instant::now();
     let pass = tokio::spawn({
         let ctl = ctl.clone();
@@ -169,9 +185,53 @@ async fn berth_converge(n: usize, run: usize) -> (f64, f64) {
     let report = pass.await.unwrap().unwrap();
     let done = started.elapsed();
     assert_eq!(report.steps_failed, 0, "{report:?}");
+    let profile = pass_profile(&report, &spans::take());
     drop(ctl);
     drop(env);
-    (ms(seen), ms(done))
+    (ms(seen), ms(done), profile)
+}
+
+/// Where a converging pass spent its time: its phases, and from berth's `app_steps` and
+/// `step` spans how long the container steps of each app took (create + start + health
+/// gate) and how many ran at once.
+fn pass_profile(report: &reconcile::PassReport, spans: &[spans::Span]) -> String {
+    let Some(pass) = spans.iter().find(|s| s.name == "reconcile_pass") else {
+        return "no spans recorded".into();
+    };
+    let apps: Vec<&spans::Span> = spans.iter().filter(|s| s.name == "app_steps").collect();
+    let creates: Vec<f64> = spans
+        .iter()
+        .filter(|s| s.name == "step" && s.step == "create")
+        .map(spans::Span::ms)
+        .collect();
+    if apps.is_empty() || creates.is_empty() {
+        return "no container steps recorded".into();
+    }
+    let first = apps.iter().map(|s| s.opened).min().unwrap();
+    let last = apps.iter().map(|s| s.closed).max().unwrap();
+    let busy: f64 = apps.iter().map(|s| s.ms()).sum();
+    let window = spans::since_ms(first, last);
+    let p = report.phases;
+    format!(
+        "pass {:.0} ms; phases source {:.0}, observe {:.0}, desired {:.0}, plan {:.0}, apply {:.0}, record {:.0}, publish {:.0} ms; \
+         the first app's container steps began {:.0} ms into the pass (network, the one nginx test + reload of every new route); \
+         per app, create + start + health gate: median {:.0} ms, max {:.0} ms; \
+         the apps' steps ran from {:.0} to {:.0} ms, {:.1} apps at a time on average ({PARALLEL} allowed)",
+        pass.ms(),
+        p.source_ms,
+        p.observe_ms,
+        p.desired_ms,
+        p.plan_ms,
+        p.apply_ms,
+        p.record_ms,
+        p.publish_ms,
+        spans::since_ms(pass.opened, first),
+        median(creates.clone()),
+        creates.iter().cloned().fold(0.0, f64::max),
+        spans::since_ms(pass.opened, first),
+        spans::since_ms(pass.opened, last),
+        busy / window.max(1e-9),
+    )
 }
 
 /// `docker-compose -p NAME down -v` on drop (plus a label sweep as a fallback).
@@ -346,7 +406,7 @@ fn machine() -> String {
         .unwrap_or_else(|| "unknown".into());
     let nginx = sh(&nginx_binary().to_string_lossy(), &["-v"]);
     let compose = sh(COMPOSE, &["version", "--short"]);
-    let wrk = sh(&rollout::wrk_binary().to_string_lossy(), &["--version"]);
+    let wrk = sh(&wrk::wrk_binary().to_string_lossy(), &["--version"]);
     format!(
         "| written (UTC) | {} |\n| nproc | {} |\n| memory | {mem_gib} |\n| kernel | {} |\n| Docker server | {} |\n| nginx | {} |\n| docker-compose | {} |\n| wrk | {} |\n",
         sh("date", &["-u", "+%Y-%m-%d %H:%M"]),
@@ -490,16 +550,20 @@ async fn convergence() -> String {
              | N | runs | berth all 200 | berth pass done | compose all 200 | compose `up` returned | raw all 200 | berth/compose | berth/raw |\n\
              |---|---|---|---|---|---|---|---|---|"
         );
+    let mut notes = String::new();
     for n in [1usize, 10, 50] {
         let (mut b, mut bd, mut c, mut cu, mut r) = (vec![], vec![], vec![], vec![], vec![]);
+        let mut profiles = Vec::new();
         let t = Instant::now();
         for run in 0..3 {
             if n == 50 && run > 0 && t.elapsed() > Duration::from_secs(120) {
                 break;
             }
-            let (seen, done) = berth_converge(n, run).await;
+            let (seen, done, profile) = berth_converge(n, run).await;
             b.push(seen);
             bd.push(done);
+            eprintln!("N={n} run {run}: berth's pass: {profile}");
+            profiles.push(profile);
             let (seen, up) = tokio::task::spawn_blocking(move || compose_converge(n, run))
                 .await
                 .unwrap();
@@ -523,18 +587,31 @@ async fn convergence() -> String {
             cell(&cu),
             cell(&r)
         );
+        if n == 50 {
+            for (run, profile) in profiles.iter().enumerate() {
+                let _ = writeln!(notes, "- run {}: {profile}", run + 1);
+            }
+        }
+    }
+    if !notes.is_empty() {
+        let _ = write!(
+            md,
+            "\nWhere berth's 50-app pass spent its time (from berth's own tracing spans, \
+             `reconcile_pass`, `app_steps`, `step`, and the pass's phases):\n\n{notes}"
+        );
     }
     md
 }
 
 /// The sections of bench/RESULTS.md, in file order, by the names `--only` takes.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "footprint",
     "noop",
     "idle",
     "converge",
     "registry",
     "rollout",
+    "scale",
     "swarm",
     "faults",
     "ha",
@@ -597,7 +674,26 @@ async fn run_section(name: &str) -> String {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(10);
-            rollout::section(runs).await
+            let replicas: Vec<usize> = std::env::var("BERTH_BENCH_ROLLOUT_REPLICAS")
+                .ok()
+                .map(|v| {
+                    v.split(',')
+                        .map(|n| {
+                            n.trim().parse().unwrap_or_else(|_| {
+                                panic!("BERTH_BENCH_ROLLOUT_REPLICAS={v}: give replica counts like 3,5")
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_else(|| vec![3, 5]);
+            rollout::section(runs, &replicas).await
+        }
+        "scale" => {
+            let cycles = std::env::var("BERTH_BENCH_SCALE_CYCLES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10);
+            scale::section(cycles).await
         }
         "swarm" => {
             let runs = std::env::var("BERTH_BENCH_SWARM_RUNS")
@@ -639,6 +735,8 @@ async fn main() {
     if args.iter().any(|a| a == "--list") {
         return;
     }
+    // berth's span times (only its pass and step spans are enabled; no output).
+    spans::install();
     let write_results = args.iter().any(|a| a == "--write")
         || std::env::var("BERTH_BENCH_WRITE").is_ok_and(|v| !v.is_empty() && v != "0");
     let only: Vec<String> = args

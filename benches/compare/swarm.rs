@@ -3,7 +3,8 @@
 //! empty to every app answering 200 through nginx, and the rolling update of 3 replicas
 //! under ~500 req/s (the rollout section's app, wrk and counting) on both backends.
 
-use super::rollout::{web_spec, Load, Wrk, QUIET, UPDATE_AT};
+use super::rollout::{web_spec, UPDATE_AT};
+use super::wrk::{Load, Wrk, QUIET};
 use super::{app_spec, berth_converge, cell, median, ms, wait_all, write_spec};
 use crate::support::swarm::SwarmScene;
 use berth::reconcile::{self, Controller};
@@ -73,7 +74,7 @@ const LOAD: Duration = Duration::from_secs(35);
 async fn swarm_rollout(run: usize) -> (Load, f64, f64) {
     let scene = SwarmScene::new(&format!("bench-swarm-roll{run}"));
     let specs = scene.scene.specs.path().to_path_buf();
-    write_spec(&specs, "web", &web_spec("berth-demo:v1"));
+    write_spec(&specs, "web", &web_spec("berth-demo:v1", 3));
     let ctl = scene.controller().await;
     let port = scene.scene.port;
     // nginx routes to 3 tasks of `image` only (and, with `done`, Swarm finished).
@@ -101,10 +102,10 @@ async fn swarm_rollout(run: usize) -> (Load, f64, f64) {
         assert!(Instant::now() < deadline, "web v1 never converged on swarm");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let wrk = Wrk::start_for(&format!("http://127.0.0.1:{port}/web/"), LOAD);
+    let wrk = Wrk::start(&format!("http://127.0.0.1:{port}/web/"), LOAD);
     let load_started = Instant::now();
     tokio::time::sleep(UPDATE_AT).await;
-    write_spec(&specs, "web", &web_spec("berth-demo:v2"));
+    write_spec(&specs, "web", &web_spec("berth-demo:v2", 3));
     let update = Instant::now();
     let mut served_at = None;
     loop {
@@ -173,7 +174,7 @@ pub async fn section(runs: usize) -> String {
     for n in [1usize, 10] {
         let (mut d, mut s) = (Vec::new(), Vec::new());
         for run in 0..2 {
-            let (seen, _) = berth_converge(n, 100 + run).await;
+            let (seen, _, _) = berth_converge(n, 100 + run).await;
             d.push(seen);
             s.push(swarm_converge(n, run).await);
             eprintln!(
@@ -206,7 +207,7 @@ pub async fn section(runs: usize) -> String {
     let (mut dl, mut dt, mut sl, mut st, mut sd) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 0..runs {
-        let (load, rollout, _) = super::rollout::berth_once(100 + run).await;
+        let (load, rollout, _) = super::rollout::berth_once(100 + run, 3).await;
         eprintln!(
             "docker rollout run {run}: {} failed of {}, {rollout:.0} ms",
             load.failed(),
