@@ -813,14 +813,28 @@ the engine's. The 200-app no-op row runs one worker container per app \
 (`BERTH_BENCH_NOOP_REPLICAS=0` for none). RSS is the whole bench process (tokio runtime \
 included).\n\
 - Rolling update: berth's rollout takes longer than compose's update (one replica at a time, \
-each behind a health gate, a confirmed nginx reload and a drain), so berth loses on time to \
-the new version. compose's `up -d` stops and recreates the three services at once with no \
-health gate, so nginx has no live upstream for a moment and answers 502. berth's own \
-failures, when there are any, are requests that raced an nginx reload: every reload closes \
-idle keep-alive client connections, and a request written at that instant gets no answer. \
-wrk does not retry it (RFC 9112 section 9.3.1 allows clients to retry such idempotent \
-requests, and browsers and most HTTP client libraries do). berth does one reload per \
-replaced replica (the new one in and the old one out together) to keep such closes rare; \
-removing them needs upstream changes without a reload, which nginx 1.22 cannot do.\n\
+each behind a health gate and a drain), so berth loses on time to the new version. compose's \
+`up -d` stops and recreates all the services at once with no health gate, so nginx has no \
+live upstream for a moment and answers 502. With dynamic upstreams (the default) berth \
+changes an app's members without reloading nginx, so no keep-alive connection is closed and \
+no request races a reload. In `--proxy-mode reload` (`BERTH_TEST_PROXY_MODE=reload` here) \
+berth reloads once per replaced replica, every reload closes idle keep-alive client \
+connections, and a request written at that instant gets no answer; wrk does not retry it \
+(RFC 9112 section 9.3.1 allows clients to retry such idempotent requests, and browsers and \
+most HTTP client libraries do).\n\
+- Converging 50 apps: berth holds one of its `--parallel` slots (8) per app from the \
+create through the health gate (median ~4.9 s per app in the last, loaded, run; 7.8 apps at \
+a time on average), so 50 apps go in 6 to 7 waves. The raw baseline holds its 8 slots only \
+for create + start + inspect and then waits for every container's 200 at once, and compose \
+v1 starts up to 64 services at once. That is why berth / raw stays near 1.3 at 50 apps. \
+What would close it: bound only the engine calls (create, start) by `--parallel` and let \
+the health gates of every app run at once, a change to apply's concurrency not made by the \
+bench work. Smaller: a 50-app pass starts its first container step ~1 s in (the network \
+check, writing 50 routes, one `nginx -t` + reload and its confirmation); in dynamic mode a \
+new app's members are pushed, not rendered, so that reload could overlap the creates.\n\
+- Member changes: a scale-up's push waits, after the health gate, for the pass to record a \
+`created` event per new container (a store write each); a scale-in's list goes out in the \
+pass's proxy batch right after the plan. That is why adding members takes longer from the \
+decision to nginx than removing them; pushing before recording would shorten it.\n\
 - compose has no reconciler, so the fault tables are berth's alone: what berth guarantees \
 (converged, no orphans or duplicates, nothing running lost), not a comparison.\n";
