@@ -138,6 +138,18 @@ fn secrets_are_redacted_and_names_of_secrets_are_not() {
     let l = layer_with(&["config", "show"], &f).unwrap();
     let git = &entry(&l, "git").values[0];
     assert!(!git.contains("hunter2"), "{git}");
+    // A PostgreSQL store URL: the password in the userinfo and in a query parameter.
+    let f = file("store = \"postgres://berth:hunter2@127.0.0.1/berth?password=hunter3\"\n");
+    let l = layer_with(&["config", "show"], &f).unwrap();
+    let store = &entry(&l, "store").values[0];
+    assert!(
+        !store.contains("hunter2") && !store.contains("hunter3"),
+        "{store}"
+    );
+    assert!(
+        store.starts_with("postgres://berth:***@127.0.0.1/berth"),
+        "{store}"
+    );
 }
 
 #[test]
