@@ -1,8 +1,9 @@
 //! The store cases of `store_cases/cases.rs` (the same ones `store_sqlite.rs` runs) against a
 //! real PostgreSQL started by the test binary (`support::postgres`: one server, a database
 //! per test), and PostgreSQL's own: the leader lease (take, renew, expiry, takeover with a
-//! new epoch, release), fencing of a deposed leader's writes, and an unreachable server's
-//! error. Touches nothing but its own server and temp dir.
+//! new epoch, release), fencing of a deposed leader's writes, an unreachable server's
+//! error, and TLS (`verify-full` against the server's own certificate). Touches nothing
+//! but its own server and temp dir.
 
 #[allow(dead_code)]
 #[path = "support/postgres.rs"]
@@ -217,4 +218,59 @@ async fn doctor_checks_the_store_url() {
     let (status, detail) = check("mysql://x/y");
     assert_eq!(status, "fail", "{detail}");
     assert!(detail.contains("sqlite://PATH or"), "{detail}");
+}
+
+/// TLS to PostgreSQL (sqlx's native-tls): the test server has a self-signed certificate for
+/// 127.0.0.1; `sslmode=verify-full` with it as `sslrootcert` opens the store, and a root
+/// that did not sign it is refused with an error naming the server, not the password.
+#[tokio::test]
+async fn tls_verify_full_trusts_only_the_given_root() {
+    let url = postgres::shared_database();
+    let ca = postgres::shared()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .tls_ca();
+    let verified = format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let store = Store::connect(&StoreUrl::parse(&verified).unwrap())
+        .await
+        .expect("verify-full with the server's certificate as the root");
+    assert!(store.apps().await.unwrap().is_empty());
+
+    let other = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(other.path().join("other.key"))
+        .arg("-out")
+        .arg(other.path().join("other.crt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wrong = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        url.replace("postgres://postgres@", "postgres://postgres:hunter2@"),
+        other.path().join("other.crt").display()
+    );
+    let err = Store::connect(&StoreUrl::parse(&wrong).unwrap())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("127.0.0.1"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
 }

@@ -2,8 +2,9 @@
 //! (`/usr/lib/postgresql/*/bin`), never the system cluster. `initdb` + `pg_ctl` run as the
 //! `postgres` user (`runuser`) on a data directory in a temp dir owned by postgres, on a
 //! free 127.0.0.1 port with trust auth (loopback only, no unix socket outside the temp
-//! dir), fsync off, every statement logged ([`Postgres::statements`] counts them). One
-//! database per test ([`Postgres::database`]).
+//! dir), TLS on with a self-signed certificate ([`Postgres::tls_ca`]), fsync off, every
+//! statement logged ([`Postgres::statements`] counts them). One database per test
+//! ([`Postgres::database`]).
 //!
 //! Stopping: `pg_ctl stop -m immediate` (the server's pid from `postmaster.pid`, killed by
 //! pid if pg_ctl fails) on drop, and a reaper process started with the server stops it when
@@ -102,6 +103,46 @@ impl Postgres {
                 "--no-instructions",
             ],
         );
+        // TLS: a self-signed certificate for 127.0.0.1 (its own CA), so clients on the
+        // default `sslmode=prefer` talk TLS and a test can ask for `verify-full`.
+        let out = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+            ])
+            .arg(data.join("server.key"))
+            .arg("-out")
+            .arg(data.join("server.crt"))
+            .output()
+            .expect("run openssl (scripts/setup.sh installs it)");
+        assert!(
+            out.status.success(),
+            "openssl req: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for file in ["server.key", "server.crt"] {
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(data.join(file))
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown postgres {file}");
+        }
+        std::fs::set_permissions(
+            data.join("server.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         let mut pg = Postgres {
             port: free_port(),
             bin,
@@ -118,7 +159,7 @@ impl Postgres {
         assert!(self.pid.is_none(), "postgres already runs");
         let options = format!(
             "-p {} -h 127.0.0.1 -k {} -F -c max_connections=200 -c full_page_writes=off \
-             -c log_statement=all",
+             -c log_statement=all -c ssl=on",
             self.port,
             self.dir.path().join("run").display()
         );
@@ -192,6 +233,11 @@ impl Postgres {
     /// The URL of database `name` on this server.
     pub fn url(&self, name: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// The server's self-signed certificate: the CA a `verify-full` client trusts.
+    pub fn tls_ca(&self) -> PathBuf {
+        self.data.join("server.crt")
     }
 
     /// A new, empty database (unique name); its URL.
