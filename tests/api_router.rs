@@ -932,3 +932,28 @@ async fn call_status(r: &axum::Router, method: &str, path: &str) -> u16 {
         .status
         .as_u16()
 }
+
+/// Browsers polling within one pass and one second share a render; a newly published pass
+/// (the store's rows change only inside a pass) is rendered at once.
+#[tokio::test]
+async fn the_overview_is_rendered_again_for_each_new_pass() {
+    let f = fixture().await;
+    let r = api::router(
+        f.ctl.clone(),
+        &ApiConfig {
+            token: Some("t0ken".into()),
+        },
+    );
+    let first = api_support::call(&r, "GET", "/ui/overview", Some("t0ken")).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert!(first.body.contains("data-app=\"broken\""), "{}", first.body);
+    // The next pass no longer holds `broken` nor reports its issue.
+    let mut next = (*f.ctl.last_pass().unwrap()).clone();
+    next.at += 1_000;
+    next.issues.clear();
+    f.ctl.publish_last_pass(next);
+    let second = api_support::call(&r, "GET", "/ui/overview", Some("t0ken")).await;
+    assert_eq!(second.status, 200);
+    assert!(first.body.contains("notes.yaml:1:1"), "{}", first.body);
+    assert!(!second.body.contains("notes.yaml:1:1"), "{}", second.body);
+}

@@ -4,7 +4,8 @@
 //! `GET /ui/apps/{name}`: HTML fragments rendered on the server with tera from the same
 //! DTOs as the JSON API, redacted, behind the same bearer-token guard as every API route;
 //! the script fetches them with the token kept in the tab's sessionStorage and polls every
-//! 2 s (a restarting controller is retried, not fatal).
+//! 2 s (a restarting controller is retried, not fatal). The overview is rendered once per
+//! published pass and second, however many browsers poll (`OverviewMemo`).
 //!
 //! Must not touch: anything but the `StatusView` (reads only); GET/HEAD only like the API.
 
@@ -87,9 +88,39 @@ pub fn open_routes() -> Router {
 
 /// The fragments (behind the token guard, like the API).
 pub fn fragment_routes<S: StatusView>() -> Router<Arc<S>> {
+    let memo = Arc::new(OverviewMemo::default());
     Router::new()
-        .route("/ui/overview", get(overview::<S>))
+        .route(
+            "/ui/overview",
+            get(move |State(view): State<Arc<S>>| {
+                let memo = memo.clone();
+                async move { overview(view, &memo).await }
+            }),
+        )
         .route("/ui/apps/{name}", get(app_page::<S>))
+}
+
+/// The overview last rendered, keyed by the published pass and the wall-clock second: the
+/// store's app rows change only inside a pass (before it is published), so every browser
+/// polling within the same second of the same pass gets the same text, rendered once. Only
+/// this router's own memory; nothing of berth's state is written.
+#[derive(Default)]
+struct OverviewMemo(std::sync::Mutex<Option<(OverviewKey, String)>>);
+
+/// (time of the published pass, wall-clock second).
+type OverviewKey = (Option<i64>, i64);
+
+impl OverviewMemo {
+    fn get(&self, key: OverviewKey) -> Option<String> {
+        let memo = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        memo.as_ref()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, body)| body.clone())
+    }
+
+    fn put(&self, key: OverviewKey, body: &str) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((key, body.to_string()));
+    }
 }
 
 fn html(result: Result<String, tera::Error>) -> Result<Response, ApiError> {
@@ -100,11 +131,19 @@ fn html(result: Result<String, tera::Error>) -> Result<Response, ApiError> {
         })
 }
 
-async fn overview<S: StatusView>(State(view): State<Arc<S>>) -> Result<Response, ApiError> {
-    let rows = view.store().apps().await?;
+async fn overview<S: StatusView>(view: Arc<S>, memo: &OverviewMemo) -> Result<Response, ApiError> {
     let now = now_ms();
+    let key = (view.with_last_pass(|last| last.map(|l| l.at)), now / 1000);
+    if let Some(body) = memo.get(key) {
+        return Ok(with_headers("text/html; charset=utf-8", body, false));
+    }
+    let rows = view.store().apps().await?;
     let context = view.with_last_pass(|last| render::overview(&rows, last, now));
-    html(render::render("overview.html", context))
+    let rendered = render::render("overview.html", context);
+    if let Ok(body) = &rendered {
+        memo.put(key, body);
+    }
+    html(rendered)
 }
 
 async fn app_page<S: StatusView>(
