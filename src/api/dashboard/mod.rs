@@ -100,10 +100,12 @@ pub fn fragment_routes<S: StatusView>() -> Router<Arc<S>> {
         .route("/ui/apps/{name}", get(app_page::<S>))
 }
 
-/// The overview last rendered, keyed by the published pass and the wall-clock second: the
-/// store's app rows change only inside a pass (before it is published), so every browser
-/// polling within the same second of the same pass gets the same text, rendered once. Only
-/// this router's own memory; nothing of berth's state is written.
+/// The overview last rendered, keyed by the published pass and the wall-clock second: every
+/// browser polling within the same second of the same pass gets the same text, rendered
+/// once. This controller's own passes write the app rows before they publish, so a new pass
+/// is always rendered fresh; rows written by another writer (the autoscaler's overrides, an
+/// HA leader seen from a follower) show at most a second late. Only this router's own
+/// memory; nothing of berth's state is written.
 #[derive(Default)]
 struct OverviewMemo(std::sync::Mutex<Option<(OverviewKey, String)>>);
 
