@@ -1,10 +1,9 @@
-//! The store's self-heal rows (`heal_state`) and event kinds against a real SQLite file in a
-//! temporary directory: round trip, replace, survive a reopen, go with `delete_app`, refuse
-//! a corrupt row, and every event kind's text reads back as its variant. Touches nothing
-//! but its own temp dirs.
+//! The store's self-heal rows and event kinds (`store_cases/heal.rs`, which
+//! `store_postgres.rs` runs too) against a real SQLite file in a temporary directory.
+//! Touches nothing but its own temp dirs.
 
 use berth::store::{
-    AppDesiredRecord, AppStatus, EventQuery, EventType, HealRow, NewEvent, Store, StoreError,
+    AppDesiredRecord, AppStatus, EventQuery, EventType, NewEvent, Store, StoreError,
 };
 use std::path::PathBuf;
 use tempfile::TempDir;
@@ -15,209 +14,19 @@ fn db_path() -> (TempDir, PathBuf) {
     (dir, path)
 }
 
-fn row(app: &str, hash: &str, repairs: &[i64], quarantined: Option<i64>) -> HealRow {
-    HealRow {
-        app: app.to_string(),
-        spec_hash: hash.to_string(),
-        repairs: repairs.to_vec(),
-        quarantined_since: quarantined,
-        last_failure: quarantined.map(|_| "container c kept exiting".to_string()),
-        updated_at: repairs.last().copied().unwrap_or(0),
-    }
+async fn open(path: &std::path::Path) -> Store {
+    Store::open(path).await.unwrap()
 }
 
-#[tokio::test]
-async fn heal_rows_round_trip_replace_and_survive_a_reopen() {
-    let (_dir, path) = db_path();
-    {
-        let store = Store::open(&path).await.unwrap();
-        assert!(store.heal_states().await.unwrap().is_empty());
-        store
-            .save_heal_state(&row("web", "h1", &[10], None))
-            .await
-            .unwrap();
-        store
-            .save_heal_state(&row("api", "h7", &[5], None))
-            .await
-            .unwrap();
-        // The next repair replaces the row: one per app.
-        let quarantined = row("web", "h1", &[10, 20, 40, 80, 160], Some(160));
-        store.save_heal_state(&quarantined).await.unwrap();
-        assert_eq!(
-            store.heal_states().await.unwrap(),
-            vec![row("api", "h7", &[5], None), quarantined.clone()],
-            "ordered by app, the newest state of each"
-        );
-        store.close().await;
-    }
-    let store = Store::open(&path).await.unwrap();
-    let rows = store.heal_states().await.unwrap();
-    assert_eq!(rows.len(), 2);
-    assert_eq!(rows[1].repairs, vec![10, 20, 40, 80, 160]);
-    assert_eq!(rows[1].quarantined_since, Some(160));
-    assert_eq!(
-        rows[1].last_failure.as_deref(),
-        Some("container c kept exiting")
-    );
-    assert!(store.clear_heal_state("api").await.unwrap());
-    assert!(!store.clear_heal_state("api").await.unwrap());
-    assert_eq!(store.heal_states().await.unwrap().len(), 1);
+async fn corrupt_heal_repairs(path: &std::path::Path) {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("UPDATE heal_state SET repairs = 'not json'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
 }
 
-#[tokio::test]
-async fn delete_app_forgets_its_heal_state() {
-    let (_dir, path) = db_path();
-    let store = Store::open(&path).await.unwrap();
-    for name in ["web", "api"] {
-        store
-            .upsert_app_desired(&AppDesiredRecord {
-                name: name.to_string(),
-                spec_json: "{}".to_string(),
-                spec_hash: "h1".to_string(),
-                source_file: format!("{name}.yaml"),
-                revision: "r1".to_string(),
-                at: 1,
-            })
-            .await
-            .unwrap();
-        store
-            .save_heal_state(&row(name, "h1", &[2], None))
-            .await
-            .unwrap();
-    }
-    assert!(store.delete_app("web").await.unwrap());
-    let left: Vec<String> = store
-        .heal_states()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.app)
-        .collect();
-    assert_eq!(left, vec!["api".to_string()]);
-}
-
-#[tokio::test]
-async fn a_corrupt_repairs_column_is_reported_with_the_app() {
-    let (_dir, path) = db_path();
-    let store = Store::open(&path).await.unwrap();
-    store
-        .save_heal_state(&row("web", "h1", &[1], None))
-        .await
-        .unwrap();
-    store.close().await;
-    // Damage the row behind the store's back, as a bad manual edit would.
-    {
-        use sqlx::Connection;
-        let url = format!("sqlite://{}", path.display());
-        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query("UPDATE heal_state SET repairs = 'not json'")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
-    }
-    let store = Store::open(&path).await.unwrap();
-    match store.heal_states().await {
-        Err(StoreError::Corrupt { detail, .. }) => {
-            assert!(detail.contains("\"web\""), "{detail}");
-        }
-        other => panic!("expected a corrupt-row error, got {other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn crash_looping_is_a_stored_status() {
-    let (_dir, path) = db_path();
-    let store = Store::open(&path).await.unwrap();
-    store
-        .upsert_app_desired(&AppDesiredRecord {
-            name: "web".to_string(),
-            spec_json: "{}".to_string(),
-            spec_hash: "h1".to_string(),
-            source_file: "web.yaml".to_string(),
-            revision: "r1".to_string(),
-            at: 1,
-        })
-        .await
-        .unwrap();
-    let why = "5 repairs within 10 minutes; self-heal stopped until the spec changes";
-    store
-        .set_app_status("web", AppStatus::CrashLooping, Some(why), 2)
-        .await
-        .unwrap();
-    let app = store.app("web").await.unwrap().unwrap();
-    assert_eq!(app.status, AppStatus::CrashLooping);
-    assert_eq!(app.status.as_str(), "crash-looping");
-    assert_eq!(app.last_error.as_deref(), Some(why));
-    assert_eq!(
-        AppStatus::parse("crash-looping"),
-        Some(AppStatus::CrashLooping)
-    );
-}
-
-#[tokio::test]
-async fn every_event_kind_reads_back_as_its_variant() {
-    let (_dir, path) = db_path();
-    let store = Store::open(&path).await.unwrap();
-    for (at, kind) in EventType::KNOWN.iter().enumerate() {
-        store
-            .record_event(&NewEvent {
-                app: None,
-                event_type: kind.clone(),
-                message: format!("kind {kind}"),
-                revision: None,
-                source_file: None,
-                details: serde_json::Value::Null,
-                at: at as i64,
-            })
-            .await
-            .unwrap();
-    }
-    let rows = store
-        .events(&EventQuery {
-            limit: 100,
-            ..EventQuery::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(rows.len(), EventType::KNOWN.len());
-    for row in rows {
-        assert!(
-            !matches!(row.event_type, EventType::Other(_)),
-            "{} read back as Other",
-            row.event_type
-        );
-        assert_eq!(row.message, format!("kind {}", row.event_type));
-    }
-    // The texts stored rows and API filters use did not change.
-    for (kind, text) in [
-        (EventType::ProxyStarted, "proxy-started"),
-        (EventType::PruneRefused, "prune-refused"),
-        (EventType::SourceDegraded, "source-degraded"),
-        (EventType::SourceRecovered, "source-recovered"),
-        (EventType::Unhealthy, "unhealthy"),
-        (EventType::CrashLooping, "crash-looping"),
-    ] {
-        assert_eq!(kind.as_str(), text);
-        assert_eq!(EventType::parse(text), kind);
-    }
-    // A kind named by its text (as older code and filters did) is the same kind.
-    assert_eq!(
-        EventType::Other("prune-refused".into()),
-        EventType::PruneRefused
-    );
-    let filtered = store
-        .events(&EventQuery {
-            event_type: Some(EventType::Other("crash-looping".into())),
-            ..EventQuery::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(filtered.len(), 1);
-    assert_eq!(filtered[0].event_type, EventType::CrashLooping);
-    // Unknown kinds still read back.
-    assert_eq!(
-        EventType::parse("from-a-newer-berth"),
-        EventType::Other("from-a-newer-berth".into())
-    );
-}
+include!("store_cases/heal.rs");

@@ -1,6 +1,6 @@
-//! The store cases of `store_cases/cases.rs` (the same ones `store_sqlite.rs` runs) against a
-//! real PostgreSQL started by the test binary (`support::postgres`: one server, a database
-//! per test), and PostgreSQL's own: the leader lease (take, renew, expiry, takeover with a
+//! The store cases of `store_cases/cases.rs` and `store_cases/heal.rs` (the same ones
+//! `store_sqlite.rs` and `store_heal.rs` run) against a real PostgreSQL started by the test
+//! binary (`support::postgres`: one server, a database per test), and PostgreSQL's own: the leader lease (take, renew, expiry, takeover with a
 //! new epoch, release), fencing of a deposed leader's writes, an unreachable server's
 //! error, and TLS (`verify-full` against the server's own certificate). Touches nothing
 //! but its own server and temp dir.
@@ -22,6 +22,20 @@ fn free_port() -> u16 {
 use berth::store::{Fence, LeaseTerms, StoreUrl};
 
 include!("store_cases/cases.rs");
+include!("store_cases/heal.rs");
+
+/// Writes `not json` into `heal_state.repairs` behind the store's back (`store_cases/heal.rs`).
+async fn corrupt_heal_repairs(url: &std::path::Path) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url.to_str().unwrap())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE heal_state SET repairs = 'not json'")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+}
 
 /// A fresh database on the shared server: its URL as a "path" (`open` reopens it).
 fn db_path() -> ((), PathBuf) {
