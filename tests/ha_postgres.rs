@@ -139,13 +139,22 @@ async fn postgres_stopped_keeps_containers_serving_then_resumes() {
     )
     .await
     .unwrap_or_else(|e| panic!("{}", report(e)));
-    let before = instance_containers(&scene.instance);
 
-    // PostgreSQL gone for 20 s (several leases): containers keep running, nginx keeps
-    // serving them, readiness says the store is down, nothing is touched.
+    // PostgreSQL gone for 20 s (several leases). Until its lease would run out the leader
+    // may still act; then it stops. From then on containers keep running, nginx keeps
+    // serving them, readiness says the store is down, and a spec change touches nothing.
     pg.stop();
-    scene.write("web", "berth-demo:v2", 2);
     let down = Instant::now();
+    while node.leader().is_none_or(|l| l["is_leader"] == true) {
+        assert!(
+            down.elapsed() < Duration::from_secs(15),
+            "{}",
+            report("the leader kept acting without its store".into())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = instance_containers(&scene.instance);
+    scene.write("web", "berth-demo:v2", 2);
     let mut saw_not_ready = false;
     let mut saw_store_down = false;
     while down.elapsed() < Duration::from_secs(20) {
