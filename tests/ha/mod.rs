@@ -18,10 +18,11 @@ use std::time::{Duration, Instant};
 /// One `berth serve` controller of the pair: its own state dir (private nginx), nginx port
 /// and API port; the scene's specs, instance and network.
 pub struct Node {
+    /// First: fields drop in order, and the guard reads the pid file in `state`.
+    _nginx: NginxGuard,
     pub state: tempfile::TempDir,
     pub port: u16,
     pub api: u16,
-    _nginx: NginxGuard,
 }
 
 impl Node {
