@@ -251,30 +251,9 @@ async fn tls_verify_full_trusts_only_the_given_root() {
     assert!(store.apps().await.unwrap().is_empty());
 
     let other = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-        ])
-        .arg(other.path().join("other.key"))
-        .arg("-out")
-        .arg(other.path().join("other.crt"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    postgres::self_signed_for_loopback(
+        &other.path().join("other.key"),
+        &other.path().join("other.crt"),
     );
     let wrong = format!(
         "{}?sslmode=verify-full&sslrootcert={}",

@@ -66,6 +66,36 @@ fn as_postgres(program: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Writes a new key and a self-signed certificate for 127.0.0.1 (IP SAN), valid 2 days,
+/// with the openssl CLI.
+pub fn self_signed_for_loopback(key: &Path, cert: &Path) {
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .output()
+        .expect("run openssl (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl Postgres {
     /// Creates a cluster in a temp dir and starts it; waits until it accepts connections.
     pub fn start() -> Postgres {
@@ -105,31 +135,7 @@ impl Postgres {
         );
         // TLS: a self-signed certificate for 127.0.0.1 (its own CA), so clients on the
         // default `sslmode=prefer` talk TLS and a test can ask for `verify-full`.
-        let out = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
-                "-keyout",
-            ])
-            .arg(data.join("server.key"))
-            .arg("-out")
-            .arg(data.join("server.crt"))
-            .output()
-            .expect("run openssl (scripts/setup.sh installs it)");
-        assert!(
-            out.status.success(),
-            "openssl req: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self_signed_for_loopback(&data.join("server.key"), &data.join("server.crt"));
         for file in ["server.key", "server.crt"] {
             let status = Command::new("chown")
                 .args(["postgres:postgres"])
