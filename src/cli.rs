@@ -417,7 +417,8 @@ pub(crate) struct Common {
     /// Only manage containers labelled berth.instance=<NAME> (several controllers on one host).
     #[arg(long, env = "BERTH_INSTANCE")]
     pub(crate) instance: Option<String>,
-    /// Apps applying their steps at the same time.
+    /// Container creates + starts at the same time; up to four times as many apps apply
+    /// their steps at once (e.g. new containers waiting on their health gate).
     #[arg(long, default_value_t = 8)]
     pub(crate) parallel: usize,
     /// KEY=VALUE file with values for `valueFrom: sdk` env vars (berth's own environment

@@ -72,7 +72,7 @@ async fn reopening_runs_no_migration_twice_and_keeps_rows() {
     let store = open(&url).await;
     assert_eq!(store.apps().await.unwrap().len(), 1);
     let parsed = StoreUrl::parse(url.to_str().unwrap()).unwrap();
-    assert_eq!(Store::probe_url(&parsed).await.unwrap(), 3);
+    assert_eq!(Store::probe_url(&parsed).await.unwrap(), 4);
     store.close().await;
 }
 
@@ -221,7 +221,7 @@ async fn doctor_checks_the_store_url() {
     let (status, detail) = check(&url);
     assert_eq!(status, "ok", "{detail}");
     assert!(detail.contains("PostgreSQL"), "{detail}");
-    assert!(detail.contains("3 migrations applied"), "{detail}");
+    assert!(detail.contains("4 migrations applied"), "{detail}");
     let (status, detail) = check(&format!(
         "postgres://berth:pw@127.0.0.1:{}/berth",
         free_port()

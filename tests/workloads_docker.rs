@@ -3,7 +3,8 @@
 //! the app; `berth volumes prune` deletes it; apps reach each other by name; dependsOn
 //! orders creation; entrypoint/workingDir/user/labels/logging reach the container; hostPath
 //! is refused outside `--allow-host-path`; `strategy: recreate` stops the old replica before
-//! the new one is created; the stateful app's data also survives SIGKILLs of `berth serve`
+//! the new one is created; a scaled-in replica's anonymous volume is kept and deleted with
+//! the app; the stateful app's data also survives SIGKILLs of `berth serve`
 //! in the middle of its recreate rollouts. Every test has its own instance label (containers, network,
 //! volumes) and cleans up in Drop guards.
 
@@ -624,4 +625,94 @@ async fn data_survives_sigkills_of_berth_serve_during_recreate_rollouts() {
     };
     serve.kill9();
     assert_eq!(exec(&last.id, "cat /data/x /anon/y").1, "named\nanon");
+}
+
+/// Removes the named (unlabelled) anonymous volumes on drop, even when the test fails.
+struct AnonymousVolumes(Vec<String>);
+
+impl Drop for AnonymousVolumes {
+    fn drop(&mut self) {
+        for volume in &self.0 {
+            let _ = docker(&["volume", "rm", "-f", volume]);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_volumes_of_scaled_in_replicas_are_kept_then_deleted_with_the_app() {
+    let scene = Scene::new("wl-scalein");
+    let image = LocalImage::new(&scene.instance, &[r#"VOLUME ["/anon"]"#]);
+    let app = format!("si{}", &unique_name("x").replace('-', "")[1..12]);
+    let spec = |replicas: u32| {
+        format!(
+            "apiVersion: v1
+kind: App
+metadata: {{name: {app}}}
+spec:
+  image: {}
+  replicas: {replicas}
+  ports: [{{containerPort: 8080}}]
+  health: {{httpGet: {{path: /healthz, port: 8080}}, intervalSeconds: 1}}
+  termination: {{drainSeconds: 0, gracePeriodSeconds: 1}}
+",
+            image.tag
+        )
+    };
+    write(&scene, "app.yaml", &spec(2));
+    let ctl = controller(&scene, settings(&scene)).await;
+    let mut two = Vec::new();
+    for _ in 0..15 {
+        pass(&ctl).await;
+        two = running(&ctl, &app).await;
+        if two.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(two.len(), 2, "two replicas run");
+    let volumes: Vec<String> = two.iter().map(|c| volume_at(&c.id, "/anon")).collect();
+    let _guard = AnonymousVolumes(volumes.clone());
+    assert!(volumes.iter().all(|v| v.len() == 64), "{volumes:?}");
+
+    // Scale-in: the removed replica's volume stays on the host and is recorded.
+    write(&scene, "app.yaml", &spec(1));
+    let mut one = Vec::new();
+    for _ in 0..15 {
+        pass(&ctl).await;
+        one = ctl
+            .runtime()
+            .observe()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.app == app)
+            .collect();
+        if one.len() == 1 {
+            break;
+        }
+    }
+    assert_eq!(one.len(), 1, "scaled in to one replica");
+    let left = volume_at(&one[0].id, "/anon");
+    let removed: Vec<String> = volumes.iter().filter(|v| **v != left).cloned().collect();
+    assert_eq!(removed.len(), 1, "{volumes:?} vs {left}");
+    assert!(
+        volume_exists(&removed[0]),
+        "scale-in never deletes a volume"
+    );
+    assert_eq!(
+        ctl.store().kept_volumes(&app).await.unwrap(),
+        removed,
+        "the scaled-in replica's volume is recorded"
+    );
+
+    // Removing the app deletes both: its last container's and the recorded one.
+    std::fs::remove_file(scene.specs.path().join("app.yaml")).unwrap();
+    pass(&ctl).await;
+    assert!(running(&ctl, &app).await.is_empty(), "the app is removed");
+    for volume in &volumes {
+        assert!(!volume_exists(volume), "{volume} goes with the app");
+    }
+    assert!(
+        ctl.store().kept_volumes(&app).await.unwrap().is_empty(),
+        "the record goes with the volume"
+    );
 }

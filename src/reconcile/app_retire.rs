@@ -59,15 +59,70 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                 runtime.stop(id, timeout).await.map_err(|e| e.to_string())?;
             }
             if stop_only {
-                return Ok(());
+                return Ok(Vec::new());
             }
             runtime.remove(id, volumes).await.map_err(|e| e.to_string())
         }))
         .await;
-        results
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map(|_| ())
+        let mut kept = Vec::new();
+        let mut failure = None;
+        for result in results {
+            match result {
+                Ok(volumes) => kept.extend(volumes),
+                Err(message) => failure = Some(message),
+            }
+        }
+        self.remember_kept_volumes(kept).await;
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Records anonymous volumes a removal left on the host, so the app's removal finds
+    /// them (Docker gives them no labels).
+    pub(super) async fn remember_kept_volumes(&self, volumes: Vec<String>) {
+        if volumes.is_empty() {
+            return;
+        }
+        if let Err(e) = self
+            .ctl
+            .store
+            .record_kept_volumes(self.app, &volumes, now_ms())
+            .await
+        {
+            warn!(
+                app = self.app,
+                "cannot record the kept anonymous volumes {}: {e}",
+                volumes.join(", ")
+            );
+        }
+    }
+
+    /// After the app's removal: the anonymous volumes its earlier removals left on the host
+    /// (scale-in, failed starts) go too, as the ones of its last containers did. One still
+    /// in use stays recorded for the next try.
+    pub(super) async fn remove_kept_volumes(&self) {
+        let recorded = match self.ctl.store.kept_volumes(self.app).await {
+            Ok(v) => v,
+            Err(e) => {
+                warn!(
+                    app = self.app,
+                    "cannot list the kept anonymous volumes: {e}"
+                );
+                return;
+            }
+        };
+        let mut gone = Vec::new();
+        for volume in recorded {
+            match self.ctl.runtime.remove_anonymous_volume(&volume).await {
+                Ok(()) => gone.push(volume),
+                Err(e) => warn!(app = self.app, "anonymous volume {volume} kept: {e}"),
+            }
+        }
+        if let Err(e) = self.ctl.store.forget_kept_volumes(&gone).await {
+            warn!(
+                app = self.app,
+                "cannot forget removed anonymous volumes: {e}"
+            );
+        }
     }
 
     /// `strategy: recreate`: the old replica leaves the upstream, drains and stops first;
@@ -86,10 +141,11 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         let runtime = &self.ctl.runtime;
         match self.bring_up(desired, Some(old_id)).await {
             Ok(new) => {
-                runtime
+                let kept = runtime
                     .remove(old_id, RemoveVolumes::Keep)
                     .await
                     .map_err(|e| Stop::Failed(e.to_string(), false))?;
+                self.remember_kept_volumes(kept).await;
                 if let Some(address) = new.address() {
                     self.members.push(address);
                 }

@@ -38,6 +38,9 @@ pub(super) struct AppRun<'a, R: ContainerRuntime> {
     /// a container that left it during the pass still gets its drain.
     pub(super) routed_in_pass: BTreeSet<String>,
     pub(super) report: ApplyReport,
+    /// The pass's engine bound (`--parallel`): held for each create + start only, so an
+    /// app waiting on its health gate does not keep another app's create waiting.
+    pub(super) engine_slots: &'a tokio::sync::Semaphore,
 }
 
 static NAME_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -158,6 +161,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                 .await
                 .map_err(setup)?;
         }
+        let slot = self.engine_slots.acquire().await.expect("semaphore open");
         self.ctl.may_mutate().map_err(BringUpError::Setup)?;
         let id = match runtime.create(&request).await {
             Ok(id) => id,
@@ -170,18 +174,21 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
             Err(e) => return Err(setup(e)),
         };
         let result = async {
-            runtime.start(&id).await.map_err(setup)?;
+            let started = runtime.start(&id).await.map_err(setup);
+            drop(slot);
+            started?;
             self.wait_healthy(desired, &id)
                 .await
                 .map_err(BringUpError::NeverHealthy)
         }
         .await;
         if result.is_err() {
-            if let Err(e) = runtime.remove(&id, RemoveVolumes::Keep).await {
-                warn!(
+            match runtime.remove(&id, RemoveVolumes::Keep).await {
+                Ok(kept) => self.remember_kept_volumes(kept).await,
+                Err(e) => warn!(
                     app = self.app,
                     "cannot remove failed container {}: {e}", request.name
-                );
+                ),
             }
         }
         result
@@ -421,16 +428,24 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         )
         .instrument(span)
         .await;
-        let mut joined = 0;
+        // The healthy ones join the upstream first: the events and records below are
+        // store writes that must not delay the new members' first requests.
+        let joined = results.iter().filter(|r| r.is_ok()).count();
+        for new in results.iter().flatten() {
+            if let Some(address) = new.address() {
+                self.members.push(address);
+            }
+        }
+        if joined > 0 {
+            if let Err(message) = self.sync_proxy().await {
+                self.report.failed(self.app, message);
+            }
+        }
         for (step, result) in steps.iter().zip(results) {
             match result {
                 Ok(new) => {
-                    joined += 1;
                     self.report.steps_applied += 1;
                     self.ctl.metrics.steps_applied("create", 1);
-                    if let Some(address) = new.address() {
-                        self.members.push(address);
-                    }
                     if matches!(
                         step,
                         Step::Create {
@@ -466,11 +481,6 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                             .await;
                     }
                 }
-            }
-        }
-        if joined > 0 {
-            if let Err(message) = self.sync_proxy().await {
-                self.report.failed(self.app, message);
             }
         }
     }
@@ -514,6 +524,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         {
             Ok(()) => {
                 if app_removed {
+                    self.remove_kept_volumes().await;
                     self.report_kept_volumes().await;
                 }
                 self.report.steps_applied += ids.len();

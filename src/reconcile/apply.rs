@@ -1,6 +1,7 @@
 //! `apply(plan)`: carries out a plan. Proxy-only changes go first, as one batch with one
 //! reload; then each app runs its container steps in plan order (`app_run.rs`, apps in
-//! parallel, up to `parallel_apps`). Rollouts are surge 1: create -> start -> healthy -> add
+//! parallel: `parallel_apps` creates + starts at once, up to four times as many apps in
+//! their steps, e.g. waiting on a health gate). Rollouts are surge 1: create -> start -> healthy -> add
 //! to upstream -> take the old one out -> drain -> stop -> remove. A new generation that
 //! never becomes healthy is removed, the old one keeps serving and the spec hash is marked
 //! failed.
@@ -15,6 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tracing::{info_span, warn, Instrument};
+
+/// Apps in their steps at once per `--parallel` slot (see `apply`).
+const SURGE_PER_SLOT: usize = 4;
 
 /// Proxy files one app writes `(file, text)` and removes.
 type FileChanges = (Vec<(String, String)>, Vec<String>);
@@ -70,7 +74,14 @@ pub async fn apply<'a, R: ContainerRuntime>(
     for step in plan.steps.iter().filter(|s| s.touches_containers()) {
         apps.entry(step.app()).or_default().push(step);
     }
-    let limit = Arc::new(Semaphore::new(ctl.settings.parallel_apps.max(1)));
+    // Two bounds: `parallel` creates + starts at once (the engine's load), and up to
+    // SURGE_PER_SLOT times as many apps in their steps at once, so apps waiting on a
+    // health gate neither hold up other apps' creates nor put an unbounded number of
+    // surge containers on the host.
+    let parallel = ctl.settings.parallel_apps.max(1);
+    let engine_slots = Semaphore::new(parallel);
+    let engine_slots = &engine_slots;
+    let limit = Arc::new(Semaphore::new(parallel * SURGE_PER_SLOT));
     let run_app = |app: &'a str, steps: Vec<&'a Step>| {
         let limit = limit.clone();
         let members = plan
@@ -92,6 +103,7 @@ pub async fn apply<'a, R: ContainerRuntime>(
                 routed_in_pass: members.iter().cloned().collect(),
                 members,
                 report: ApplyReport::default(),
+                engine_slots,
             };
             run.run(&steps).instrument(span).await;
             run.report

@@ -78,7 +78,8 @@ pub struct Settings {
     pub interval: Duration,
     /// Dedicated Docker network every container joins.
     pub network: String,
-    /// How many apps apply their steps at the same time.
+    /// How many container creates + starts run at the same time (four times as many apps
+    /// may be in their steps at once, e.g. waiting on a health gate).
     pub parallel_apps: usize,
     /// Values for `valueFrom: sdk` env vars (berth's environment plus the host env file).
     pub host_env: BTreeMap<String, String>,

@@ -458,11 +458,13 @@ pub trait ContainerRuntime: ContainerObserver {
         timeout_seconds: u32,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Removes a container; `volumes` says whether its anonymous volumes go with it.
+    /// Returns the anonymous volumes it had that stay on the host (none with `Anonymous`,
+    /// or when the container was already gone).
     fn remove(
         &self,
         id: &str,
         volumes: RemoveVolumes,
-    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
     /// Makes sure the dedicated network exists.
     fn ensure_network(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Pulls `image` from its registry (progress goes to the log).
@@ -490,6 +492,13 @@ pub trait ContainerRuntime: ContainerObserver {
     /// Deletes one of berth's volumes (`berth volumes prune`); gone is `Ok`, in use is an
     /// error naming the volume.
     fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Deletes an anonymous volume (64 hex digits, as `remove` reports them) of a removed
+    /// app; gone is `Ok`, a name that is not anonymous or a volume still in use is an
+    /// error (the volume stays).
+    fn remove_anonymous_volume(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// The swarm backend's service half, when this runtime is one: the pass then plans and
     /// applies service steps (`plan::swarm`) instead of container steps. The docker
     /// backend has none.

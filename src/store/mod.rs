@@ -3,7 +3,7 @@
 //! Owns all SQL of the project, the schema (`migrations/sqlite/` and `migrations/postgres/`,
 //! embedded at build time) and the row types other modules read and write: apps with their
 //! desired and last-good specs, failed rollouts, replica overrides, self-heal state, events,
-//! scaling decisions, source revisions and the leader lease.
+//! scaling decisions, source revisions, kept anonymous volumes and the leader lease.
 //!
 //! Rules that keep one set of statements valid in both dialects: plain portable SQL with
 //! `$n` placeholders, times as integer unix milliseconds handed in by the caller (the store
@@ -18,6 +18,7 @@ mod events;
 mod fence;
 mod heal;
 mod history;
+mod kept_volumes;
 mod lease;
 mod overrides;
 mod revisions;

@@ -121,9 +121,13 @@ impl ContainerRuntime for FakeRuntime {
         &self,
         _id: &str,
         _volumes: berth::runtime::RemoveVolumes,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Vec<String>, RuntimeError> {
         self.calls.lock().unwrap().remove += 1;
         Err(refused("remove"))
+    }
+    async fn remove_anonymous_volume(&self, _name: &str) -> Result<(), RuntimeError> {
+        self.calls.lock().unwrap().volume += 1;
+        Err(refused("remove volume"))
     }
     async fn ensure_volume(&self, _name: &str, _app: &str) -> Result<(), RuntimeError> {
         self.calls.lock().unwrap().volume += 1;

@@ -1,4 +1,4 @@
-// The self-heal rows (`heal_state`) and event kinds, included (`include!`) by
+// The self-heal rows (`heal_state`), event kinds and kept anonymous volumes, included (`include!`) by
 // tests/store_heal.rs (SQLite) and tests/store_postgres.rs: round trip, replace, survive a
 // reopen, go with `delete_app`, refuse a corrupt row, and every event kind's text reads
 // back as its variant. Each binary defines `db_path()`, `open(&path)` and
@@ -203,4 +203,40 @@ async fn every_event_kind_reads_back_as_its_variant() {
         EventType::parse("from-a-newer-berth"),
         EventType::Other("from-a-newer-berth".into())
     );
+}
+
+#[tokio::test]
+async fn kept_volumes_are_recorded_per_app_once_and_forgotten() {
+    let (_dir, path) = db_path();
+    let a = "a".repeat(64);
+    let b = "b".repeat(64);
+    {
+        let store = open(&path).await;
+        assert!(store.kept_volumes("web").await.unwrap().is_empty());
+        store
+            .record_kept_volumes("web", &[b.clone(), a.clone()], 10)
+            .await
+            .unwrap();
+        // Recorded again (the old side of a later rollout): still one row per volume.
+        store
+            .record_kept_volumes("web", std::slice::from_ref(&a), 20)
+            .await
+            .unwrap();
+        store
+            .record_kept_volumes("api", &["c".repeat(64)], 30)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.kept_volumes("web").await.unwrap(),
+            vec![a.clone(), b.clone()]
+        );
+    }
+    let store = open(&path).await;
+    assert_eq!(store.kept_volumes("web").await.unwrap().len(), 2, "kept across a reopen");
+    store
+        .forget_kept_volumes(std::slice::from_ref(&a))
+        .await
+        .unwrap();
+    assert_eq!(store.kept_volumes("web").await.unwrap(), vec![b]);
+    assert_eq!(store.kept_volumes("api").await.unwrap().len(), 1);
 }

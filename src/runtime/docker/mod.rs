@@ -449,18 +449,18 @@ impl ContainerRuntime for DockerRuntime {
         Ok(())
     }
 
-    async fn remove(&self, id: &str, volumes: RemoveVolumes) -> Result<(), RuntimeError> {
+    async fn remove(&self, id: &str, volumes: RemoveVolumes) -> Result<Vec<String>, RuntimeError> {
         let Some(info) = self.owned("remove", id).await? else {
-            return Ok(());
+            return Ok(Vec::new());
         };
-        let anonymous = match volumes {
-            RemoveVolumes::Keep => Vec::new(),
-            RemoveVolumes::Anonymous => info
-                .mounts
-                .as_deref()
-                .map(anonymous_volumes)
-                .unwrap_or_default(),
-        };
+        let anonymous: Vec<String> = info
+            .mounts
+            .as_deref()
+            .map(anonymous_volumes)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
         Counters::bump(&self.counters.remove);
         let options = RemoveContainerOptions {
             force: true,
@@ -479,10 +479,15 @@ impl ContainerRuntime for DockerRuntime {
             Err(e) => return Err(map_error(&self.endpoint, "remove", e)),
         }
         tracing::info!(container = %id, "removed container");
-        for (name, _) in anonymous {
-            self.remove_anonymous_volume(&name).await;
+        if volumes == RemoveVolumes::Keep {
+            return Ok(anonymous);
         }
-        Ok(())
+        for name in anonymous {
+            if let Err(e) = self.remove_anonymous_now(&name).await {
+                tracing::debug!(volume = %name, "anonymous volume kept: {e}");
+            }
+        }
+        Ok(Vec::new())
     }
 
     async fn ensure_volume(&self, name: &str, app: &str) -> Result<(), RuntimeError> {
@@ -491,6 +496,10 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
         self.remove_owned_volume(name).await
+    }
+
+    async fn remove_anonymous_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        self.remove_anonymous_now(name).await
     }
 
     async fn ensure_network(&self, name: &str) -> Result<(), RuntimeError> {

@@ -155,23 +155,30 @@ impl DockerRuntime {
         Ok(())
     }
 
-    /// Best effort, after the app's container is gone: an anonymous volume (an image's
-    /// VOLUME, maybe carried over from earlier containers) goes unless another container
-    /// still uses it (409) — then it stays, and a later removal takes it.
-    pub(super) async fn remove_anonymous_volume(&self, name: &str) {
+    /// After the app's container is gone: an anonymous volume (an image's VOLUME, maybe
+    /// carried over from earlier containers) goes unless another container still uses it
+    /// (409: an error, the volume stays and a later removal takes it). Only 64-hex names.
+    pub(super) async fn remove_anonymous_now(&self, name: &str) -> Result<(), RuntimeError> {
+        if !super::mounts::is_anonymous_name(name) {
+            return Err(RuntimeError::Engine {
+                operation: "remove volume".to_string(),
+                message: format!("volume {name} is not an anonymous volume: berth only deletes named volumes through `berth volumes prune`"),
+            });
+        }
         Counters::bump(&self.counters.volume);
         match self
             .docker
             .remove_volume(name, Some(RemoveVolumeOptions { force: false }))
             .await
         {
-            Ok(()) => tracing::info!(volume = %name, "removed anonymous volume of a removed app"),
+            Ok(()) => {
+                tracing::info!(volume = %name, "removed anonymous volume of a removed app");
+                Ok(())
+            }
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
-            }) => {}
-            Err(e) => {
-                tracing::debug!(volume = %name, "anonymous volume kept: {e}");
-            }
+            }) => Ok(()),
+            Err(e) => Err(map_error(&self.endpoint, "remove volume", e)),
         }
     }
 }

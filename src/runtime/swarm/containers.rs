@@ -122,7 +122,11 @@ impl ContainerRuntime for SwarmRuntime {
         Err(no_containers("stop"))
     }
 
-    async fn remove(&self, _id: &str, _volumes: RemoveVolumes) -> Result<(), RuntimeError> {
+    async fn remove(
+        &self,
+        _id: &str,
+        _volumes: RemoveVolumes,
+    ) -> Result<Vec<String>, RuntimeError> {
         Err(no_containers("remove"))
     }
 
@@ -140,6 +144,13 @@ impl ContainerRuntime for SwarmRuntime {
 
     fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send {
         self.local.remove_volume(name)
+    }
+
+    fn remove_anonymous_volume(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send {
+        self.local.remove_anonymous_volume(name)
     }
 
     fn swarm(&self) -> Option<&SwarmRuntime> {
