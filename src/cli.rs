@@ -1,5 +1,6 @@
 //! The command line's shape: clap types for every subcommand and its flags, with their
-//! help texts and defaults. Must not touch: what the commands do (main.rs).
+//! help texts and defaults. Must not touch: what the commands do (main.rs, commands.rs,
+//! serve.rs).
 
 use berth::api;
 use berth::source;

@@ -5,7 +5,8 @@
 //! becomes an extra `--key=value` argument that clap parses with the flag's own value
 //! parser, unless the flag or its env var was given (or a flag it conflicts with, such as
 //! `--git` over a file's `dir`). Errors name the file, line and column.
-//! Must not touch: what the commands do (main.rs), the flags themselves (cli.rs).
+//! Must not touch: what the commands do (main.rs, commands.rs, serve.rs), the flags
+//! themselves (cli.rs).
 
 use clap::error::{ContextKind, ContextValue};
 use clap::parser::ValueSource;

@@ -428,7 +428,7 @@ async fn source(args: &ServeArgs) -> Check {
         Ok(d) => d,
         Err(e) => return fail("source", format!("cannot create a temporary mirror: {e}")),
     };
-    let config = match crate::git_config(common, url, mirror.path()) {
+    let config = match crate::wiring::git_config(common, url, mirror.path()) {
         Ok(c) => c,
         Err(e) => return fail("source", format!("{e:#}")),
     };
