@@ -3,8 +3,9 @@
 //! `recreate` strategy (stop old, then start new), failed rollouts and self-heal repairs
 //! bookkeeping, and the `volume-kept` event of a removed app. Must not touch: other apps.
 
-use super::app_run::{AppRun, BringUpError, Stop};
+use super::app_run::{AppRun, Stop};
 use super::now_ms;
+use super::StepError;
 use crate::plan::{heal, DesiredApp};
 use crate::runtime::{ContainerRuntime, ContainerState, ObservedContainer, RemoveVolumes};
 use crate::store::EventType;
@@ -29,7 +30,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         drain_seconds: u32,
         volumes: RemoveVolumes,
         stop_only: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), StepError> {
         let addresses: Vec<String> = ids
             .iter()
             .filter_map(|id| self.observed_container(id)?.address())
@@ -56,12 +57,12 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                 .iter()
                 .any(|c| c.id == *id && c.state == ContainerState::Running);
             if running || stop_only {
-                runtime.stop(id, timeout).await.map_err(|e| e.to_string())?;
+                runtime.stop(id, timeout).await?;
             }
             if stop_only {
                 return Ok(Vec::new());
             }
-            runtime.remove(id, volumes).await.map_err(|e| e.to_string())
+            runtime.remove(id, volumes).await
         }))
         .await;
         let mut kept = Vec::new();
@@ -69,7 +70,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         for result in results {
             match result {
                 Ok(volumes) => kept.extend(volumes),
-                Err(message) => failure = Some(message),
+                Err(error) => failure = Some(StepError::from(error)),
             }
         }
         self.remember_kept_volumes(kept).await;
@@ -137,21 +138,19 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
     ) -> Result<ObservedContainer, Stop> {
         self.retire(&[old_id], drain_seconds, RemoveVolumes::Keep, true)
             .await
-            .map_err(|m| Stop::Failed(m, false))?;
+            .map_err(Stop::Failed)?;
         let runtime = &self.ctl.runtime;
         match self.bring_up(desired, Some(old_id)).await {
             Ok(new) => {
                 let kept = runtime
                     .remove(old_id, RemoveVolumes::Keep)
                     .await
-                    .map_err(|e| Stop::Failed(e.to_string(), false))?;
+                    .map_err(|e| Stop::Failed(e.into()))?;
                 self.remember_kept_volumes(kept).await;
                 if let Some(address) = new.address() {
                     self.members.push(address);
                 }
-                self.sync_proxy()
-                    .await
-                    .map_err(|m| Stop::Failed(m, false))?;
+                self.sync_proxy().await.map_err(Stop::Failed)?;
                 Ok(new)
             }
             Err(e) => {
@@ -163,11 +162,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                         "cannot restart the old container after a failed recreate: {restart}"
                     );
                 }
-                Err(match e {
-                    BringUpError::PullPending(image) => Stop::PullPending(image),
-                    BringUpError::Setup(m) => Stop::Failed(m, false),
-                    BringUpError::NeverHealthy(m) => Stop::Failed(m, true),
-                })
+                Err(e)
             }
         }
     }

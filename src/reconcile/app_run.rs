@@ -6,6 +6,7 @@
 
 use super::apply::ApplyReport;
 use super::prober::host_port_for;
+use super::StepError;
 use super::{now_ms, Controller};
 use crate::health::{effective_health, probe_once, probe_port};
 use crate::plan::{
@@ -99,7 +100,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
     }
 
     /// Writes this app's proxy files for the current members (no-op when unchanged).
-    pub(super) async fn sync_proxy(&mut self) -> Result<(), String> {
+    pub(super) async fn sync_proxy(&mut self) -> Result<(), StepError> {
         let Some(desired) = self.desired.filter(|_| self.routed()) else {
             return Ok(());
         };
@@ -116,22 +117,21 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         match self.ctl.proxy.submit(files, Vec::new()).await {
             Ok(_) => Ok(()),
             Err(e) => {
-                let message = e.to_string();
                 self.ctl
                     .event(
                         Some(self.app),
                         EventType::ProxyRejected,
-                        message.clone(),
+                        e.to_string(),
                         self.revision,
                         serde_json::Value::Null,
                     )
                     .await;
-                Err(message)
+                Err(e.into())
             }
         }
     }
 
-    fn request(&self, desired: &DesiredApp) -> Result<ContainerRequest, String> {
+    fn request(&self, desired: &DesiredApp) -> Result<ContainerRequest, StepError> {
         let settings = &self.ctl.settings;
         super::request::container_request(
             desired,
@@ -140,7 +140,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
             &settings.network,
             &settings.host_env,
         )
-        .map_err(|e| e.to_string())
+        .map_err(StepError::from)
     }
 
     /// Create + start + wait healthy. On failure the new container is removed again (its
@@ -150,9 +150,9 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         &self,
         desired: &DesiredApp,
         carry_from: Option<&str>,
-    ) -> Result<ObservedContainer, BringUpError> {
-        let setup = |e: crate::runtime::RuntimeError| BringUpError::Setup(e.to_string());
-        let mut request = self.request(desired).map_err(BringUpError::Setup)?;
+    ) -> Result<ObservedContainer, Stop> {
+        let setup = |e: crate::runtime::RuntimeError| Stop::Failed(e.into());
+        let mut request = self.request(desired).map_err(Stop::Failed)?;
         request.options.carry_volumes_from = carry_from.map(str::to_string);
         let runtime = &self.ctl.runtime;
         for volume in super::request::named_volumes(&desired.spec) {
@@ -162,14 +162,14 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                 .map_err(setup)?;
         }
         let slot = self.engine_slots.acquire().await.expect("semaphore open");
-        self.ctl.may_mutate().map_err(BringUpError::Setup)?;
+        self.ctl.may_mutate().map_err(Stop::Failed)?;
         let id = match runtime.create(&request).await {
             Ok(id) => id,
             // The image worker pulls it; the next pass (woken by the worker) creates.
             Err(crate::runtime::RuntimeError::ImageMissing { image })
                 if desired.spec.image_pull_policy != ImagePullPolicy::Never =>
             {
-                return Err(BringUpError::PullPending(image));
+                return Err(Stop::PullPending(image));
             }
             Err(e) => return Err(setup(e)),
         };
@@ -179,7 +179,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
             started?;
             self.wait_healthy(desired, &id)
                 .await
-                .map_err(BringUpError::NeverHealthy)
+                .map_err(|m| Stop::Failed(StepError::NeverHealthy(m)))
         }
         .await;
         if result.is_err() {
@@ -324,12 +324,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
             if desired.spec.workload.strategy == Strategy::Recreate {
                 return self.recreate(desired, old_id, *drain_seconds).await;
             }
-            let new = match self.bring_up(desired, Some(old_id)).await {
-                Ok(new) => new,
-                Err(BringUpError::PullPending(image)) => return Err(Stop::PullPending(image)),
-                Err(BringUpError::Setup(m)) => return Err(Stop::Failed(m, false)),
-                Err(BringUpError::NeverHealthy(m)) => return Err(Stop::Failed(m, true)),
-            };
+            let new = self.bring_up(desired, Some(old_id)).await?;
             // One reload swaps the healthy new replica in and the old one out (capacity
             // stays at n); `retire` then only drains and stops the old one. Every nginx
             // reload closes idle keep-alive client connections, so fewer reloads per
@@ -340,9 +335,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
             if let Some(old_address) = self.observed_container(old_id).and_then(|c| c.address()) {
                 self.members.retain(|m| *m != old_address);
             }
-            self.sync_proxy()
-                .await
-                .map_err(|m| Stop::Failed(m, false))?;
+            self.sync_proxy().await.map_err(Stop::Failed)?;
             self.retire(
                 &[old_id.as_str()],
                 *drain_seconds,
@@ -350,7 +343,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                 false,
             )
             .await
-            .map_err(|m| Stop::Failed(m, false))?;
+            .map_err(Stop::Failed)?;
             Ok(new)
         }
         .instrument(span)
@@ -387,8 +380,10 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                 self.ask_for_pull(&image).await;
                 false
             }
-            Err(Stop::Failed(message, never_healthy)) => {
-                self.report.failed(self.app, message.clone());
+            Err(Stop::Failed(error)) => {
+                let message = error.to_string();
+                let never_healthy = error.never_healthy();
+                self.report.failed(self.app, error);
                 self.ctl.metrics.steps_failed("replace", 1);
                 if never_healthy && *reason == ReplaceReason::Outdated {
                     let text = format!(
@@ -437,8 +432,8 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
             }
         }
         if joined > 0 {
-            if let Err(message) = self.sync_proxy().await {
-                self.report.failed(self.app, message);
+            if let Err(error) = self.sync_proxy().await {
+                self.report.failed(self.app, error);
             }
         }
         for (step, result) in steps.iter().zip(results) {
@@ -466,12 +461,13 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                         )
                         .await;
                 }
-                Err(BringUpError::PullPending(image)) => self.ask_for_pull(&image).await,
-                Err(error) => {
-                    let message = error.message().to_string();
-                    self.report.failed(self.app, message.clone());
+                Err(Stop::PullPending(image)) => self.ask_for_pull(&image).await,
+                Err(Stop::Failed(error)) => {
+                    let message = error.to_string();
+                    let never_healthy = error.never_healthy();
+                    self.report.failed(self.app, error);
                     self.ctl.metrics.steps_failed("create", 1);
-                    if let BringUpError::Setup(_) = error {
+                    if !never_healthy {
                         self.ctl
                             .event_once(self.app, EventType::RuntimeError, message, self.revision)
                             .await;
@@ -543,37 +539,18 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                     }
                 }
             }
-            Err(message) => {
+            Err(error) => {
                 self.ctl.metrics.steps_failed("remove", ids.len());
-                self.report.failed(self.app, message);
+                self.report.failed(self.app, error);
             }
         }
     }
 }
 
-/// Why a new container did not come up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum BringUpError {
-    /// Nothing to do with the spec's health (missing image, missing host env, engine
-    /// trouble): retried on later passes, never marks the rollout failed.
-    Setup(String),
-    /// The container started but never became healthy (or exited): the rollout failed.
-    NeverHealthy(String),
-    /// The image (this one) is not on the host and may be pulled: asked for, not failed.
-    PullPending(String),
-}
-
-/// Why a replacement stopped: a pull it waits for, or a failure (never healthy or not).
+/// Why a new container (a create or a replacement) did not come up: a pull it waits for
+/// (neither done nor failed), or a failure (`StepError::NeverHealthy` marks the rollout
+/// failed; anything else is retried on later passes).
 pub(super) enum Stop {
     PullPending(String),
-    Failed(String, bool),
-}
-
-impl BringUpError {
-    fn message(&self) -> &str {
-        match self {
-            BringUpError::Setup(m) | BringUpError::NeverHealthy(m) => m,
-            BringUpError::PullPending(image) => image,
-        }
-    }
+    Failed(StepError),
 }

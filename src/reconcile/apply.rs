@@ -8,6 +8,7 @@
 
 use super::app_run::AppRun;
 use super::Controller;
+use super::StepError;
 use crate::plan::{Desired, Observed, Plan, RemoveReason, Step};
 use crate::runtime::ContainerRuntime;
 use crate::store::EventType;
@@ -29,7 +30,7 @@ pub struct ApplyReport {
     pub steps_applied: usize,
     pub steps_failed: usize,
     /// Last error per app.
-    pub errors: BTreeMap<String, String>,
+    pub errors: BTreeMap<String, StepError>,
     /// Apps whose rollout failed in this pass.
     pub failed_rollouts: BTreeSet<String>,
     /// Apps whose create found the image missing and asked the image worker for a pull:
@@ -46,9 +47,9 @@ impl ApplyReport {
         self.pulls_pending.extend(other.pulls_pending);
     }
 
-    pub(super) fn failed(&mut self, app: &str, message: String) {
+    pub(super) fn failed(&mut self, app: &str, error: StepError) {
         self.steps_failed += 1;
-        self.errors.insert(app.to_string(), message);
+        self.errors.insert(app.to_string(), error);
     }
 }
 
@@ -223,11 +224,12 @@ pub(super) async fn apply_proxy_files<R: ContainerRuntime>(
                 report.steps_failed += count;
                 ctl.metrics.steps_failed("write-proxy", written);
                 ctl.metrics.steps_failed("remove-proxy", removed);
-                report.errors.insert(app.to_string(), e.to_string());
+                let message = e.to_string();
+                report.errors.insert(app.to_string(), StepError::from(e));
                 ctl.event(
                     Some(app),
                     EventType::ProxyRejected,
-                    e.to_string(),
+                    message,
                     &plan.revision,
                     serde_json::Value::Null,
                 )

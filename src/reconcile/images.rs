@@ -9,7 +9,7 @@
 //!
 //! Must not touch: containers, nginx, the store (the pass records what the worker did).
 
-use super::{now_ms, Controller};
+use super::{now_ms, Controller, StepError};
 use crate::plan::heal::{after_failure, BACKOFF_BASE_MS, BACKOFF_MAX_MS};
 use crate::plan::{Desired, ImageView, Observed};
 use crate::runtime::credentials::{self, registry_of};
@@ -60,13 +60,13 @@ pub enum ImageJob {
 }
 
 /// What the worker did for one image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ImageOutcome {
     pub image: String,
     pub job: ImageJob,
     /// The apps that named the image when the job started.
     pub apps: BTreeSet<String>,
-    pub result: Result<ImageDone, String>,
+    pub result: Result<ImageDone, StepError>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -316,7 +316,7 @@ pub(super) async fn record_outcomes<R: ContainerRuntime>(
     desired: &Desired,
     observed: &mut Observed,
     revision: &str,
-) -> BTreeMap<String, String> {
+) -> BTreeMap<String, StepError> {
     let mut failed = BTreeMap::new();
     ctl.images.sync(desired);
     let finished = ctl.images.lock().take_finished();
@@ -362,13 +362,14 @@ pub(super) async fn record_outcomes<R: ContainerRuntime>(
                     )
                     .await;
                 }
-                Err(message) => {
+                Err(error) => {
+                    let message = error.to_string();
                     ctl.event_once(app, EventType::ImagePullFailed, message.clone(), revision)
                         .await;
                     if outcome.job == ImageJob::Pull {
                         let hash = &desired.apps[app].hash;
                         let mut retry = ctl.retry.lock().expect("retry lock");
-                        let next = after_failure(retry.get(app), hash, message, now);
+                        let next = after_failure(retry.get(app), hash, &message, now);
                         tracing::warn!(
                             app = %app,
                             failures = next.failures,
@@ -377,7 +378,7 @@ pub(super) async fn record_outcomes<R: ContainerRuntime>(
                         );
                         retry.insert(app.clone(), next.clone());
                         observed.retry.insert(app.clone(), next);
-                        failed.insert(app.clone(), message.clone());
+                        failed.insert(app.clone(), error.clone());
                     }
                 }
             }
@@ -429,7 +430,11 @@ mod tests {
                         bytes: 1,
                         millis: 1,
                     })
-                    .map_err(str::to_string),
+                    .map_err(|image| {
+                        StepError::from(crate::runtime::RuntimeError::ImageMissing {
+                            image: image.to_string(),
+                        })
+                    }),
             },
             now,
             Duration::from_secs(300),

@@ -24,6 +24,7 @@ mod prober;
 mod records;
 pub mod request;
 mod run;
+mod step_error;
 pub mod swarm;
 pub mod tls;
 pub mod volumes;
@@ -39,6 +40,7 @@ pub use images::{
 pub use pass::{known_apps, observe, plan_only, read_desired, read_overrides, run_pass};
 pub use prober::run as run_prober;
 pub use run::{run_loop, PROXY_LOG_MAX_BYTES};
+pub use step_error::StepError;
 
 use crate::health::{ProbeRecord, ProbeTracker};
 use crate::leader::Leadership;
@@ -278,15 +280,13 @@ impl<R: ContainerRuntime> Controller<R> {
 
     /// Refuses a mutation (container create/start/stop/remove) once this controller may no
     /// longer act: a leader whose lease could not be renewed stops before it can expire.
-    pub(crate) fn may_mutate(&self) -> Result<(), String> {
+    pub(crate) fn may_mutate(&self) -> Result<(), StepError> {
         if self.leadership.may_act() {
             Ok(())
         } else {
-            Err(format!(
-                "controller {} is not the leader any more (its lease was not renewed); the \
-                 leader finishes this change",
-                self.leadership.id()
-            ))
+            Err(StepError::NotLeader {
+                controller: self.leadership.id().to_string(),
+            })
         }
     }
 

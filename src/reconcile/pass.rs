@@ -588,7 +588,8 @@ fn update_retry<R: ContainerRuntime>(
             continue;
         }
         if let Some(wanted) = desired.apps.get(app) {
-            let next = plan::heal::after_failure(retry.get(app), &wanted.hash, error, now);
+            let next =
+                plan::heal::after_failure(retry.get(app), &wanted.hash, &error.to_string(), now);
             warn!(
                 app = %app,
                 failures = next.failures,

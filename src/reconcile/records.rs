@@ -139,13 +139,17 @@ pub(super) async fn record_statuses<R: ContainerRuntime>(
             continue;
         }
         // A failing app held by its retry backoff keeps saying why.
-        let mut error = report.errors.get(name).cloned().or_else(|| {
-            let retry = ctl.retry.lock().expect("retry lock");
-            retry
-                .get(name)
-                .filter(|r| r.hash == app.hash)
-                .map(|r| r.error.clone())
-        });
+        let mut error = report
+            .errors
+            .get(name)
+            .map(ToString::to_string)
+            .or_else(|| {
+                let retry = ctl.retry.lock().expect("retry lock");
+                retry
+                    .get(name)
+                    .filter(|r| r.hash == app.hash)
+                    .map(|r| r.error.clone())
+            });
         let status = if overrides.failed_rollouts.get(name) == Some(&app.hash)
             || report.failed_rollouts.contains(name)
         {

@@ -9,7 +9,7 @@
 
 use super::apply::{apply_proxy_files, ApplyReport};
 use super::request::service_request;
-use super::{now_ms, Controller};
+use super::{now_ms, Controller, StepError};
 use crate::plan::swarm::Wanted;
 use crate::plan::{effective_replicas, Desired, Observed, Overrides, Plan, Step};
 use crate::runtime::swarm::{mapping, ObservedService, ServiceRuntime, SwarmRuntime};
@@ -233,7 +233,7 @@ pub(super) async fn apply<R: ContainerRuntime>(
                     false,
                 );
                 match request {
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(StepError::from(e)),
                     Ok(request) => match step {
                         Step::UpdateService {
                             id,
@@ -265,7 +265,7 @@ pub(super) async fn apply<R: ContainerRuntime>(
                                         ),
                                     ))
                                 }
-                                Err(e) => Err(e.to_string()),
+                                Err(e) => Err(StepError::from(e)),
                             }
                         }
                         _ => match swarm.create_service(&request).await {
@@ -282,7 +282,7 @@ pub(super) async fn apply<R: ContainerRuntime>(
                                     ),
                                 ))
                             }
-                            Err(e) => Err(e.to_string()),
+                            Err(e) => Err(StepError::from(e)),
                         },
                     },
                 }
@@ -292,7 +292,7 @@ pub(super) async fn apply<R: ContainerRuntime>(
                     Some(EventType::Removed),
                     format!("removed service {service}: the app left the source"),
                 )),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(StepError::from(e)),
             },
             _ => continue,
         };
@@ -311,17 +311,17 @@ pub(super) async fn apply<R: ContainerRuntime>(
                     .await;
                 }
             }
-            Err(message) => {
+            Err(error) => {
                 ctl.metrics.steps_failed(kind, 1);
                 ctl.event(
                     Some(app),
                     EventType::RuntimeError,
-                    format!("{kind} failed: {message}"),
+                    format!("{kind} failed: {error}"),
                     &plan.revision,
                     serde_json::Value::Null,
                 )
                 .await;
-                report.failed(app, message);
+                report.failed(app, error);
             }
         }
     }

@@ -7,6 +7,7 @@
 use super::{ImageDone, ImageJob, ImageOutcome, ImageSettings, Images, PULL_CONCURRENCY};
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
+use crate::reconcile::StepError;
 use crate::runtime::credentials::{self, registry_of};
 use crate::runtime::{ContainerRuntime, RuntimeError};
 use crate::source::Waker;
@@ -120,19 +121,17 @@ async fn run_job<R: ContainerRuntime>(
     image: &str,
     job: ImageJob,
     started: Instant,
-) -> Result<ImageDone, String> {
-    let auth = credentials::credentials_for(docker_config, image)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<ImageDone, StepError> {
+    let auth = credentials::credentials_for(docker_config, image).await?;
     let mut digest = None;
     if job == ImageJob::Check {
-        let local = runtime.local_image(image).await.map_err(|e| e.to_string());
+        let local = runtime.local_image(image).await;
         let remote = runtime.registry_digest(image, auth.as_ref()).await;
         let remote = match remote {
             Ok(d) => d,
             Err(e) => {
                 metrics.image_check(None);
-                return Err(e.to_string());
+                return Err(e.into());
             }
         };
         if let Some(local) = local?.filter(|l| l.has_digest(&remote)) {
@@ -153,16 +152,12 @@ async fn run_job<R: ContainerRuntime>(
     tracing::info!(image, registry = %registry_of(image), "pulling image");
     let pulled = runtime.pull(image, auth.as_ref()).await;
     metrics.image_pull(pulled.is_ok());
-    let report = pulled.map_err(|e| e.to_string())?;
+    let report = pulled?;
     let local = runtime
         .local_image(image)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| {
-            RuntimeError::ImageMissing {
-                image: image.to_string(),
-            }
-            .to_string()
+        .await?
+        .ok_or_else(|| RuntimeError::ImageMissing {
+            image: image.to_string(),
         })?;
     Ok(ImageDone {
         id: local.id,
