@@ -47,19 +47,35 @@ impl Stamp {
 const RACY_MS: i128 = 2_000;
 
 /// The texts of the files a source read last time, by path and stamp, so a pass over an
-/// unchanged directory of 1,000 specs reads none of them again (it still lists the
-/// directories and inspects every entry, so added, removed, renamed or edited files are
-/// seen at once).
+/// unchanged directory of 1,000 specs reads none of them again and does not hash their
+/// texts again (it still lists the directories and inspects every entry that may hold
+/// specs, so added, removed, renamed or edited files are seen at once).
 #[derive(Debug, Default)]
 pub struct ReadCache {
     files: std::sync::Mutex<HashMap<PathBuf, (Stamp, i128, String)>>,
+    /// The last read's revision and a cheap hash of its paths and unreadable entries: a
+    /// read that took every text from the cache and found the same paths has the same
+    /// contents, so it reuses the revision instead of hashing every text again.
+    last: std::sync::Mutex<Option<(u64, String)>>,
 }
 
 impl ReadCache {
     /// Forgets every remembered file (the next read reads them all).
     pub fn clear(&self) {
         self.files.lock().expect("read cache lock").clear();
+        *self.last.lock().expect("read cache lock") = None;
     }
+}
+
+/// A cheap (not cryptographic) hash of a walk's paths and unreadable entries.
+fn layout_hash(walked: &walk::Walked) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for (path, _) in &walked.files {
+        path.hash(&mut hasher);
+    }
+    walked.unreadable.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn now_ns() -> i128 {
@@ -82,29 +98,40 @@ pub fn read_snapshot_cached(root: &Path, cache: &ReadCache) -> Result<Snapshot, 
         message: e.to_string(),
     };
     let metadata = std::fs::metadata(root).map_err(root_error)?;
-    let walked = if metadata.is_file() {
+    if metadata.is_file() {
         let name = root.file_name().map(PathBuf::from).unwrap_or_default();
-        let text = read_capped(root).map_err(root_error)?;
-        walk::Walked {
-            files: vec![(name, text)],
+        let files = vec![(name, read_capped(root).map_err(root_error)?)];
+        return Ok(Snapshot {
+            revision: content_revision(&files, &[]),
+            files,
             unreadable: Vec::new(),
+        });
+    }
+    let dir = FsDir {
+        path: root.to_path_buf(),
+        key: key(&metadata),
+    };
+    let tree = FsTree {
+        root,
+        cache,
+        seen: std::sync::Mutex::new(HashMap::new()),
+        misses: std::sync::atomic::AtomicUsize::new(0),
+    };
+    let walked = walk::walk(&tree, dir)?;
+    *cache.files.lock().expect("read cache lock") = tree.seen.into_inner().expect("seen lock");
+    let layout = layout_hash(&walked);
+    let all_cached = tree.misses.into_inner() == 0;
+    let mut last = cache.last.lock().expect("read cache lock");
+    let revision = match last.as_ref() {
+        Some((was, revision)) if all_cached && *was == layout => revision.clone(),
+        _ => {
+            let revision = content_revision(&walked.files, &walked.unreadable);
+            *last = Some((layout, revision.clone()));
+            revision
         }
-    } else {
-        let dir = FsDir {
-            path: root.to_path_buf(),
-            key: key(&metadata),
-        };
-        let tree = FsTree {
-            root,
-            cache,
-            seen: std::sync::Mutex::new(HashMap::new()),
-        };
-        let walked = walk::walk(&tree, dir)?;
-        *cache.files.lock().expect("read cache lock") = tree.seen.into_inner().expect("seen lock");
-        walked
     };
     Ok(Snapshot {
-        revision: content_revision(&walked.files, &walked.unreadable),
+        revision,
         files: walked.files,
         unreadable: walked.unreadable,
     })
@@ -116,6 +143,8 @@ struct FsTree<'a> {
     cache: &'a ReadCache,
     /// What this read saw, which becomes the cache.
     seen: std::sync::Mutex<HashMap<PathBuf, (Stamp, i128, String)>>,
+    /// Files read from disk in this read (not taken from the cache).
+    misses: std::sync::atomic::AtomicUsize,
 }
 
 /// A directory on disk and its identity (device, inode).
@@ -159,9 +188,20 @@ impl EntryTree for FsTree<'_> {
                 Ok(name) => Name::Utf8(name),
                 Err(raw) => Name::NotUtf8(raw.to_string_lossy().into_owned()),
             };
+            // A regular file (the listing's own type, no extra call) that is no spec file
+            // is not looked at; the walker would skip it anyway.
+            let plain_file = entry.file_type().is_ok_and(|t| t.is_file());
+            if plain_file && matches!(&name, Name::Utf8(n) if !walk::is_spec_file(n)) {
+                continue;
+            }
             let path = entry.path();
-            // Follows symlinks for the type (the `..data` swap points at directories).
-            let kind = match std::fs::metadata(&path) {
+            // Follows symlinks for the type (the `..data` swap points at directories). A
+            // regular file is inspected relative to the open directory (no path lookup).
+            let meta = match entry.metadata() {
+                Ok(meta) if plain_file && meta.is_file() => Ok(meta),
+                _ => std::fs::metadata(&path),
+            };
+            let kind = match meta {
                 Ok(meta) if meta.is_dir() => Kind::Dir(FsDir {
                     key: key(&meta),
                     path,
@@ -180,19 +220,23 @@ impl EntryTree for FsTree<'_> {
 
     fn read(&self, file: &(PathBuf, Stamp), _rel: &Path) -> Result<String, Fault> {
         let (path, stamp) = file;
+        // Taken out of the old cache (which this read's `seen` replaces): one copy of the
+        // text goes to the snapshot, the other stays cached.
         let cached = self
             .cache
             .files
             .lock()
             .expect("read cache lock")
-            .get(path)
+            .remove(path)
             .filter(|(was, read_at, _)| {
                 was == stamp && read_at - stamp.mtime_ns.max(stamp.ctime_ns) > RACY_MS * 1_000_000
             })
-            .map(|(_, read_at, text)| (*read_at, text.clone()));
+            .map(|(_, read_at, text)| (read_at, text));
         let (read_at, text) = match cached {
             Some(hit) => hit,
             None => {
+                self.misses
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let read_at = now_ns();
                 let text = read_capped(path).map_err(|e| {
                     Fault::Entry(format!("cannot be read ({e}): check its permissions"))
@@ -200,11 +244,12 @@ impl EntryTree for FsTree<'_> {
                 (read_at, text)
             }
         };
+        let copy = text.clone();
         self.seen
             .lock()
             .expect("seen lock")
-            .insert(path.clone(), (*stamp, read_at, text.clone()));
-        Ok(text)
+            .insert(path.clone(), (*stamp, read_at, text));
+        Ok(copy)
     }
 }
 
@@ -287,6 +332,41 @@ mod tests {
         std::fs::write(&old, "v: 3 longer").unwrap();
         let fourth = read_snapshot_cached(dir.path(), &cache).unwrap();
         assert_eq!(fourth.files[0].1, "v: 3 longer");
+    }
+
+    /// Marks every cached file as read long after its last change (past the racy window).
+    fn age(cache: &ReadCache) {
+        for (stamp, read_at, _) in cache.files.lock().unwrap().values_mut() {
+            *read_at = stamp.mtime_ns.max(stamp.ctime_ns) + (RACY_MS + 1) * 1_000_000;
+        }
+    }
+
+    #[test]
+    fn a_read_served_from_the_cache_reuses_the_revision_until_the_paths_change() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "v: 1").unwrap();
+        std::fs::write(dir.path().join("b.yaml"), "w: 1").unwrap();
+        let cache = ReadCache::default();
+        let first = read_snapshot_cached(dir.path(), &cache).unwrap();
+        assert_eq!(first, read_snapshot(dir.path()).unwrap());
+        // Every text comes from the cache and the paths are the same: the last revision
+        // is reused, not computed again (a forged one shows it).
+        age(&cache);
+        cache.last.lock().unwrap().as_mut().unwrap().1 = "reused".to_string();
+        let second = read_snapshot_cached(dir.path(), &cache).unwrap();
+        assert_eq!(second.revision, "reused");
+        assert_eq!(second.files, first.files);
+        // A removed file changes the paths: computed again, as a fresh read has it.
+        std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
+        age(&cache);
+        let third = read_snapshot_cached(dir.path(), &cache).unwrap();
+        assert_eq!(third, read_snapshot(dir.path()).unwrap());
+        // A file read from disk (a new one) computes it too.
+        std::fs::write(dir.path().join("c.yaml"), "x: 1").unwrap();
+        age(&cache);
+        let fourth = read_snapshot_cached(dir.path(), &cache).unwrap();
+        assert_eq!(fourth, read_snapshot(dir.path()).unwrap());
+        assert_ne!(fourth.revision, third.revision);
     }
 
     #[test]

@@ -370,7 +370,7 @@ impl std::fmt::Display for SpecIssue {
 /// name that is not UTF-8, a directory past the depth cap, ...): `path` relative to the
 /// source root, `reason` what is wrong and what to do. The loader reports it as an issue and
 /// treats it like a file that cannot be parsed; a directory stands for every file below it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct UnreadableEntry {
     pub path: PathBuf,
     pub reason: String,
