@@ -416,7 +416,7 @@ pub fn app_detail(
     };
     AppDetail {
         summary: summary(name, row, last, None),
-        replicas: replicas(name, desired.map(|d| &d.spec), last, override_),
+        replicas: replicas(name, desired.map(|d| &*d.spec), last, override_),
         containers,
         held_reason: last.and_then(|l| l.desired.held.get(name).cloned()),
         failed_rollout,
@@ -458,7 +458,9 @@ pub fn scaling(
     override_: Option<ReplicaOverrideRow>,
     decisions: Vec<ScalingDecisionRow>,
 ) -> Scaling {
-    let spec = last.and_then(|l| l.desired.apps.get(name)).map(|d| &d.spec);
+    let spec = last
+        .and_then(|l| l.desired.apps.get(name))
+        .map(|d| &*d.spec);
     let scaling = spec.and_then(|s| s.scaling.as_ref());
     Scaling {
         app: name.to_string(),

@@ -78,7 +78,7 @@ pub struct AutoscaleDeps<O: ContainerObserver> {
 /// What one app looked like in the last reconcile pass.
 #[derive(Debug, Clone)]
 struct AppView {
-    spec: AppSpec,
+    spec: std::sync::Arc<AppSpec>,
     ready: u32,
     /// Ready containers of the current spec: (id, name, address).
     ready_containers: Vec<(String, String, Option<String>)>,

@@ -78,7 +78,9 @@ impl std::fmt::Display for PruneBlocked {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DesiredApp {
-    pub spec: AppSpec,
+    /// Shared: the desired state, its published copy and the status records of a pass
+    /// hold the same spec, so 1,000 apps are not copied three times.
+    pub spec: std::sync::Arc<AppSpec>,
     pub source: SourceRef,
     /// `spec::spec_hash(&spec)`.
     pub hash: String,
@@ -92,7 +94,7 @@ impl DesiredApp {
     pub fn new(spec: AppSpec, source: SourceRef) -> Self {
         let hash = crate::spec::spec_hash(&spec);
         Self {
-            spec,
+            spec: std::sync::Arc::new(spec),
             source,
             hash,
             revision: None,

@@ -141,7 +141,7 @@ pub struct PassReport {
 struct WrittenStatus {
     status: AppStatus,
     error: Option<String>,
-    spec: Option<(crate::spec::AppSpec, std::path::PathBuf)>,
+    spec: Option<(Arc<crate::spec::AppSpec>, std::path::PathBuf)>,
 }
 
 /// Wakes the loop early, with the reason the next pass records as its trigger. Shared
