@@ -33,14 +33,57 @@ pub fn probe_port(probe: &Probe) -> u16 {
     }
 }
 
+/// Why one probe failed; the text is what status, events and heal records show.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("container port {port} is not published on 127.0.0.1")]
+    NotPublished { port: u16 },
+    #[error("connect {address}: {source}")]
+    Connect {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("send to {address}: {source}")]
+    Send {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("read from {address}: {source}")]
+    Read {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{address}{path}: no HTTP status line in the answer")]
+    NoStatusLine { address: String, path: String },
+    #[error("{address}{path}: HTTP {status}")]
+    Status {
+        address: String,
+        path: String,
+        status: u16,
+    },
+    #[error("{address}: no answer within {millis} ms")]
+    Timeout { address: String, millis: u128 },
+}
+
 /// One probe against `127.0.0.1:<host_port>`. Ok on a TCP connect, or an HTTP status
 /// 200..=399; Err says what went wrong.
-pub async fn probe_once(probe: &Probe, host_port: u16, timeout: Duration) -> Result<(), String> {
+pub async fn probe_once(
+    probe: &Probe,
+    host_port: u16,
+    timeout: Duration,
+) -> Result<(), ProbeError> {
     let address = format!("127.0.0.1:{host_port}");
     let attempt = async {
-        let mut stream = TcpStream::connect(&address)
-            .await
-            .map_err(|e| format!("connect {address}: {e}"))?;
+        let mut stream =
+            TcpStream::connect(&address)
+                .await
+                .map_err(|source| ProbeError::Connect {
+                    address: address.clone(),
+                    source,
+                })?;
         let Probe::HttpGet { path, .. } = probe else {
             return Ok(());
         };
@@ -50,33 +93,45 @@ pub async fn probe_once(probe: &Probe, host_port: u16, timeout: Duration) -> Res
         stream
             .write_all(request.as_bytes())
             .await
-            .map_err(|e| format!("send to {address}: {e}"))?;
+            .map_err(|source| ProbeError::Send {
+                address: address.clone(),
+                source,
+            })?;
         let mut head = [0u8; 64];
         let mut filled = 0;
         while filled < 12 {
             let n = stream
                 .read(&mut head[filled..])
                 .await
-                .map_err(|e| format!("read from {address}: {e}"))?;
+                .map_err(|source| ProbeError::Read {
+                    address: address.clone(),
+                    source,
+                })?;
             if n == 0 {
                 break;
             }
             filled += n;
         }
-        let status = parse_status(&head[..filled])
-            .ok_or_else(|| format!("{address}{path}: no HTTP status line in the answer"))?;
+        let status = parse_status(&head[..filled]).ok_or_else(|| ProbeError::NoStatusLine {
+            address: address.clone(),
+            path: path.clone(),
+        })?;
         if (200..400).contains(&status) {
             Ok(())
         } else {
-            Err(format!("{address}{path}: HTTP {status}"))
+            Err(ProbeError::Status {
+                address: address.clone(),
+                path: path.clone(),
+                status,
+            })
         }
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
-        Err(_) => Err(format!(
-            "{address}: no answer within {} ms",
-            timeout.as_millis()
-        )),
+        Err(_) => Err(ProbeError::Timeout {
+            address,
+            millis: timeout.as_millis(),
+        }),
     }
 }
 
@@ -111,7 +166,7 @@ impl ProbeTracker {
     pub fn record(
         &mut self,
         id: &str,
-        result: Result<(), String>,
+        result: Result<(), ProbeError>,
         spec: &HealthSpec,
         now: i64,
     ) -> Option<Health> {
@@ -127,10 +182,10 @@ impl ProbeTracker {
                     record.health = Some(Health::Healthy);
                 }
             }
-            Err(message) => {
+            Err(error) => {
                 record.failures += 1;
                 record.successes = 0;
-                record.last_error = Some(message);
+                record.last_error = Some(error.to_string());
                 if record.failures >= spec.failure_threshold.max(1) {
                     record.health = Some(Health::Unhealthy);
                 }
@@ -206,14 +261,23 @@ mod tests {
         assert_eq!(t.record("a", Ok(()), &s, 0), None);
         assert_eq!(t.health("a"), Health::Starting);
         assert_eq!(t.record("a", Ok(()), &s, 1), Some(Health::Healthy));
-        assert_eq!(t.record("a", Err("x".into()), &s, 2), None);
-        assert_eq!(t.record("a", Err("x".into()), &s, 3), None);
+        assert_eq!(
+            t.record("a", Err(ProbeError::NotPublished { port: 1 }), &s, 2),
+            None
+        );
+        assert_eq!(
+            t.record("a", Err(ProbeError::NotPublished { port: 1 }), &s, 3),
+            None
+        );
         assert_eq!(t.health("a"), Health::Healthy);
         assert_eq!(
-            t.record("a", Err("x".into()), &s, 4),
+            t.record("a", Err(ProbeError::NotPublished { port: 1 }), &s, 4),
             Some(Health::Unhealthy)
         );
-        assert_eq!(t.record_of("a").unwrap().last_error.as_deref(), Some("x"));
+        assert_eq!(
+            t.record_of("a").unwrap().last_error.as_deref(),
+            Some("container port 1 is not published on 127.0.0.1")
+        );
         assert_eq!(t.record("a", Ok(()), &s, 5), None);
         assert_eq!(t.record("a", Ok(()), &s, 6), Some(Health::Healthy));
     }
@@ -252,13 +316,22 @@ mod tests {
             port: 8080,
         };
         let timeout = Duration::from_secs(2);
-        assert_eq!(probe_once(&probe, port, timeout).await, Ok(()));
+        assert!(probe_once(&probe, port, timeout).await.is_ok());
         let err = probe_once(&probe, port, timeout).await.unwrap_err();
-        assert!(err.contains("HTTP 500"), "{err}");
+        assert!(
+            matches!(err, ProbeError::Status { status: 500, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().ends_with("/healthz: HTTP 500"), "{err}");
         let unused = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let closed_port = unused.local_addr().unwrap().port();
         drop(unused);
         let closed = probe_once(&Probe::TcpSocket { port: 8080 }, closed_port, timeout).await;
-        assert!(closed.unwrap_err().contains("connect"));
+        let closed = closed.unwrap_err();
+        assert!(matches!(closed, ProbeError::Connect { .. }), "{closed:?}");
+        assert!(
+            closed.to_string().starts_with("connect 127.0.0.1:"),
+            "{closed}"
+        );
     }
 }

@@ -517,8 +517,9 @@ impl Proxy {
         Ok(outcome)
     }
 
-    /// `nginx -t`: Ok, or nginx's own message.
-    pub async fn test_config(&self) -> Result<(), String> {
+    /// `nginx -t`: Ok, or nginx's own message (which the callers put into their
+    /// `ProxyError`).
+    async fn test_config(&self) -> Result<(), String> {
         let (program, args) = match &self.mode {
             ProxyMode::Private { prefix, binary, .. } => (
                 binary.display().to_string(),

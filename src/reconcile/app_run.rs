@@ -251,7 +251,7 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
                     }
                     Err(e) => {
                         successes = 0;
-                        last_error = e;
+                        last_error = e.to_string();
                     }
                 }
             } else {

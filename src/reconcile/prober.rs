@@ -3,7 +3,7 @@
 
 use super::Controller;
 use crate::clock::now_ms;
-use crate::health::{effective_health, probe_once, probe_port, ProbeTracker};
+use crate::health::{effective_health, probe_once, probe_port, ProbeError, ProbeTracker};
 use crate::plan::{Desired, Health, Observed};
 use crate::runtime::{ContainerRuntime, ContainerState, ObservedContainer};
 use crate::spec::HealthSpec;
@@ -38,12 +38,13 @@ fn targets<'a>(
         })
 }
 
-async fn probe_container(container: &ObservedContainer, spec: &HealthSpec) -> Result<(), String> {
+async fn probe_container(
+    container: &ObservedContainer,
+    spec: &HealthSpec,
+) -> Result<(), ProbeError> {
     let port = probe_port(&spec.probe);
     let Some(host_port) = host_port_for(container, port) else {
-        return Err(format!(
-            "container port {port} is not published on 127.0.0.1"
-        ));
+        return Err(ProbeError::NotPublished { port });
     };
     probe_once(
         &spec.probe,
@@ -143,7 +144,7 @@ async fn probe_due<R: ContainerRuntime>(
     {
         let mut probes = ctl.probes.lock().expect("probe lock");
         for ((container, spec), result) in due.iter().zip(results) {
-            let error = result.as_ref().err().cloned();
+            let error = result.as_ref().err().map(ToString::to_string);
             if let Some(health) = probes.record(&container.id, result, spec, now) {
                 changes.push((container.clone(), health, error));
             }
