@@ -314,9 +314,22 @@ fn compose_up(dir: &Path, project: &str, extra: &[&str]) {
 
 /// (c) the raw limit: bollard create+start+inspect of N containers, PARALLEL at a time,
 /// -> each answers 200 on its published port.
-async fn raw_converge(docker: &Docker, n: usize, run: usize) -> f64 {
-    let instance = format!("bench-cmp-raw{n}x{run}-{}", std::process::id());
+/// `like_berth`: the containers join their own user-defined bridge network (as berth's and
+/// compose's do) and run Docker's init (as berth's do), which the engine pays for.
+async fn raw_converge(docker: &Docker, n: usize, run: usize, like_berth: bool) -> f64 {
+    let tag = if like_berth { "rawnet" } else { "raw" };
+    let instance = format!("bench-cmp-{tag}{n}x{run}-{}", std::process::id());
     let _cleanup = DockerCleanup::new(&instance);
+    if like_berth {
+        docker
+            .create_network(bollard::network::CreateNetworkOptions {
+                name: instance.clone(),
+                labels: HashMap::from([("berth.instance".to_string(), instance.clone())]),
+                ..Default::default()
+            })
+            .await
+            .expect("create network");
+    }
     let started = Instant::now();
     let ports: Vec<u16> = futures_util::stream::iter(0..n)
         .map(|i| {
@@ -339,6 +352,8 @@ async fn raw_converge(docker: &Docker, n: usize, run: usize) -> f64 {
                     )])),
                     host_config: Some(HostConfig {
                         port_bindings: Some(bindings),
+                        network_mode: like_berth.then(|| instance.clone()),
+                        init: like_berth.then_some(true),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -550,13 +565,16 @@ async fn convergence() -> String {
              Median (min–max) in ms; ratio of medians = berth / other. berth: `run_pass` start -> every app 200 through \
              nginx (nginx already running); compose: `docker-compose up -d` start -> every service \
              200 on its published port; raw: bollard create+start+inspect, {PARALLEL} at a time -> \
-             each 200 on its port.\n\n\
-             | N | runs | berth all 200 | berth pass done | compose all 200 | compose `up` returned | raw all 200 | berth/compose | berth/raw |\n\
-             |---|---|---|---|---|---|---|---|---|"
+             each 200 on its port (default bridge, no init); raw-net: the same, the containers on \
+             their own user-defined bridge network with Docker's init, as berth's (and, for the \
+             network, compose's) are.\n\n\
+             | N | runs | berth all 200 | berth pass done | compose all 200 | compose `up` returned | raw all 200 | raw-net all 200 | berth/compose | berth/raw | berth/raw-net |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|"
         );
     let mut notes = String::new();
     for n in [1usize, 10, 50] {
         let (mut b, mut bd, mut c, mut cu, mut r) = (vec![], vec![], vec![], vec![], vec![]);
+        let mut rn = vec![];
         let mut profiles = Vec::new();
         let t = Instant::now();
         for run in 0..3 {
@@ -573,23 +591,26 @@ async fn convergence() -> String {
                 .unwrap();
             c.push(seen);
             cu.push(up);
-            r.push(raw_converge(&docker, n, run).await);
+            r.push(raw_converge(&docker, n, run, false).await);
+            rn.push(raw_converge(&docker, n, run, true).await);
             eprintln!(
-                "N={n} run {run}: berth {:.0} ms, compose {:.0} ms, raw {:.0} ms",
-                b[run], c[run], r[run]
+                "N={n} run {run}: berth {:.0} ms, compose {:.0} ms, raw {:.0} ms, raw on a network with init {:.0} ms",
+                b[run], c[run], r[run], rn[run]
             );
         }
         let runs = b.len();
         let ratio_c = median(b.clone()) / median(c.clone());
         let ratio_r = median(b.clone()) / median(r.clone());
+        let ratio_rn = median(b.clone()) / median(rn.clone());
         let _ = writeln!(
             md,
-            "| {n} | {runs} | {} | {} | {} | {} | {} | {ratio_c:.2} | {ratio_r:.2} |",
+            "| {n} | {runs} | {} | {} | {} | {} | {} | {} | {ratio_c:.2} | {ratio_r:.2} | {ratio_rn:.2} |",
             cell(&b),
             cell(&bd),
             cell(&c),
             cell(&cu),
-            cell(&r)
+            cell(&r),
+            cell(&rn)
         );
         if n == 50 {
             for (run, profile) in profiles.iter().enumerate() {

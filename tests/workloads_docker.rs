@@ -675,23 +675,8 @@ spec:
 
     // Scale-in: the removed replica's volume stays on the host and is recorded.
     write(&scene, "app.yaml", &spec(1));
-    let mut one = Vec::new();
-    for _ in 0..15 {
-        pass(&ctl).await;
-        one = ctl
-            .runtime()
-            .observe()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|c| c.app == app)
-            .collect();
-        if one.len() == 1 {
-            break;
-        }
-    }
-    assert_eq!(one.len(), 1, "scaled in to one replica");
-    let left = volume_at(&one[0].id, "/anon");
+    let one = converge_one(&ctl, &app, None).await;
+    let left = volume_at(&one.id, "/anon");
     let removed: Vec<String> = volumes.iter().filter(|v| **v != left).cloned().collect();
     assert_eq!(removed.len(), 1, "{volumes:?} vs {left}");
     assert!(

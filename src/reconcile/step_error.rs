@@ -42,28 +42,22 @@ impl StepError {
     }
 }
 
-impl From<RuntimeError> for StepError {
-    fn from(e: RuntimeError) -> Self {
-        StepError::Runtime(Arc::new(e))
-    }
+/// `From<Source>` for each typed source, wrapped in its variant's `Arc`.
+macro_rules! from_sources {
+    ($($source:ty => $variant:ident),* $(,)?) => {
+        $(impl From<$source> for StepError {
+            fn from(e: $source) -> Self {
+                StepError::$variant(Arc::new(e))
+            }
+        })*
+    };
 }
 
-impl From<CredentialError> for StepError {
-    fn from(e: CredentialError) -> Self {
-        StepError::Credentials(Arc::new(e))
-    }
-}
-
-impl From<ProxyError> for StepError {
-    fn from(e: ProxyError) -> Self {
-        StepError::Proxy(Arc::new(e))
-    }
-}
-
-impl From<RequestError> for StepError {
-    fn from(e: RequestError) -> Self {
-        StepError::Request(Arc::new(e))
-    }
+from_sources! {
+    RuntimeError => Runtime,
+    CredentialError => Credentials,
+    ProxyError => Proxy,
+    RequestError => Request,
 }
 
 #[cfg(test)]
