@@ -142,6 +142,23 @@ async fn create_twice_with_same_name_returns_same_id() {
 }
 
 #[tokio::test]
+async fn the_first_start_of_a_container_it_created_needs_no_inspect() {
+    let (_instance, _guard, rt) = setup("rt-fresh").await;
+    let req = request(&unique_name("web"), IMAGE_V1, None);
+    let id = rt.create(&req).await.expect("create");
+    let before = rt.calls();
+    rt.start(&id).await.expect("start");
+    let delta = rt.calls().since(&before);
+    assert_eq!((delta.start, delta.inspect), (1, 0), "{delta:?}");
+    // Any later start checks ownership (and sees it running) again.
+    let before = rt.calls();
+    rt.start(&id).await.expect("start again");
+    let delta = rt.calls().since(&before);
+    assert_eq!((delta.start, delta.inspect), (0, 1), "{delta:?}");
+    rt.remove(&id, RemoveVolumes::Keep).await.expect("remove");
+}
+
+#[tokio::test]
 async fn stop_and_remove_are_idempotent() {
     let (_instance, _guard, rt) = setup("rt-stop").await;
     let name = unique_name("web");

@@ -31,6 +31,8 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         volumes: RemoveVolumes,
         stop_only: bool,
     ) -> Result<(), StepError> {
+        // A removed app's route leaves nginx in the proxy batch, before its containers stop.
+        self.proxy_batch_done().await;
         let addresses: Vec<String> = ids
             .iter()
             .filter_map(|id| self.observed_container(id)?.address())

@@ -42,6 +42,9 @@ pub(super) struct AppRun<'a, R: ContainerRuntime> {
     /// The pass's engine bound (`--parallel`): held for each create + start only, so an
     /// app waiting on its health gate does not keep another app's create waiting.
     pub(super) engine_slots: &'a tokio::sync::Semaphore,
+    /// True once the pass's proxy batch (new routes, removed apps' routes) is done: this
+    /// run waits for it before it changes what nginx serves or stops a container.
+    pub(super) proxy_ready: tokio::sync::watch::Receiver<bool>,
 }
 
 static NAME_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -99,8 +102,15 @@ impl<'a, R: ContainerRuntime> AppRun<'a, R> {
         }
     }
 
+    /// Waits until the pass's proxy batch is done (at once when it is).
+    pub(super) async fn proxy_batch_done(&mut self) {
+        // Err only when the batch's sender is gone without sending, i.e. never.
+        let _ = self.proxy_ready.wait_for(|ready| *ready).await;
+    }
+
     /// Writes this app's proxy files for the current members (no-op when unchanged).
     pub(super) async fn sync_proxy(&mut self) -> Result<(), StepError> {
+        self.proxy_batch_done().await;
         let Some(desired) = self.desired.filter(|_| self.routed()) else {
             return Ok(());
         };

@@ -1,5 +1,6 @@
-//! `apply(plan)`: carries out a plan. Proxy-only changes go first, as one batch with one
-//! reload; then each app runs its container steps in plan order (`app_run.rs`, apps in
+//! `apply(plan)`: carries out a plan. Proxy-only changes go as one batch with one reload,
+//! while the first containers are created and started (an app changes what nginx serves
+//! only after the batch); each app runs its container steps in plan order (`app_run.rs`, apps in
 //! parallel: `parallel_apps` creates + starts at once, up to four times as many apps in
 //! their steps, e.g. waiting on a health gate). Rollouts are surge 1: create -> start -> healthy -> add
 //! to upstream -> take the old one out -> drain -> stop -> remove. A new generation that
@@ -68,9 +69,33 @@ pub async fn apply<'a, R: ContainerRuntime>(
             warn!("cannot ensure network {}: {e}", ctl.settings.network);
         }
     }
-    apply_proxy_files(ctl, desired, observed, plan, &mut report).await;
+    // 1. The proxy batch runs while the first containers are created and started: an
+    // app's run waits for it only before it changes what nginx serves (`proxy_ready`).
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let proxy_batch = async move {
+        let mut batch = ApplyReport::default();
+        apply_proxy_files(ctl, desired, observed, plan, &mut batch).await;
+        ready_tx.send_replace(true);
+        batch
+    };
+    let (batch, steps) = tokio::join!(
+        proxy_batch,
+        container_steps(ctl, desired, observed, plan, ready_rx)
+    );
+    report.merge(batch);
+    report.merge(steps);
+    report
+}
 
-    // 2. Container steps, per app in order, apps in parallel.
+/// 2. Container steps, per app in order, apps in parallel.
+async fn container_steps<'a, R: ContainerRuntime>(
+    ctl: &'a Arc<Controller<R>>,
+    desired: &'a Desired,
+    observed: &'a Observed,
+    plan: &'a Plan,
+    proxy_ready: tokio::sync::watch::Receiver<bool>,
+) -> ApplyReport {
+    let mut report = ApplyReport::default();
     let mut apps: BTreeMap<&'a str, Vec<&'a Step>> = BTreeMap::new();
     for step in plan.steps.iter().filter(|s| s.touches_containers()) {
         apps.entry(step.app()).or_default().push(step);
@@ -85,6 +110,7 @@ pub async fn apply<'a, R: ContainerRuntime>(
     let limit = Arc::new(Semaphore::new(parallel * SURGE_PER_SLOT));
     let run_app = |app: &'a str, steps: Vec<&'a Step>| {
         let limit = limit.clone();
+        let proxy_ready = proxy_ready.clone();
         let members = plan
             .apps
             .get(app)
@@ -105,6 +131,7 @@ pub async fn apply<'a, R: ContainerRuntime>(
                 members,
                 report: ApplyReport::default(),
                 engine_slots,
+                proxy_ready,
             };
             run.run(&steps).instrument(span).await;
             run.report

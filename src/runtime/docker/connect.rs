@@ -136,6 +136,7 @@ impl DockerRuntime {
             cfs_refused: AtomicBool::new(false),
             known_networks: Mutex::new(HashSet::new()),
             known_volumes: Mutex::new(HashSet::new()),
+            created: Mutex::new(HashSet::new()),
         })
     }
 }

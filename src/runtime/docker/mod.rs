@@ -18,7 +18,8 @@
 //! Must not touch: any container that lacks `berth.managed=true` (or, when this runtime has an
 //! instance, lacks the matching `berth.instance`; without an instance, containers that carry
 //! any `berth.instance` belong to someone else too). Every start/stop/remove/inspect inspects
-//! first and refuses with [`RuntimeError::NotOwned`]. It pulls images (`image.rs`) but never
+//! first and refuses with [`RuntimeError::NotOwned`] (except the first start of a container
+//! this runtime itself created with its labels). It pulls images (`image.rs`) but never
 //! builds, tags or removes one, never touches nginx or the store, and never logs env values
 //! or registry secrets.
 //! Volumes: only volumes labelled `berth.managed=true` (and this instance) are created,
@@ -108,6 +109,9 @@ pub struct DockerRuntime {
     cfs_refused: AtomicBool,
     known_networks: Mutex<HashSet<String>>,
     known_volumes: Mutex<HashSet<String>>,
+    /// Containers this runtime created (with its ownership labels) and has not started yet:
+    /// their start needs no ownership inspect first.
+    created: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for DockerRuntime {
@@ -319,6 +323,9 @@ impl ContainerRuntime for DockerRuntime {
                         id = %short(&created.id),
                         "created container"
                     );
+                    if let Ok(mut fresh) = self.created.lock() {
+                        fresh.insert(created.id.clone());
+                    }
                     return Ok(created.id);
                 }
                 Err(e) => e,
@@ -386,14 +393,18 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
-        let Some(info) = self.owned("start", id).await? else {
-            return Err(RuntimeError::Engine {
-                operation: "start".to_string(),
-                message: format!("container {id} does not exist"),
-            });
-        };
-        if info.state.and_then(|s| s.running) == Some(true) {
-            return Ok(());
+        // One this runtime just created carries its labels and is not running: no inspect.
+        let fresh = self.created.lock().is_ok_and(|mut c| c.remove(id));
+        if !fresh {
+            let Some(info) = self.owned("start", id).await? else {
+                return Err(RuntimeError::Engine {
+                    operation: "start".to_string(),
+                    message: format!("container {id} does not exist"),
+                });
+            };
+            if info.state.and_then(|s| s.running) == Some(true) {
+                return Ok(());
+            }
         }
         Counters::bump(&self.counters.start);
         // 304 (already started) is success in bollard.
@@ -450,6 +461,9 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn remove(&self, id: &str, volumes: RemoveVolumes) -> Result<Vec<String>, RuntimeError> {
+        if let Ok(mut fresh) = self.created.lock() {
+            fresh.remove(id);
+        }
         let Some(info) = self.owned("remove", id).await? else {
             return Ok(Vec::new());
         };
