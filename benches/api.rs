@@ -132,20 +132,20 @@ async fn populate(ctl: &Controller<api_support::FakeRuntime>) {
         } else {
             AppStatus::Synced
         };
-        ctl.store()
-            .upsert_app_desired(&AppDesiredRecord {
-                name: name.clone(),
-                spec_json: serde_json::to_string(&app.spec).unwrap(),
-                spec_hash: app.hash.clone(),
-                source_file: app.source.file.display().to_string(),
-                revision: "rev1".into(),
-                at: PASS_AT,
-            })
-            .await
-            .unwrap();
         let error = (status == AppStatus::Degraded).then_some("1 of 3 containers unhealthy");
         ctl.store()
-            .set_app_status(&name, status, error, PASS_AT)
+            .record_app_pass(
+                &AppDesiredRecord {
+                    name: name.clone(),
+                    spec_json: serde_json::to_string(&app.spec).unwrap(),
+                    spec_hash: app.hash.clone(),
+                    source_file: app.source.file.display().to_string(),
+                    revision: "rev1".into(),
+                    at: PASS_AT,
+                },
+                status,
+                error,
+            )
             .await
             .unwrap();
         apps.insert(name, app);

@@ -773,7 +773,7 @@ fn api_source_names_no_mutating_call() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
     let forbidden = [
         ".record_event",
-        ".record_last_good",
+        ".record_app_pass",
         ".record_scaling_decision",
         ".record_revision",
         ".record(",

@@ -37,6 +37,21 @@ async fn corrupt_heal_repairs(url: &std::path::Path) {
     conn.close().await.unwrap();
 }
 
+/// Writes an app row without a last good spec behind the store's back (`OLDER_APP_ROW`,
+/// `store_cases/cases.rs`).
+async fn insert_app_without_last_good(url: &std::path::Path, name: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url.to_str().unwrap())
+        .await
+        .unwrap();
+    sqlx::query(OLDER_APP_ROW)
+        .bind(name)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+}
+
 /// A fresh database on the shared server: its URL as a "path" (`open` reopens it).
 fn db_path() -> ((), PathBuf) {
     ((), PathBuf::from(postgres::shared_database()))
@@ -65,7 +80,7 @@ async fn reopening_runs_no_migration_twice_and_keeps_rows() {
     let (_db, url) = db_path();
     let store = open(&url).await;
     store
-        .upsert_app_desired(&desired("web", "h1", "r1", 1))
+        .record_app_pass(&desired("web", "h1", "r1", 1), AppStatus::Synced, None)
         .await
         .unwrap();
     store.close().await;
@@ -116,7 +131,7 @@ async fn a_deposed_leaders_writes_are_refused_by_epoch() {
     leader.set_fence(fence.clone());
     // No lease yet: every desired-state write is refused, history is not fenced.
     let err = leader
-        .upsert_app_desired(&desired("web", "h1", "r1", 1))
+        .record_app_pass(&desired("web", "h1", "r1", 1), AppStatus::Progressing, None)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Fenced { .. }), "{err}");
@@ -128,7 +143,7 @@ async fn a_deposed_leaders_writes_are_refused_by_epoch() {
     let row = leader.try_lease(&terms("a", 0, 1)).await.unwrap();
     fence.set_epoch(row.epoch);
     leader
-        .upsert_app_desired(&desired("web", "h1", "r1", 1))
+        .record_app_pass(&desired("web", "h1", "r1", 1), AppStatus::Progressing, None)
         .await
         .unwrap();
     leader

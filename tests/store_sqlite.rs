@@ -26,6 +26,19 @@ async fn fresh() -> Store {
     Store::open_in_memory().await.unwrap()
 }
 
+/// Writes an app row without a last good spec behind the store's back (`OLDER_APP_ROW`).
+async fn insert_app_without_last_good(path: &std::path::Path, name: &str) {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(OLDER_APP_ROW)
+        .bind(name)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn open_creates_file_and_parent_dirs_and_migrations_are_idempotent() {
     let (_dir, path) = db_path();
@@ -35,7 +48,7 @@ async fn open_creates_file_and_parent_dirs_and_migrations_are_idempotent() {
     assert_eq!(store.location(), path.display().to_string());
     store.ping().await.expect("ping");
     store
-        .upsert_app_desired(&desired("web", "h1", "r1", 1))
+        .record_app_pass(&desired("web", "h1", "r1", 1), AppStatus::Synced, None)
         .await
         .unwrap();
     store.close().await;
@@ -59,7 +72,7 @@ async fn open_uses_wal_mode() {
     let (_dir, path) = db_path();
     let store = Store::open(&path).await.unwrap();
     store
-        .upsert_app_desired(&desired("web", "h1", "r1", 1))
+        .record_app_pass(&desired("web", "h1", "r1", 1), AppStatus::Synced, None)
         .await
         .unwrap();
     let wal = PathBuf::from(format!("{}-wal", path.display()));
@@ -92,7 +105,7 @@ async fn in_memory_store_is_migrated_and_shared_by_clones() {
     let store = Store::open_in_memory().await.unwrap();
     let clone = store.clone();
     store
-        .upsert_app_desired(&desired("web", "h1", "r1", 1))
+        .record_app_pass(&desired("web", "h1", "r1", 1), AppStatus::Synced, None)
         .await
         .unwrap();
     assert_eq!(clone.apps().await.unwrap().len(), 1);

@@ -70,7 +70,8 @@ pub struct AppDesiredRecord {
     pub at: i64,
 }
 
-/// One row of `apps`. The `last_good_*` fields are all `Some` once `record_last_good` ran.
+/// One row of `apps`. The `last_good_*` fields are all `Some` in a row `record_app_pass` wrote
+/// (a row an older berth wrote may lack them).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AppRow {
     pub name: String,
@@ -85,7 +86,7 @@ pub struct AppRow {
     pub last_good_revision: Option<String>,
     pub last_good_source_file: Option<String>,
     pub last_good_at: Option<i64>,
-    /// Time of the last write by `upsert_app_desired`, `record_last_good` or `set_app_status`.
+    /// Time of the last write by `record_app_pass` or `set_app_status`.
     pub updated_at: i64,
     /// Time of the last `mark_reconciled`.
     pub last_reconciled_at: Option<i64>,
@@ -135,64 +136,6 @@ const APP_COLUMNS: &str = "name, spec_json, spec_hash, source_file, revision, st
      last_good_source_file, last_good_at, updated_at, last_reconciled_at";
 
 impl Store {
-    /// Records the desired spec of an app. A new app starts as `progressing`; for an existing
-    /// app only the desired columns and `updated_at` change (status and last-good stay).
-    pub async fn upsert_app_desired(&self, record: &AppDesiredRecord) -> Result<(), StoreError> {
-        self.write(
-            "recording the desired spec of an app",
-            sqlx::query(
-            "INSERT INTO apps (name, spec_json, spec_hash, source_file, revision, status, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (name) DO UPDATE SET \
-                 spec_json = excluded.spec_json, \
-                 spec_hash = excluded.spec_hash, \
-                 source_file = excluded.source_file, \
-                 revision = excluded.revision, \
-                 updated_at = excluded.updated_at",
-        )
-        .bind(&record.name)
-        .bind(&record.spec_json)
-        .bind(&record.spec_hash)
-        .bind(&record.source_file)
-        .bind(&record.revision)
-        .bind(AppStatus::Progressing.as_str())
-        .bind(record.at),
-        )
-        .await?;
-        Ok(())
-    }
-
-    /// Remembers a spec as the app's last good one (it parsed and validated), so berth can keep
-    /// serving it when the source later breaks.
-    pub async fn record_last_good(
-        &self,
-        name: &str,
-        spec_json: &str,
-        spec_hash: &str,
-        revision: &str,
-        source_file: &str,
-        at: i64,
-    ) -> Result<(), StoreError> {
-        let result = self
-            .write(
-                "recording the last good spec of an app",
-                sqlx::query(
-                    "UPDATE apps SET last_good_spec_json = $2, last_good_hash = $3, \
-                 last_good_revision = $4, last_good_source_file = $5, last_good_at = $6, \
-                 updated_at = $6 \
-             WHERE name = $1",
-                )
-                .bind(name)
-                .bind(spec_json)
-                .bind(spec_hash)
-                .bind(revision)
-                .bind(source_file)
-                .bind(at),
-            )
-            .await?;
-        found(result.rows_affected(), name)
-    }
-
     /// What one reconcile pass learned about a valid app, in one statement (atomic): its
     /// desired spec, its status and last error, and (because the spec parsed and validated)
     /// its last good spec. Recording the last good spec in the pass that read it means a broken edit
@@ -237,7 +180,9 @@ impl Store {
         Ok(())
     }
 
-    /// Sets the status and replaces the last error (`None` clears it).
+    /// Sets the status and replaces the last error (`None` clears it) of an app the store
+    /// holds (`record_app_pass` writes the row); `AppNotFound` otherwise. The desired and
+    /// last good spec stay.
     pub async fn set_app_status(
         &self,
         name: &str,
@@ -260,7 +205,8 @@ impl Store {
         found(result.rows_affected(), name)
     }
 
-    /// Notes that a reconcile pass finished for this app.
+    /// Notes that a reconcile pass finished for this app; `AppNotFound` when the store does
+    /// not hold it.
     pub async fn mark_reconciled(&self, name: &str, at: i64) -> Result<(), StoreError> {
         let result = self
             .write(

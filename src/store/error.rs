@@ -76,9 +76,7 @@ pub enum StoreError {
         source: sqlx::Error,
     },
 
-    #[error(
-        "app {name:?} is not in the store; record its desired spec with upsert_app_desired first"
-    )]
+    #[error("app {name:?} is not in the store; record its pass with record_app_pass first")]
     AppNotFound { name: String },
 
     #[error(

@@ -402,46 +402,42 @@ async fn fixture_in(on_disk: bool) -> Fixture {
             Some("rollout failed: probe said SECRET_TOKEN=abc123 is wrong"),
         ),
     ] {
-        let spec_json = serde_json::to_string(&app.spec).unwrap();
+        // One pass wrote each row: desired spec, status and error, and last good spec.
+        let at = if name == "web" {
+            PASS_AT - 500
+        } else {
+            PASS_AT - 1000
+        };
         store
-            .upsert_app_desired(&AppDesiredRecord {
-                name: name.into(),
-                spec_json: spec_json.clone(),
-                spec_hash: app.hash.clone(),
-                source_file: app.source.file.display().to_string(),
-                revision: "rev1".into(),
-                at: PASS_AT - 60_000,
-            })
+            .record_app_pass(
+                &AppDesiredRecord {
+                    name: name.into(),
+                    spec_json: serde_json::to_string(&app.spec).unwrap(),
+                    spec_hash: app.hash.clone(),
+                    source_file: app.source.file.display().to_string(),
+                    revision: "rev1".into(),
+                    at,
+                },
+                status,
+                error,
+            )
             .await
             .unwrap();
-        store
-            .set_app_status(name, status, error, PASS_AT - 1000)
-            .await
-            .unwrap();
-        if name == "web" {
-            store
-                .record_last_good(
-                    name,
-                    &spec_json,
-                    &app.hash,
-                    "rev1",
-                    "web.yaml",
-                    PASS_AT - 500,
-                )
-                .await
-                .unwrap();
-        }
     }
     let gone = spec("gone");
     store
-        .upsert_app_desired(&AppDesiredRecord {
-            name: "gone".into(),
-            spec_json: serde_json::to_string(&gone).unwrap(),
-            spec_hash: "g0neg0ne".into(),
-            source_file: "gone.yaml".into(),
-            revision: "rev0".into(),
-            at: PASS_AT - 3_600_000,
-        })
+        .record_app_pass(
+            &AppDesiredRecord {
+                name: "gone".into(),
+                spec_json: serde_json::to_string(&gone).unwrap(),
+                spec_hash: "g0neg0ne".into(),
+                source_file: "gone.yaml".into(),
+                revision: "rev0".into(),
+                at: PASS_AT - 3_600_000,
+            },
+            AppStatus::Progressing,
+            None,
+        )
         .await
         .unwrap();
     store

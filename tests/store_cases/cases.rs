@@ -1,7 +1,9 @@
 // The store cases both dialects must pass, included (`include!`) by tests/store_sqlite.rs
 // and tests/store_postgres.rs. Each binary defines `db_path()` (a fresh database and
 // something that keeps it alive), `open(&path)` (opens that database again: a reopen sees
-// the same rows) and `fresh()` (an empty migrated store) before including this file.
+// the same rows), `fresh()` (an empty migrated store) and
+// `insert_app_without_last_good(&path, name)` (runs `OLDER_APP_ROW` with a raw connection
+// of its dialect) before including this file.
 
 use berth::store::{
     AppDesiredRecord, AppStatus, EventQuery, EventType, HistoryLimits, LastGood, NewEvent,
@@ -22,6 +24,12 @@ fn desired(name: &str, hash: &str, revision: &str, at: i64) -> AppDesiredRecord 
     }
 }
 
+/// An `apps` row as a berth before `record_app_pass` wrote it for a new app: desired spec
+/// and status, no last good spec. `$1` is the app's name.
+const OLDER_APP_ROW: &str = "INSERT INTO apps (name, spec_json, spec_hash, source_file, \
+     revision, status, updated_at) \
+     VALUES ($1, '{}', 'h1', 'apps/old.yaml', 'r1', 'progressing', 1)";
+
 fn event(app: Option<&str>, event_type: EventType, at: i64) -> NewEvent {
     NewEvent {
         app: app.map(str::to_string),
@@ -41,14 +49,20 @@ async fn apps_round_trip() {
 
     assert_eq!(store.app("web").await.unwrap(), None);
     store
-        .upsert_app_desired(&desired("web", "h1", "r1", 100))
+        .record_app_pass(&desired("web", "h1", "r1", 100), AppStatus::Progressing, None)
         .await
         .unwrap();
     store
-        .upsert_app_desired(&desired("api", "h9", "r1", 100))
+        .record_app_pass(
+            &desired("api", "h9", "r1", 110),
+            AppStatus::Degraded,
+            Some("1 of 2 containers unhealthy"),
+        )
         .await
         .unwrap();
 
+    // A new app's pass writes its desired spec, status, error and (the spec is valid) its
+    // last good spec in one row.
     let web = store.app("web").await.unwrap().expect("web exists");
     assert_eq!(web.name, "web");
     assert_eq!(web.spec_json, r#"{"name":"web","hash":"h1"}"#);
@@ -57,12 +71,26 @@ async fn apps_round_trip() {
     assert_eq!(web.revision, "r1");
     assert_eq!(web.status, AppStatus::Progressing);
     assert_eq!(web.last_error, None);
-    assert_eq!(web.last_good_spec_json, None);
-    assert_eq!(web.last_good_at, None);
+    assert_eq!(
+        web.last_good_spec_json.as_deref(),
+        Some(r#"{"name":"web","hash":"h1"}"#)
+    );
+    assert_eq!(web.last_good_hash.as_deref(), Some("h1"));
+    assert_eq!(web.last_good_revision.as_deref(), Some("r1"));
+    assert_eq!(web.last_good_source_file.as_deref(), Some("apps/web.yaml"));
+    assert_eq!(web.last_good_at, Some(100));
     assert_eq!(web.updated_at, 100);
     assert_eq!(web.last_reconciled_at, None);
+    let api = store.app("api").await.unwrap().expect("api exists");
+    assert_eq!(api.status, AppStatus::Degraded);
+    assert_eq!(
+        api.last_error.as_deref(),
+        Some("1 of 2 containers unhealthy")
+    );
+    assert_eq!(api.last_good_hash.as_deref(), Some("h9"));
+    assert_eq!(api.last_good_at, Some(110));
 
-    // Every status round-trips.
+    // Every status round-trips; the desired and last good spec stay.
     for (i, status) in AppStatus::ALL.into_iter().enumerate() {
         let err = format!("error {i}");
         store
@@ -73,36 +101,60 @@ async fn apps_round_trip() {
         assert_eq!(row.status, status);
         assert_eq!(row.last_error.as_deref(), Some(err.as_str()));
         assert_eq!(row.updated_at, 200 + i as i64);
+        assert_eq!(row.spec_hash, "h1");
+        assert_eq!(row.last_good_hash.as_deref(), Some("h1"));
+        assert_eq!(row.last_good_at, Some(100));
     }
-    store
-        .set_app_status("web", AppStatus::Synced, None, 300)
-        .await
-        .unwrap();
-
-    store
-        .record_last_good("web", r#"{"good":true}"#, "h1", "r1", "apps/web.yaml", 310)
-        .await
-        .unwrap();
     store.mark_reconciled("web", 320).await.unwrap();
 
-    // A new desired spec keeps status and last-good.
+    // A new spec's pass replaces the desired columns, the status and error and the last good
+    // spec together; the last reconcile time stays.
     store
-        .upsert_app_desired(&desired("web", "h2", "r2", 400))
+        .record_app_pass(
+            &desired("web", "h2", "r2", 400),
+            AppStatus::FailedRollout,
+            Some("never healthy"),
+        )
         .await
         .unwrap();
     let web = store.app("web").await.unwrap().unwrap();
     assert_eq!(web.spec_hash, "h2");
     assert_eq!(web.revision, "r2");
     assert_eq!(web.spec_json, r#"{"name":"web","hash":"h2"}"#);
-    assert_eq!(web.status, AppStatus::Synced);
-    assert_eq!(web.last_error, None);
-    assert_eq!(web.last_good_spec_json.as_deref(), Some(r#"{"good":true}"#));
-    assert_eq!(web.last_good_hash.as_deref(), Some("h1"));
-    assert_eq!(web.last_good_revision.as_deref(), Some("r1"));
+    assert_eq!(web.status, AppStatus::FailedRollout);
+    assert_eq!(web.last_error.as_deref(), Some("never healthy"));
+    assert_eq!(
+        web.last_good_spec_json.as_deref(),
+        Some(r#"{"name":"web","hash":"h2"}"#)
+    );
+    assert_eq!(web.last_good_hash.as_deref(), Some("h2"));
+    assert_eq!(web.last_good_revision.as_deref(), Some("r2"));
     assert_eq!(web.last_good_source_file.as_deref(), Some("apps/web.yaml"));
-    assert_eq!(web.last_good_at, Some(310));
+    assert_eq!(web.last_good_at, Some(400));
     assert_eq!(web.updated_at, 400);
     assert_eq!(web.last_reconciled_at, Some(320));
+
+    // The next pass of the same spec clears the error (`None`).
+    store
+        .record_app_pass(&desired("web", "h2", "r2", 450), AppStatus::Synced, None)
+        .await
+        .unwrap();
+    let web = store.app("web").await.unwrap().unwrap();
+    assert_eq!(web.status, AppStatus::Synced);
+    assert_eq!(web.last_error, None);
+    assert_eq!(web.last_good_at, Some(450));
+
+    // A broken edit quarantines the app: its desired and last good spec stay what it runs.
+    store
+        .set_app_status("web", AppStatus::Quarantined, Some("spec.image: missing"), 500)
+        .await
+        .unwrap();
+    let web = store.app("web").await.unwrap().unwrap();
+    assert_eq!(web.status, AppStatus::Quarantined);
+    assert_eq!(web.spec_hash, "h2");
+    assert_eq!(web.last_good_hash.as_deref(), Some("h2"));
+    assert_eq!(web.last_good_at, Some(450));
+    assert_eq!(web.updated_at, 500);
 
     let names: Vec<String> = store
         .apps()
@@ -115,24 +167,71 @@ async fn apps_round_trip() {
 
     assert_eq!(
         store.last_good_specs().await.unwrap(),
-        vec![LastGood {
-            name: "web".to_string(),
-            spec_json: r#"{"good":true}"#.to_string(),
-            spec_hash: "h1".to_string(),
-            revision: "r1".to_string(),
-            source_file: "apps/web.yaml".to_string(),
-            at: 310,
-        }],
-        "apps without a last good spec are left out"
+        vec![
+            LastGood {
+                name: "api".to_string(),
+                spec_json: r#"{"name":"api","hash":"h9"}"#.to_string(),
+                spec_hash: "h9".to_string(),
+                revision: "r1".to_string(),
+                source_file: "apps/api.yaml".to_string(),
+                at: 110,
+            },
+            LastGood {
+                name: "web".to_string(),
+                spec_json: r#"{"name":"web","hash":"h2"}"#.to_string(),
+                spec_hash: "h2".to_string(),
+                revision: "r2".to_string(),
+                source_file: "apps/web.yaml".to_string(),
+                at: 450,
+            },
+        ],
+        "ordered by name, each app's newest valid spec"
     );
 
     // Row serialises with kebab-case status for the API.
     store
-        .set_app_status("web", AppStatus::FailedRollout, Some("unhealthy"), 500)
+        .set_app_status("web", AppStatus::FailedRollout, Some("unhealthy"), 600)
         .await
         .unwrap();
     let value = serde_json::to_value(store.app("web").await.unwrap().unwrap()).unwrap();
     assert_eq!(value["status"], "failed-rollout");
+}
+
+/// A row an older berth wrote (its desired spec without a last good one) still reads back,
+/// is left out of `last_good_specs`, and gets its last good spec from the next pass.
+#[tokio::test]
+async fn a_row_without_a_last_good_spec_is_left_out_until_its_next_pass() {
+    let (_db, path) = db_path();
+    let store = open(&path).await;
+    store
+        .record_app_pass(&desired("api", "h9", "r1", 1), AppStatus::Synced, None)
+        .await
+        .unwrap();
+    insert_app_without_last_good(&path, "web").await;
+
+    let web = store.app("web").await.unwrap().expect("web reads back");
+    assert_eq!(web.status, AppStatus::Progressing);
+    assert_eq!(web.last_good_spec_json, None);
+    assert_eq!(web.last_good_at, None);
+    let good: Vec<String> = store
+        .last_good_specs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    assert_eq!(good, ["api"], "apps without a last good spec are left out");
+
+    store
+        .record_app_pass(&desired("web", "h2", "r2", 5), AppStatus::Synced, None)
+        .await
+        .unwrap();
+    let good = store.last_good_specs().await.unwrap();
+    assert_eq!(good.len(), 2);
+    assert_eq!(
+        (good[1].name.as_str(), good[1].spec_hash.as_str(), good[1].at),
+        ("web", "h2", 5)
+    );
 }
 
 #[tokio::test]
@@ -146,15 +245,29 @@ async fn app_updates_on_unknown_apps_say_so() {
         matches!(&err, StoreError::AppNotFound { name } if name == "ghost"),
         "{err:?}"
     );
-    assert!(err.to_string().contains("upsert_app_desired"), "{err}");
+    assert!(err.to_string().contains("record_app_pass"), "{err}");
+    assert!(!err.to_string().ends_with('.'), "{err}");
     assert!(matches!(
         store.mark_reconciled("ghost", 1).await,
         Err(StoreError::AppNotFound { .. })
     ));
+    assert_eq!(store.app("ghost").await.unwrap(), None, "nothing was created");
+
+    // A deleted app is unknown again.
+    store
+        .record_app_pass(&desired("ghost", "h1", "r1", 2), AppStatus::Synced, None)
+        .await
+        .unwrap();
+    store.mark_reconciled("ghost", 3).await.unwrap();
+    assert!(store.delete_app("ghost").await.unwrap());
     assert!(matches!(
         store
-            .record_last_good("ghost", "{}", "h", "r", "f", 1)
+            .set_app_status("ghost", AppStatus::Degraded, None, 4)
             .await,
+        Err(StoreError::AppNotFound { .. })
+    ));
+    assert!(matches!(
+        store.mark_reconciled("ghost", 4).await,
         Err(StoreError::AppNotFound { .. })
     ));
 }
@@ -164,11 +277,11 @@ async fn delete_app_removes_app_and_its_current_state_but_keeps_history() {
     let (_db, path) = db_path();
     let store = open(&path).await;
     store
-        .upsert_app_desired(&desired("web", "h1", "r1", 1))
+        .record_app_pass(&desired("web", "h1", "r1", 1), AppStatus::Synced, None)
         .await
         .unwrap();
     store
-        .upsert_app_desired(&desired("api", "h1", "r1", 1))
+        .record_app_pass(&desired("api", "h1", "r1", 1), AppStatus::Synced, None)
         .await
         .unwrap();
     store
@@ -215,22 +328,18 @@ async fn last_good_survives_reopen() {
     {
         let store = open(&path).await;
         store
-            .upsert_app_desired(&desired("web", "h1", "r1", 1))
-            .await
-            .unwrap();
-        store
-            .record_last_good(
-                "web",
-                r#"{"image":"web:1"}"#,
-                "h1",
-                "r1",
-                "apps/web.yaml",
-                2,
+            .record_app_pass(
+                &AppDesiredRecord {
+                    spec_json: r#"{"image":"web:1"}"#.to_string(),
+                    ..desired("web", "h1", "r1", 2)
+                },
+                AppStatus::Synced,
+                None,
             )
             .await
             .unwrap();
         store
-            .set_app_status("web", AppStatus::Synced, None, 3)
+            .set_app_status("web", AppStatus::Quarantined, Some("spec.image: missing"), 3)
             .await
             .unwrap();
         store.close().await;
@@ -241,10 +350,9 @@ async fn last_good_survives_reopen() {
     assert_eq!(good[0].spec_json, r#"{"image":"web:1"}"#);
     assert_eq!(good[0].spec_hash, "h1");
     assert_eq!(good[0].at, 2);
-    assert_eq!(
-        store.app("web").await.unwrap().unwrap().status,
-        AppStatus::Synced
-    );
+    let web = store.app("web").await.unwrap().unwrap();
+    assert_eq!(web.status, AppStatus::Quarantined);
+    assert_eq!(web.last_error.as_deref(), Some("spec.image: missing"));
 }
 
 #[tokio::test]
@@ -845,7 +953,11 @@ async fn concurrent_writers_do_not_hit_database_is_locked() {
             let app = format!("app-{t}");
             for i in 0..WRITES {
                 store
-                    .upsert_app_desired(&desired(&app, &format!("h{i}"), "r", i))
+                    .record_app_pass(
+                        &desired(&app, &format!("h{i}"), "r", i),
+                        AppStatus::Synced,
+                        None,
+                    )
                     .await?;
                 store
                     .set_app_status(&app, AppStatus::Progressing, Some("working"), i)
@@ -860,7 +972,11 @@ async fn concurrent_writers_do_not_hit_database_is_locked() {
                     store.mark_rollout_failed(&app, "h", "r", "x", i).await?;
                     store.delete_app(&app).await?;
                     store
-                        .upsert_app_desired(&desired(&app, &format!("h{i}"), "r", i))
+                        .record_app_pass(
+                            &desired(&app, &format!("h{i}"), "r", i),
+                            AppStatus::Synced,
+                            None,
+                        )
                         .await?;
                 }
                 // Interleave reads with the writes.

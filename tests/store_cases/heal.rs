@@ -62,14 +62,18 @@ async fn delete_app_forgets_its_heal_state() {
     let store = open(&path).await;
     for name in ["web", "api"] {
         store
-            .upsert_app_desired(&AppDesiredRecord {
-                name: name.to_string(),
-                spec_json: "{}".to_string(),
-                spec_hash: "h1".to_string(),
-                source_file: format!("{name}.yaml"),
-                revision: "r1".to_string(),
-                at: 1,
-            })
+            .record_app_pass(
+                &AppDesiredRecord {
+                    name: name.to_string(),
+                    spec_json: "{}".to_string(),
+                    spec_hash: "h1".to_string(),
+                    source_file: format!("{name}.yaml"),
+                    revision: "r1".to_string(),
+                    at: 1,
+                },
+                AppStatus::Synced,
+                None,
+            )
             .await
             .unwrap();
         store
@@ -113,14 +117,18 @@ async fn crash_looping_is_a_stored_status() {
     let (_dir, path) = db_path();
     let store = open(&path).await;
     store
-        .upsert_app_desired(&AppDesiredRecord {
-            name: "web".to_string(),
-            spec_json: "{}".to_string(),
-            spec_hash: "h1".to_string(),
-            source_file: "web.yaml".to_string(),
-            revision: "r1".to_string(),
-            at: 1,
-        })
+        .record_app_pass(
+            &AppDesiredRecord {
+                name: "web".to_string(),
+                spec_json: "{}".to_string(),
+                spec_hash: "h1".to_string(),
+                source_file: "web.yaml".to_string(),
+                revision: "r1".to_string(),
+                at: 1,
+            },
+            AppStatus::Synced,
+            None,
+        )
         .await
         .unwrap();
     let why = "5 repairs within 10 minutes; self-heal stopped until the spec changes";
