@@ -26,6 +26,7 @@
 //! (`scripts/bench.sh` installs them and runs this).
 //! All traffic goes to 127.0.0.1; everything created is removed by Drop guards
 //! (containers by `berth.instance` label, `docker-compose down -v`, nginx by QUIT).
+//! `BERTH_BENCH_PARALLEL=N` runs berth with another `--parallel` (raw stays at 8).
 
 #[path = "../tests/fault/mod.rs"]
 mod fault;
@@ -123,7 +124,11 @@ fn env(tag: &str) -> Scene {
 async fn controller(env: &Scene) -> std::sync::Arc<Controller<DockerRuntime>> {
     let settings = Settings {
         interval: Duration::from_secs(5),
-        parallel_apps: PARALLEL,
+        // BERTH_BENCH_PARALLEL tries another `--parallel` for berth (raw stays at PARALLEL).
+        parallel_apps: std::env::var("BERTH_BENCH_PARALLEL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(PARALLEL),
         ..test_settings(
             &env.instance,
             berth::source::SourceConfig::Dir(env.specs.path().to_path_buf()),
