@@ -86,7 +86,9 @@ pub async fn apply_once<R: ContainerRuntime>(
     let worker = tokio::spawn(ctl.image_worker().run());
     let mut report = reconcile::run_pass(ctl, "apply --once").await;
     for _ in 1..APPLY_ONCE_MAX_PASSES {
-        if report.is_err() || !ctl.pulls_pending() {
+        // A pull this pass asked for may already have ended (a fast local registry): its
+        // outcome still needs the next pass.
+        if report.is_err() || !(ctl.pulls_pending() || ctl.pulls_unrecorded()) {
             break;
         }
         while ctl.pulls_pending() {

@@ -248,6 +248,11 @@ impl Images {
         self.lock().view().values().any(|v| v.pulling)
     }
 
+    /// True while a finished pull waits for a pass to record it (and create what waited).
+    pub fn pulls_unrecorded(&self) -> bool {
+        self.lock().finished.iter().any(|o| o.job == ImageJob::Pull)
+    }
+
     /// True while a pull of `image` an app asked for is pending or running.
     pub fn pulling(&self, image: &str) -> bool {
         self.lock()

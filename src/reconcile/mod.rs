@@ -321,6 +321,12 @@ impl<R: ContainerRuntime> Controller<R> {
         self.images.pulls_pending()
     }
 
+    /// True while a finished pull waits for the next pass to record it: a pull asked for
+    /// early in a pass can end before that pass does.
+    pub fn pulls_unrecorded(&self) -> bool {
+        self.images.pulls_unrecorded()
+    }
+
     /// The image pulling task for the daemon to run (`ImageWorker::run`): the only holder
     /// of the runtime besides the controller, and it only pulls and inspects images.
     pub fn image_worker(&self) -> ImageWorker<R> {
