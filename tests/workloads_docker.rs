@@ -625,6 +625,25 @@ async fn data_survives_sigkills_of_berth_serve_during_recreate_rollouts() {
     };
     serve.kill9();
     assert_eq!(exec(&last.id, "cat /data/x /anon/y").1, "named\nanon");
+    // Removing the app deletes its anonymous volumes, also those the killed serves left
+    // on the host and recorded in the store, so nothing unlabelled stays behind.
+    let anon = volume_at(&last.id, "/anon");
+    std::fs::remove_file(scene.specs.path().join("db.yaml")).unwrap();
+    pass(&observer).await;
+    assert!(
+        running(&observer, &app).await.is_empty(),
+        "the app is removed"
+    );
+    assert!(!volume_exists(&anon), "its anonymous volume goes with it");
+    assert!(
+        observer
+            .store()
+            .kept_volumes(&app)
+            .await
+            .unwrap()
+            .is_empty(),
+        "every recorded anonymous volume is gone"
+    );
 }
 
 /// Removes the named (unlabelled) anonymous volumes on drop, even when the test fails.
