@@ -7,6 +7,19 @@
 
 use berth::store::HealRow;
 
+/// An app's first pass record (spec hash h1, revision r1, at 1), for the rows the heal
+/// state and statuses hang off.
+fn synced_app(name: &str) -> AppDesiredRecord {
+    AppDesiredRecord {
+        name: name.to_string(),
+        spec_json: "{}".to_string(),
+        spec_hash: "h1".to_string(),
+        source_file: format!("{name}.yaml"),
+        revision: "r1".to_string(),
+        at: 1,
+    }
+}
+
 fn row(app: &str, hash: &str, repairs: &[i64], quarantined: Option<i64>) -> HealRow {
     HealRow {
         app: app.to_string(),
@@ -62,18 +75,7 @@ async fn delete_app_forgets_its_heal_state() {
     let store = open(&path).await;
     for name in ["web", "api"] {
         store
-            .record_app_pass(
-                &AppDesiredRecord {
-                    name: name.to_string(),
-                    spec_json: "{}".to_string(),
-                    spec_hash: "h1".to_string(),
-                    source_file: format!("{name}.yaml"),
-                    revision: "r1".to_string(),
-                    at: 1,
-                },
-                AppStatus::Synced,
-                None,
-            )
+            .record_app_pass(&synced_app(name), AppStatus::Synced, None)
             .await
             .unwrap();
         store
@@ -117,18 +119,7 @@ async fn crash_looping_is_a_stored_status() {
     let (_dir, path) = db_path();
     let store = open(&path).await;
     store
-        .record_app_pass(
-            &AppDesiredRecord {
-                name: "web".to_string(),
-                spec_json: "{}".to_string(),
-                spec_hash: "h1".to_string(),
-                source_file: "web.yaml".to_string(),
-                revision: "r1".to_string(),
-                at: 1,
-            },
-            AppStatus::Synced,
-            None,
-        )
+        .record_app_pass(&synced_app("web"), AppStatus::Synced, None)
         .await
         .unwrap();
     let why = "5 repairs within 10 minutes; self-heal stopped until the spec changes";
