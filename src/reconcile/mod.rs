@@ -21,6 +21,7 @@ mod heal_state;
 mod images;
 mod pass;
 mod prober;
+mod read;
 mod records;
 pub mod request;
 mod run;
@@ -37,8 +38,9 @@ pub use desired::{desired_from, DesiredState, KnownApp, LastGoodSpec, Quarantine
 pub use images::{
     ImageBook, ImageSettings, ImageWorker, Images, DEFAULT_IMAGE_POLL, PULL_CONCURRENCY,
 };
-pub use pass::{known_apps, observe, plan_only, read_desired, read_overrides, run_pass};
+pub use pass::{observe, plan_only, run_pass};
 pub use prober::run as run_prober;
+pub use read::{known_apps, read_desired, read_overrides};
 pub use run::{run_loop, PROXY_LOG_MAX_BYTES};
 pub use step_error::StepError;
 
@@ -202,7 +204,7 @@ pub struct Controller<R: ContainerRuntime> {
     known: Mutex<Option<Arc<BTreeMap<String, KnownApp>>>>,
     /// The last `desired_from` answer and the inputs it came from: a pass whose revision,
     /// known apps and present apps did not change reuses it (and its shared `Desired`).
-    desired: Mutex<Option<pass::DesiredCache>>,
+    desired: Mutex<Option<read::DesiredCache>>,
     /// Registry images: pulls asked for, followed tags, finished jobs (`images.rs`).
     images: Arc<Images>,
     /// Swarm backend: app -> the spec hash of the update berth asked Swarm for, until

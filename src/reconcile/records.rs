@@ -26,7 +26,7 @@ pub(super) async fn forget_removed<R: ContainerRuntime>(
         return;
     }
     // The cached view of the store's apps: a steady pass reads no rows.
-    let known = match super::pass::cached_known_apps(ctl).await {
+    let known = match super::read::cached_known_apps(ctl).await {
         Ok(known) => known,
         Err(e) => {
             warn!("cannot list apps: {e}");
