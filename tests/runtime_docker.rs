@@ -510,3 +510,43 @@ fn http_get_handles_chunked_bodies_and_refuses_non_loopback() {
     let err = http_get("10.1.2.3:80", "/", None).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
 }
+
+/// Removes a container the test started outside any instance label (by name, also on panic).
+struct RemoveOnDrop(String);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.0]);
+    }
+}
+
+#[test]
+fn docker_cleanup_forces_leftover_endpoints_off_its_network() {
+    ensure_images();
+    let instance = unique_name("rt-net-endpoint");
+    // Declared before the outsider: on a panic the outsider goes first, then the network.
+    let guard = DockerCleanup::new(&instance);
+    docker_ok(&["network", "create", &instance]);
+    // A container the guard does not own (no instance label) keeps an endpoint on the
+    // network, as a stale endpoint left by a dockerd restart does.
+    let outsider = RemoveOnDrop(unique_name("rt-outsider"));
+    docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &outsider.0,
+        "--network",
+        &instance,
+        IMAGE_V1,
+    ]);
+    drop(guard);
+    let left = docker(&["network", "inspect", "--format", "{{.Id}}", &instance]);
+    assert!(
+        !left.status.success(),
+        "the guard left the network {instance} behind"
+    );
+    assert!(
+        exists(&outsider.0),
+        "the guard must not remove a container it does not own"
+    );
+}

@@ -100,7 +100,8 @@ pub fn unique_name(prefix: &str) -> String {
 }
 
 /// Drop guard: removes every container labelled `berth.instance=<instance>` (owned or not)
-/// with its anonymous volumes, the volumes labelled with the instance, then networks labelled with the instance and the network named `<instance>`.
+/// with its anonymous volumes, the volumes labelled with the instance, then networks labelled
+/// with the instance and the network named `<instance>` (stale endpoints forced off first).
 /// Uses the docker CLI, so it works after a panic and outside any async runtime.
 /// Convention: name a test's network after its instance (or let `DockerRuntime` create it,
 /// which labels it).
@@ -174,7 +175,24 @@ impl Drop for DockerCleanup {
             nets.push(self.instance.clone());
         }
         for net in nets {
-            let out = docker(&["network", "rm", &net]);
+            let mut out = docker(&["network", "rm", &net]);
+            if !out.status.success()
+                && String::from_utf8_lossy(&out.stderr).contains("active endpoints")
+            {
+                // An endpoint the engine kept after its container went (a dockerd restart
+                // mid-test can leave one): force it off the network, then remove again.
+                let endpoints = docker(&[
+                    "network",
+                    "inspect",
+                    "--format",
+                    "{{range .Containers}}{{.Name}} {{end}}",
+                    &net,
+                ]);
+                for endpoint in String::from_utf8_lossy(&endpoints.stdout).split_whitespace() {
+                    let _ = docker(&["network", "disconnect", "-f", &net, endpoint]);
+                }
+                out = docker(&["network", "rm", &net]);
+            }
             if !out.status.success() {
                 let err = String::from_utf8_lossy(&out.stderr);
                 if !err.contains("No such network") && !err.contains("not found") {
