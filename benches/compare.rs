@@ -233,7 +233,7 @@ fn pass_profile(report: &reconcile::PassReport, spans: &[spans::Span]) -> String
     format!(
         "pass {:.0} ms; phases source {:.0}, observe {:.0}, desired {:.0}, plan {:.0}, apply {:.0}, record {:.0}, publish {:.0} ms; \
          the first app's container steps began {:.0} ms into the pass (network, the one nginx test + reload of every new route); \
-         per app, create + start + health gate: median {:.0} ms, max {:.0} ms; \
+         per app, waiting for an engine slot + create + start + health gate: median {:.0} ms, max {:.0} ms; \
          the apps' steps ran from {:.0} to {:.0} ms, {:.1} apps at a time on average ({} allowed, {PARALLEL} creates + starts at once)",
         pass.ms(),
         p.source_ms,
