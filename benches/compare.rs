@@ -932,8 +932,9 @@ create takes ~0.15 s, a start ~1.4 s and the health gate ~35 ms (one probe); wit
 (~4.5 containers a second). So berth / raw-net stays near 1.0, and berth / raw is the \
 engine's price of the network and init (raw-net / raw 1.2 to 1.4 here; init alone ~5%). \
 berth / compose at 50 apps is ~1.0 (compose's Python start-up is amortised), not the 0.9 \
-aimed at: going lower would take asking the engine for less per container than compose \
-does, i.e. dropping init or the network that lets apps find each other.\n\
+aimed at: berth asks the engine for compose's containers plus Docker's init, and going \
+lower would take dropping init (~5%, not enough alone) and the network that lets apps find \
+each other.\n\
 - Member changes: both directions reach nginx without a reload. A scale-up's members are \
 pushed as soon as their health gate passes (before the pass records its events); a \
 scale-in's list goes out in the pass's proxy batch right after the plan, so adding members \
