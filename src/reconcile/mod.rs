@@ -1,12 +1,13 @@
 //! The reconcile controller: the ONLY code that mutates Docker (through
 //! `ContainerRuntime`) or nginx (through `Proxy`). Each pass (`pass.rs`) reads the source
 //! snapshot, observes (one labelled list call), builds `Desired` with per-app isolation
-//! (`desired`, pure), checks the deletion budget (`plan::prune`, pure), plans from scratch,
-//! applies (`apply.rs`), and records events, statuses and the revision in the store
-//! (`records.rs`). `run.rs` is the loop that runs passes until cancelled; `prober.rs` the
-//! background health prober; `swarm.rs` the swarm backend's part of a pass (service steps,
-//! rollouts followed and recorded). Triggers (file events, git polls, webhooks, the prober, the
-//! autoscaler, the timer) only wake the loop; they never decide what to do.
+//! (`read.rs` around `desired`, pure), checks the deletion budget (`plan::prune`, pure),
+//! plans from scratch, applies (`apply.rs`), and records events, statuses and the
+//! revision in the store (`records.rs`). `run.rs` is the loop that runs passes until
+//! cancelled; `prober.rs` the background health prober; `swarm.rs` the swarm backend's part
+//! of a pass (service steps, rollouts followed and recorded). Triggers (file events, git
+//! polls, webhooks, the prober, the autoscaler, the timer) only wake the loop; they never
+//! decide what to do.
 //!
 //! This module starts no task of its own: the composition root (`crate::daemon`) starts
 //! the loop, the prober and everything else. Its fields are private; other modules get
