@@ -101,7 +101,7 @@ pub fn unique_name(prefix: &str) -> String {
 
 /// Drop guard: removes every container labelled `berth.instance=<instance>` (owned or not)
 /// with its anonymous volumes, the volumes labelled with the instance, then networks labelled
-/// with the instance and the network named `<instance>` (stale endpoints forced off first).
+/// with the instance and the network named `<instance>` (leftover endpoints forced off, retried).
 /// Uses the docker CLI, so it works after a panic and outside any async runtime.
 /// Convention: name a test's network after its instance (or let `DockerRuntime` create it,
 /// which labels it).
@@ -176,11 +176,15 @@ impl Drop for DockerCleanup {
         }
         for net in nets {
             let mut out = docker(&["network", "rm", &net]);
-            if !out.status.success()
-                && String::from_utf8_lossy(&out.stderr).contains("active endpoints")
-            {
-                // An endpoint the engine kept after its container went (a dockerd restart
-                // mid-test can leave one): force it off the network, then remove again.
+            // Endpoints can outlive their containers: for a moment after a large `rm -f` on
+            // a loaded engine, or for good when a dockerd restart left a stale one. Force
+            // them off the network and try again, for up to ~5 s.
+            for _ in 0..10 {
+                if out.status.success()
+                    || !String::from_utf8_lossy(&out.stderr).contains("active endpoints")
+                {
+                    break;
+                }
                 let endpoints = docker(&[
                     "network",
                     "inspect",
@@ -191,6 +195,7 @@ impl Drop for DockerCleanup {
                 for endpoint in String::from_utf8_lossy(&endpoints.stdout).split_whitespace() {
                     let _ = docker(&["network", "disconnect", "-f", &net, endpoint]);
                 }
+                std::thread::sleep(std::time::Duration::from_millis(500));
                 out = docker(&["network", "rm", &net]);
             }
             if !out.status.success() {

@@ -43,10 +43,20 @@ impl SwarmLock {
 }
 
 /// Holds the locks; makes the engine a swarm manager when it is not one, and leaves the
-/// swarm on drop only when this guard created it.
+/// swarm on drop only when this guard created it (removing the `docker_gwbridge` network
+/// `swarm init` created, which `swarm leave` keeps).
 struct SwarmGuard {
     initialised: bool,
+    gateway_bridge_created: bool,
     _lock: SwarmLock,
+}
+
+const GATEWAY_BRIDGE: &str = "docker_gwbridge";
+
+fn gateway_bridge_exists() -> bool {
+    docker(&["network", "inspect", "--format", "{{.Id}}", GATEWAY_BRIDGE])
+        .status
+        .success()
 }
 
 impl SwarmGuard {
@@ -55,11 +65,15 @@ impl SwarmGuard {
         require_docker();
         let state = docker_ok(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
         let initialised = state.trim() == "inactive";
+        let mut gateway_bridge_created = false;
         if initialised {
+            let had_bridge = gateway_bridge_exists();
             docker_ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+            gateway_bridge_created = !had_bridge;
         }
         SwarmGuard {
             initialised,
+            gateway_bridge_created,
             _lock: lock,
         }
     }
@@ -74,7 +88,19 @@ impl Drop for SwarmGuard {
                     "SwarmGuard: docker swarm leave failed: {}",
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
+                return;
             }
+            // The ingress sandbox may hold its endpoint for a moment after the leave.
+            for _ in 0..20 {
+                if !self.gateway_bridge_created || !gateway_bridge_exists() {
+                    return;
+                }
+                if docker(&["network", "rm", GATEWAY_BRIDGE]).status.success() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            eprintln!("SwarmGuard: cannot remove {GATEWAY_BRIDGE}, which swarm init created");
         }
     }
 }
