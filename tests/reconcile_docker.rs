@@ -179,7 +179,7 @@ async fn hand_removed_and_stopped_containers_come_back_and_foreign_ones_are_unto
         .output()
         .unwrap();
     assert!(created.status.success(), "{created:?}");
-    let _foreign_guard = ForeignGuard(foreign.clone());
+    let _foreign_guard = support::ForeignContainer(foreign.clone());
 
     h.pass().await;
     let containers = h.running("web").await;
@@ -447,17 +447,6 @@ async fn host_routes_and_health_state() {
             .unwrap_or(Health::Starting),
         Health::Healthy
     );
-}
-
-/// Removes the test's foreign (unlabelled) container, even when the test panics.
-struct ForeignGuard(String);
-
-impl Drop for ForeignGuard {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["rm", "-f", &self.0])
-            .output();
-    }
 }
 
 #[tokio::test]

@@ -16,7 +16,8 @@ use berth::runtime::{
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use support::{
-    docker, docker_ok, ensure_images, http_get, unique_name, wait_http, DockerCleanup, IMAGE_V1,
+    docker, docker_ok, ensure_images, http_get, unique_name, wait_http, DockerCleanup,
+    ForeignContainer, IMAGE_V1,
 };
 
 fn request(name: &str, image: &str, network: Option<&str>) -> ContainerRequest {
@@ -511,15 +512,6 @@ fn http_get_handles_chunked_bodies_and_refuses_non_loopback() {
     assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
 }
 
-/// Removes a container the test started outside any instance label (by name, also on panic).
-struct RemoveOnDrop(String);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", &self.0]);
-    }
-}
-
 #[test]
 fn docker_cleanup_forces_leftover_endpoints_off_its_network() {
     ensure_images();
@@ -529,7 +521,7 @@ fn docker_cleanup_forces_leftover_endpoints_off_its_network() {
     docker_ok(&["network", "create", &instance]);
     // A container the guard does not own (no instance label) keeps an endpoint on the
     // network, as a stale endpoint left by a dockerd restart does.
-    let outsider = RemoveOnDrop(unique_name("rt-outsider"));
+    let outsider = ForeignContainer(unique_name("rt-outsider"));
     docker_ok(&[
         "run",
         "-d",

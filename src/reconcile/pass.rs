@@ -1,7 +1,7 @@
 //! One reconcile pass: read the source, observe, build `Desired` (read.rs), plan, apply,
 //! record; and `plan_only`, the same prologue without the apply, changing nothing the
-//! loop reads. Must not touch: the loop's timing (run.rs) or
-//! what is recorded per app (records.rs).
+//! loop reads. Must not touch: the loop's timing (run.rs) or what is recorded per app
+//! (records.rs).
 
 use super::apply::ApplyReport;
 use super::desired::DesiredState;

@@ -176,9 +176,10 @@ impl Drop for DockerCleanup {
         }
         for net in nets {
             let mut out = docker(&["network", "rm", &net]);
-            // Endpoints can outlive their containers: for a moment after a large `rm -f` on
-            // a loaded engine, or for good when a dockerd restart left a stale one. Force
-            // them off the network and try again, for up to ~5 s.
+            // Endpoints can outlive their containers (a stale one after a dockerd restart, or
+            // one the engine releases late): force them off the network and try again, for
+            // up to ~5 s. An endpoint count the engine leaked is beyond this: only a dockerd
+            // restart clears it.
             for _ in 0..10 {
                 if out.status.success()
                     || !String::from_utf8_lossy(&out.stderr).contains("active endpoints")
@@ -209,6 +210,16 @@ impl Drop for DockerCleanup {
                 }
             }
         }
+    }
+}
+
+/// Drop guard for a container a test started outside any instance label (so
+/// [`DockerCleanup`] does not own it): removes it by name or id, also when the test panics.
+pub struct ForeignContainer(pub String);
+
+impl Drop for ForeignContainer {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.0]);
     }
 }
 
